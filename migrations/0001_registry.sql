@@ -1,0 +1,71 @@
+-- Registry metadata. Blob and manifest bytes live in R2 under blobs/sha256/<hex>;
+-- a repository sees a blob only through a repo_blobs link row.
+CREATE TABLE repositories (
+  name TEXT PRIMARY KEY,
+  public INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE blobs (
+  digest TEXT PRIMARY KEY,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE repo_blobs (
+  repo TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (repo, digest)
+);
+CREATE INDEX repo_blobs_digest ON repo_blobs(digest);
+
+CREATE TABLE manifests (
+  repo TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  media_type TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  artifact_type TEXT,
+  subject TEXT,
+  annotations TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (repo, digest)
+);
+CREATE INDEX manifests_subject ON manifests(repo, subject);
+
+-- Every descriptor a manifest references (config, layers, child manifests),
+-- so a blob still used by some manifest is never deleted.
+CREATE TABLE manifest_refs (
+  repo TEXT NOT NULL,
+  manifest TEXT NOT NULL,
+  ref TEXT NOT NULL,
+  PRIMARY KEY (repo, manifest, ref)
+);
+CREATE INDEX manifest_refs_ref ON manifest_refs(ref);
+
+CREATE TABLE tags (
+  repo TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  digest TEXT NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (repo, tag)
+);
+
+CREATE TABLE uploads (
+  id TEXT PRIMARY KEY,
+  repo TEXT NOT NULL,
+  size INTEGER NOT NULL DEFAULT 0,
+  chunks INTEGER NOT NULL DEFAULT 0,
+  state TEXT NOT NULL DEFAULT '{}',
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE tokens (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  scopes TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  revoked_at INTEGER
+);

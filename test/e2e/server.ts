@@ -1,0 +1,76 @@
+// Starts a real kiln server (`wrangler dev`, local R2/D1/DO state in a temp dir) on 127.0.0.1.
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+
+export const ROOT = path.resolve(import.meta.dirname, "..", "..");
+export const ADMIN_TOKEN = "kiln-e2e-admin";
+
+export interface KilnServer {
+  url: string;
+  port: number;
+  stateDir: string;
+  process: ChildProcess;
+  /** Stops the server; state stays in stateDir unless `wipe` is set. */
+  stop(wipe?: boolean): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+const wranglerEnv = () => ({ ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" });
+
+export async function startKiln(opts: { stateDir?: string; port?: number; vars?: Record<string, string> } = {}): Promise<KilnServer> {
+  const stateDir = opts.stateDir ?? mkdtempSync(path.join(os.tmpdir(), "kiln-e2e-"));
+  const port = opts.port ?? (await freePort());
+  const wrangler = path.join(ROOT, "node_modules", ".bin", "wrangler");
+  const mig = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", stateDir], {
+    cwd: ROOT, env: wranglerEnv(), encoding: "utf8",
+  });
+  if (mig.status !== 0) throw new Error(`migrations failed: ${mig.stderr}${mig.stdout}`);
+  const vars = { KILN_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.vars };
+  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--show-interactive-dev-session=false", "--inspector-port", String(await freePort())];
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  const child = spawn(wrangler, args, { cwd: ROOT, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let output = "";
+  child.stdout!.on("data", (d) => { output += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
+  child.stderr!.on("data", (d) => { output += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${output}`);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      if (res.ok) break;
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`kiln did not start: ${output}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return {
+    url, port, stateDir, process: child,
+    async stop(wipe = false) {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        try { process.kill(-child.pid!, "SIGTERM"); } catch {}
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+        try { process.kill(-child.pid!, "SIGKILL"); } catch {}
+      }
+      if (wipe) rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Whether a command exists on PATH (e2e tests that need a real client skip loudly without it). */
+export function have(cmd: string): boolean {
+  return spawnSync("sh", ["-c", `command -v ${cmd}`]).status === 0;
+}

@@ -1,0 +1,23 @@
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+// Integration tests and pure unit tests, run inside workerd with the Worker's bindings.
+export default defineConfig(async () => {
+  const migrations = await readD1Migrations("./migrations");
+  return {
+    plugins: [
+      cloudflareTest({
+        main: "./src/index.ts",
+        wrangler: { configPath: "./wrangler.toml" },
+        miniflare: {
+          bindings: { KILN_ADMIN_TOKEN: "kiln-test-admin", TEST_MIGRATIONS: migrations },
+        },
+      }),
+    ],
+    test: {
+      include: ["src/**/*.test.ts", "test/integration/**/*.test.ts"],
+      setupFiles: ["./test/integration/apply-migrations.ts"],
+      testTimeout: 60_000,
+    },
+  };
+});
