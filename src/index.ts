@@ -1,6 +1,16 @@
 import { Hono } from "hono";
 import type { Env } from "./env";
 import { ApiError, OciError } from "./errors";
+import { registryRoutes } from "./registry/index";
+import { tokenServiceRoutes } from "./auth/token-service";
+import { tokensRoutes } from "./api/tokens";
+import { repositoriesRoutes } from "./api/repositories";
+import { dockerfileRoutes } from "./api/dockerfile";
+import { buildsRoutes } from "./api/builds";
+import { runnersRoutes } from "./api/runners";
+import { jobsRoutes } from "./api/jobs";
+import { webhooksRoutes } from "./api/webhooks";
+import { upstreamsRoutes } from "./api/upstreams";
 
 export { BuildCoordinator } from "./build/coordinator";
 export { Dispatcher } from "./build/dispatcher";
@@ -9,6 +19,21 @@ const app = new Hono<{ Bindings: Env }>();
 
 app.get("/", (c) => c.json({ name: "kiln", registry: "/v2/", api: "/v1/" }));
 app.get("/healthz", (c) => c.text("ok"));
+
+// Registry: the token endpoint first, then the OCI Distribution API.
+app.route("/v2/token", tokenServiceRoutes);
+app.route("/v2", registryRoutes);
+
+// Control plane API.
+app.route("/v1/tokens", tokensRoutes);
+app.route("/v1/repositories", repositoriesRoutes);
+app.route("/v1/dockerfile", dockerfileRoutes);
+app.route("/v1/builds", buildsRoutes);
+app.route("/v1/runners", runnersRoutes);
+app.route("/v1/jobs", jobsRoutes);
+app.route("/v1/webhooks", webhooksRoutes);
+app.route("/v1/hooks", webhooksRoutes);
+app.route("/v1/upstreams", upstreamsRoutes);
 
 app.onError((err, c) => {
   if (err instanceof OciError || err instanceof ApiError) return err.toResponse();
