@@ -1,0 +1,70 @@
+/**
+ * The contract between the BuildCoordinator (builds), the Dispatcher (queue) and runners (RUN steps).
+ * Shared by src/build (Worker) and src/runner (Node): keep it free of runtime imports.
+ */
+
+/** A layer as a runner needs it to rebuild the rootfs. */
+export interface JobLayer {
+  digest: string; // sha256:… of the compressed blob, fetched via GET /v2/<repository>/blobs/<digest>
+  diffId: string; // sha256:… of the uncompressed tar, verified by the runner after unpacking
+  mediaType: string; // application/vnd.oci.image.layer.v1.tar+gzip (or +zstd / uncompressed tar)
+  size: number;
+}
+
+export interface JobMount {
+  type: "cache" | "secret" | "bind" | "tmpfs";
+  target: string;
+  id?: string; // cache id / secret id
+  readonly?: boolean;
+  sharing?: "shared" | "private" | "locked";
+  /** bind: source inside `fromLayers` (a stage's or image's layers) or the context. */
+  source?: string;
+  fromLayers?: JobLayer[];
+  required?: boolean; // secret
+  env?: string; // secret as env var
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  size?: number; // tmpfs
+}
+
+/** One RUN step handed to a runner. */
+export interface RunJob {
+  jobId: string;
+  buildId: string;
+  stepIndex: number;
+  platform: { os: string; architecture: string; variant?: string };
+  /** The rootfs below this step, bottom first. */
+  layers: JobLayer[];
+  /** Final argv (shell form already wrapped in the image's SHELL, e.g. ["/bin/sh","-c","make"]). */
+  args: string[];
+  env: string[]; // "K=V", image env + build args visible to RUN
+  workdir: string; // absolute, "/" when unset
+  user: string; // as in the image config: "", "name", "uid", "uid:gid", "name:group"
+  network: "none" | "host";
+  mounts: JobMount[];
+  timeoutSeconds: number;
+  /** Repository the result layer is uploaded to (POST /v2/<repository>/blobs/uploads/). */
+  repository: string;
+  /** Short-lived registry token with pull,push on `repository` (Bearer for /v2 calls). */
+  registryToken: string;
+  /** SOURCE_DATE_EPOCH for clamping mtimes in the produced layer. */
+  sourceDateEpoch: number;
+  /** Secret values by id, only for the secrets this step mounts. Never logged, never in a layer. */
+  secrets?: Record<string, string>;
+}
+
+export type RunResult =
+  | {
+      ok: true;
+      /** The layer the command produced; null when it changed nothing (docker still records history). */
+      layer: JobLayer | null;
+    }
+  | { ok: false; exitCode: number | null; message: string };
+
+/** What POST /v1/runners/claim answers with. */
+export interface ClaimedJob {
+  job: RunJob;
+  leaseId: string;
+  leaseExpiresAt: number; // ms since epoch; renew with POST /v1/jobs/:id/lease before it passes
+}
