@@ -16,6 +16,8 @@ export default defineConfig(async () => {
     ],
     test: {
       include: ["src/**/*.test.ts", "test/integration/**/*.test.ts"],
+      // Node-only code (CLI, runner) is tested by vitest.e2e.config.ts.
+      exclude: ["src/cli/**", "src/runner/**", "**/node_modules/**"],
       setupFiles: ["./test/integration/apply-migrations.ts"],
       testTimeout: 60_000,
     },
