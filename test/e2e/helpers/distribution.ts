@@ -81,7 +81,7 @@ export class RegistryClient {
   }
 
   /** POST, then one PUT carrying the whole blob. */
-  async pushMonolithic(repo: string, body: BodyInit | ReadableStream<Uint8Array>, digest: string, size?: number): Promise<Response> {
+  async pushMonolithic(repo: string, body: BodyInit | Uint8Array | ReadableStream<Uint8Array>, digest: string, size?: number): Promise<Response> {
     const loc = await this.startUpload(repo);
     const headers: Record<string, string> = { "content-type": "application/octet-stream" };
     if (size !== undefined && !(body instanceof ReadableStream)) headers["content-length"] = String(size);

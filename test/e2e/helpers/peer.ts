@@ -39,6 +39,8 @@ export async function startPeerRegistry(opts: { dataDir?: string; port?: number 
     "    blobdescriptor: inmemory",
     "http:",
     `  addr: 127.0.0.1:${port}`,
+    // a fixed secret: upload state tokens stay valid across a restart
+    "  secret: kiln-e2e-peer-secret",
     "",
   ].join("\n"));
   const child = spawn("docker-registry", ["serve", config], { stdio: ["ignore", "pipe", "pipe"], detached: true });

@@ -1,6 +1,6 @@
 // The registry under test: kiln (`wrangler dev`, default) or, with E2E_REGISTRY=peer, Debian's
 // docker-registry — the same e2e tests run against both, which proves the harness independently of kiln.
-import { ADMIN_TOKEN, startKiln, type KilnServer } from "../server";
+import { startKiln, type KilnServer } from "../server";
 import { registryCreds } from "./auth";
 import type { Credentials } from "./distribution";
 import { startPeerRegistry, type PeerRegistry } from "./peer";
@@ -17,8 +17,8 @@ export interface RegistryTarget {
   authenticates: boolean;
   /** Credentials with `scopes` (e.g. `repository:e2e/*:pull,push`); dummy ones for the peer. */
   creds(scopes: string[]): Promise<Credentials>;
-  /** Admin credentials (admin token as Basic password). */
-  admin: Credentials;
+  /** Credentials of a token with the `admin` scope (created through POST /v1/tokens). */
+  adminCreds(): Promise<Credentials>;
   /** Stops and starts the server again on the same port with the same state. */
   restart(): Promise<void>;
   stop(wipe?: boolean): Promise<void>;
@@ -30,7 +30,7 @@ export async function startTarget(kind: TargetKind = TARGET): Promise<RegistryTa
     const t: RegistryTarget = {
       kind, url: peer.url, host: peer.host, authenticates: false,
       creds: async () => ({ username: "nobody", password: "unused" }),
-      admin: { username: "nobody", password: "unused" },
+      adminCreds: async () => ({ username: "nobody", password: "unused" }),
       async restart() { await peer.stop(); peer = await startPeerRegistry({ dataDir: peer.dataDir, port: peer.port }); },
       async stop(wipe = true) { await peer.stop(wipe); },
     };
@@ -40,7 +40,7 @@ export async function startTarget(kind: TargetKind = TARGET): Promise<RegistryTa
   return {
     kind, url: kiln.url, host: `127.0.0.1:${kiln.port}`, authenticates: true,
     creds: (scopes) => registryCreds(kiln.url, scopes),
-    admin: { username: "admin", password: ADMIN_TOKEN },
+    adminCreds: () => registryCreds(kiln.url, ["admin"], "e2e-admin"),
     async restart() { await kiln.stop(); kiln = await startKiln({ stateDir: kiln.stateDir, port: kiln.port }); },
     async stop(wipe = true) { await kiln.stop(wipe); },
   };
