@@ -1,0 +1,442 @@
+/**
+ * Streaming tar writer and reader (ustar + PAX; reads GNU long names too).
+ *
+ * The writer is deterministic: the same entries give the same bytes. It writes no user/group names,
+ * devmajor/devminor 0, magic "ustar\0" "00", directories with a trailing "/", relative paths without
+ * "./" (as docker/BuildKit layers look), PAX extended headers (sorted records) only when a value does
+ * not fit ustar (long or non-ASCII path/linkname, size >= 8 GiB, big uid/gid/mtime, xattrs), and two
+ * zero blocks at the end. Body chunks are passed through without copying; headers and small bodies are
+ * coalesced into 64 KiB chunks.
+ */
+
+export class TarError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TarError";
+  }
+}
+
+/** An entry to write. */
+export interface TarEntry {
+  path: string;
+  type: "file" | "dir" | "symlink" | "hardlink";
+  mode: number; // permission bits incl. setuid/setgid/sticky; file-type bits are ignored
+  uid: number;
+  gid: number;
+  mtime: number; // seconds since the epoch
+  /** Body length; required for a stream body, defaults to the length of a Uint8Array body. */
+  size?: number;
+  /** Symlink target (kept verbatim) or hardlink target (a path in the same archive). */
+  linkname?: string;
+  body?: ReadableStream<Uint8Array> | Uint8Array;
+  /** Extended attributes, written as PAX `SCHILY.xattr.<name>` records. */
+  xattrs?: Record<string, string>;
+}
+
+export type TarEntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo" | "other";
+
+/** A header as read. `path`/`linkname` are as stored (apply cleanTarPath / isUnsafePath yourself). */
+export interface TarHeader {
+  path: string;
+  type: TarEntryType;
+  /** The raw typeflag character ("0", "5", …; "\0" reads as "0"). */
+  typeflag: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Length of the body (0 for everything but files). */
+  size: number;
+  mtime: number; // seconds (fractions from PAX kept)
+  linkname: string;
+  uname: string;
+  gname: string;
+  devmajor: number;
+  devminor: number;
+  xattrs: Record<string, string>;
+  /** All PAX records that applied to this entry. */
+  pax: Record<string, string>;
+}
+
+export interface TarReadEntry {
+  header: TarHeader;
+  /** The body; read it before asking for the next entry, or it is skipped (and this stream closed). */
+  body: ReadableStream<Uint8Array>;
+}
+
+export interface ReadTarOptions {
+  /** Fail when the input ends without the end-of-archive zero block (default: accepted at a block
+   *  boundary, as docker and Go's archive/tar do). */
+  requireEndMarker?: boolean;
+  /** Read and discard whatever follows the end-of-archive marker (default true), so a hash taken over
+   *  the whole input stream upstream sees all of it. When false the input is cancelled instead. */
+  drainTrailing?: boolean;
+}
+
+// ---------------------------------------------------------------- paths
+
+/** POSIX-clean a path (like Go's path.Clean) and strip a leading "./". Keeps a leading "/" and
+ *  leading ".." components of relative paths; "" and "." become ".". */
+export function cleanTarPath(p: string): string {
+  if (p === "") return ".";
+  const rooted = p.startsWith("/");
+  const out: string[] = [];
+  for (const part of p.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (out.length > 0 && out[out.length - 1] !== "..") out.pop();
+      else if (!rooted) out.push("..");
+      continue;
+    }
+    out.push(part);
+  }
+  const s = out.join("/");
+  if (rooted) return "/" + s;
+  return s === "" ? "." : s;
+}
+
+/** True for absolute paths and paths with any ".." component (before cleaning). */
+export function isUnsafePath(p: string): boolean {
+  if (p.startsWith("/")) return true;
+  for (const part of p.split("/")) if (part === "..") return true;
+  return false;
+}
+
+/** The whiteout that deletes `path` in a lower layer: `dir/.wh.name`. */
+export function whiteoutPath(path: string): string {
+  const c = cleanTarPath(path).replace(/^\/+/, "");
+  const i = c.lastIndexOf("/");
+  return i < 0 ? `.wh.${c}` : `${c.slice(0, i)}/.wh.${c.slice(i + 1)}`;
+}
+
+/** The opaque-directory marker that hides everything below `dir` in lower layers. */
+export function opaqueWhiteout(dir: string): string {
+  const c = cleanTarPath(dir).replace(/^\/+/, "");
+  return c === "." || c === "" ? ".wh..wh..opq" : `${c}/.wh..wh..opq`;
+}
+
+export const WHITEOUT_PREFIX = ".wh.";
+export const OPAQUE_WHITEOUT = ".wh..wh..opq";
+
+/** The archive path for an entry: relative, clean, no "./"; refuses ".." and empty paths. */
+function archivePath(p: string, what: string): string {
+  let s = p.replace(/^\/+/, "");
+  if (isUnsafePath(s)) throw new TarError(`unsafe ${what} ${JSON.stringify(p)}: ".." component`);
+  s = cleanTarPath(s);
+  if (s === ".") throw new TarError(`empty ${what} ${JSON.stringify(p)}`);
+  return s;
+}
+
+// ---------------------------------------------------------------- writer
+
+const BLOCK = 512;
+const ZERO_BLOCK = new Uint8Array(BLOCK);
+const CHUNK = 64 * 1024;
+const DIRECT = 16 * 1024; // body chunks at least this big are passed through without copying
+const encoder = new TextEncoder();
+const MAX_OCTAL_11 = 0o77777777777; // 8 GiB - 1 (12-byte fields)
+const MAX_OCTAL_7 = 0o7777777; // 2097151 (8-byte fields)
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f || s.charCodeAt(i) === 0) return false;
+  return true;
+}
+
+function putString(b: Uint8Array, off: number, len: number, s: string): void {
+  // Only called with ASCII strings that fit.
+  for (let i = 0; i < s.length && i < len; i++) b[off + i] = s.charCodeAt(i);
+}
+
+/** Octal, zero-padded to len-1 digits, NUL terminated. */
+function putOctal(b: Uint8Array, off: number, len: number, n: number): void {
+  const s = Math.floor(n).toString(8).padStart(len - 1, "0");
+  putString(b, off, len - 1, s);
+  b[off + len - 1] = 0;
+}
+
+/** Splits a long ASCII path into ustar prefix (<=155) and name (<=100) at a "/", or null. */
+function splitUstar(p: string): [string, string] | null {
+  if (p.length <= 100) return ["", p];
+  let i = p.length - 1;
+  if (i > 155) i = 155; // prefix is at most 155 bytes
+  for (; i > 0; i--) {
+    if (p.charCodeAt(i) === 0x2f) {
+      const prefix = p.slice(0, i);
+      const name = p.slice(i + 1);
+      if (name.length > 0 && name.length <= 100) return [prefix, name];
+      if (name.length > 100) return null;
+    }
+  }
+  return null;
+}
+
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  const bodyLen = encoder.encode(body).length;
+  let len = bodyLen + String(bodyLen).length;
+  if (String(len).length + bodyLen !== len) len = bodyLen + String(len).length;
+  return `${len}${body}`;
+}
+
+interface HeaderFields {
+  name: string;
+  prefix: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  typeflag: string;
+  linkname: string;
+}
+
+function encodeHeader(f: HeaderFields): Uint8Array {
+  const b = new Uint8Array(BLOCK);
+  putString(b, 0, 100, f.name);
+  putOctal(b, 100, 8, f.mode);
+  putOctal(b, 108, 8, f.uid);
+  putOctal(b, 116, 8, f.gid);
+  putOctal(b, 124, 12, f.size);
+  putOctal(b, 136, 12, f.mtime);
+  b.fill(0x20, 148, 156); // checksum placeholder: spaces
+  b[156] = f.typeflag.charCodeAt(0);
+  putString(b, 157, 100, f.linkname);
+  putString(b, 257, 6, "ustar\0");
+  putString(b, 263, 2, "00");
+  // uname (265..297) and gname (297..329) stay empty
+  putOctal(b, 329, 8, 0); // devmajor
+  putOctal(b, 337, 8, 0); // devminor
+  putString(b, 345, 155, f.prefix);
+  let sum = 0;
+  for (let i = 0; i < BLOCK; i++) sum += b[i];
+  putOctal(b, 148, 7, sum); // 6 digits + NUL, then the space left at 155
+  return b;
+}
+
+const TYPEFLAG: Record<TarEntry["type"], string> = { file: "0", hardlink: "1", symlink: "2", dir: "5" };
+
+/** The header block(s) of an entry: an optional PAX header + its records, then the ustar header. */
+export function encodeEntryHeader(e: TarEntry, size: number): Uint8Array[] {
+  if (!(e.type in TYPEFLAG)) throw new TarError(`unsupported entry type ${JSON.stringify(e.type)}`);
+  let path = archivePath(e.path, "path");
+  if (e.type === "dir") path += "/";
+  let linkname = "";
+  if (e.type === "symlink") {
+    if (!e.linkname) throw new TarError(`symlink ${JSON.stringify(e.path)} has no target`);
+    linkname = e.linkname;
+  } else if (e.type === "hardlink") {
+    if (!e.linkname) throw new TarError(`hardlink ${JSON.stringify(e.path)} has no target`);
+    linkname = archivePath(e.linkname, "hardlink target");
+  }
+  for (const [k, v] of [["mode", e.mode], ["uid", e.uid], ["gid", e.gid], ["mtime", e.mtime]] as const) {
+    if (typeof v !== "number" || !Number.isFinite(v)) throw new TarError(`${e.path}: ${k} must be a number`);
+    if (k !== "mtime" && (v < 0 || !Number.isInteger(v))) throw new TarError(`${e.path}: ${k} must be a non-negative integer`);
+  }
+  const mtime = Math.floor(e.mtime);
+  const pax: [string, string][] = [];
+  let name = path;
+  let prefix = "";
+  const split = isAscii(path) ? splitUstar(path) : null;
+  if (split) [prefix, name] = split;
+  else {
+    pax.push(["path", path]);
+    name = asciiTrunc(path, 100);
+  }
+  if (!isAscii(linkname) || linkname.length > 100) {
+    pax.push(["linkpath", linkname]);
+    linkname = asciiTrunc(linkname, 100);
+  }
+  let sizeField = size;
+  if (size > MAX_OCTAL_11) {
+    pax.push(["size", String(size)]);
+    sizeField = 0;
+  }
+  let uid = e.uid;
+  if (uid > MAX_OCTAL_7) {
+    pax.push(["uid", String(uid)]);
+    uid = 0;
+  }
+  let gid = e.gid;
+  if (gid > MAX_OCTAL_7) {
+    pax.push(["gid", String(gid)]);
+    gid = 0;
+  }
+  let mtimeField = mtime;
+  if (mtime < 0 || mtime > MAX_OCTAL_11) {
+    pax.push(["mtime", String(mtime)]);
+    mtimeField = mtime < 0 ? 0 : 0;
+  }
+  if (e.xattrs) {
+    for (const k of Object.keys(e.xattrs)) pax.push([`SCHILY.xattr.${k}`, e.xattrs[k]]);
+  }
+  const mode = e.mode & 0o7777;
+  const header = encodeHeader({ name, prefix, mode, uid, gid, size: sizeField, mtime: mtimeField, typeflag: TYPEFLAG[e.type], linkname });
+  if (pax.length === 0) return [header];
+  pax.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const records = encoder.encode(pax.map(([k, v]) => paxRecord(k, v)).join(""));
+  // Go's archive/tar names PAX headers "<dir>/PaxHeaders.0/<base>"; do the same (deterministic).
+  const base = path.replace(/\/$/, "");
+  const slash = base.lastIndexOf("/");
+  const paxName = asciiTrunc(slash < 0 ? `PaxHeaders.0/${base}` : `${base.slice(0, slash)}/PaxHeaders.0/${base.slice(slash + 1)}`, 100);
+  const paxHeader = encodeHeader({ name: paxName, prefix: "", mode, uid, gid, size: records.length, mtime: mtimeField, typeflag: "x", linkname: "" });
+  const padded = new Uint8Array(roundUp(records.length));
+  padded.set(records);
+  return [paxHeader, padded, header];
+}
+
+function asciiTrunc(s: string, n: number): string {
+  let out = "";
+  for (let i = 0; i < s.length && out.length < n; i++) {
+    const c = s.charCodeAt(i);
+    out += c > 0 && c < 0x80 ? s[i] : "_";
+  }
+  return out;
+}
+
+function roundUp(n: number): number {
+  return Math.ceil(n / BLOCK) * BLOCK;
+}
+
+/** Coalesces small pieces into CHUNK-sized buffers; big pieces pass through untouched. */
+class Coalescer {
+  private buf = new Uint8Array(CHUNK);
+  private n = 0;
+  /** Adds bytes; returns the chunks ready to emit, in order. */
+  push(bytes: Uint8Array, out: Uint8Array[]): void {
+    if (bytes.length >= DIRECT) {
+      this.flush(out);
+      out.push(bytes);
+      return;
+    }
+    if (this.n + bytes.length > CHUNK) this.flush(out);
+    this.buf.set(bytes, this.n);
+    this.n += bytes.length;
+  }
+  zeros(count: number, out: Uint8Array[]): void {
+    while (count > 0) {
+      if (this.n === CHUNK) this.flush(out);
+      const k = Math.min(count, CHUNK - this.n);
+      // the buffer is fresh (zeroed) past n
+      this.n += k;
+      count -= k;
+    }
+  }
+  flush(out: Uint8Array[]): void {
+    if (this.n === 0) return;
+    out.push(this.buf.subarray(0, this.n));
+    this.buf = new Uint8Array(CHUNK);
+    this.n = 0;
+  }
+}
+
+async function* tarChunks(entries: AsyncIterable<TarEntry> | Iterable<TarEntry>): AsyncGenerator<Uint8Array[]> {
+  const co = new Coalescer();
+  for await (const e of entries) {
+    const out: Uint8Array[] = [];
+    let size = 0;
+    const body = e.body;
+    if (e.type === "file") {
+      if (body instanceof Uint8Array) {
+        size = e.size ?? body.length;
+        if (size !== body.length) throw new TarError(`${e.path}: body has ${body.length} bytes but size is ${size}`);
+      } else if (body) {
+        if (e.size === undefined) throw new TarError(`${e.path}: a stream body needs a size`);
+        size = e.size;
+      } else {
+        size = e.size ?? 0;
+        if (size !== 0) throw new TarError(`${e.path}: size ${size} but no body`);
+      }
+      if (!Number.isSafeInteger(size) || size < 0) throw new TarError(`${e.path}: invalid size ${size}`);
+    } else if (body) {
+      if (body instanceof ReadableStream) await body.cancel();
+      if ((body instanceof Uint8Array ? body.length : 0) !== 0 || (e.size ?? 0) !== 0) {
+        throw new TarError(`${e.path}: a ${e.type} has no body`);
+      }
+    }
+    for (const h of encodeEntryHeader(e, size)) co.push(h, out);
+    if (size > 0) {
+      if (body instanceof Uint8Array) {
+        co.push(body, out);
+      } else if (body) {
+        yield out.splice(0);
+        const reader = body.getReader();
+        let got = 0;
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            if (!value || value.length === 0) continue;
+            got += value.length;
+            if (got > size) throw new TarError(`${e.path}: body is longer than its size ${size}`);
+            co.push(value, out);
+            if (out.length) yield out.splice(0);
+          }
+        } catch (err) {
+          await reader.cancel(err).catch(() => {});
+          throw err;
+        } finally {
+          reader.releaseLock();
+        }
+        if (got !== size) throw new TarError(`${e.path}: body has ${got} bytes but size is ${size}`);
+      }
+      co.zeros(roundUp(size) - size, out);
+    }
+    if (out.length) yield out;
+  }
+  const out: Uint8Array[] = [];
+  co.zeros(2 * BLOCK, out);
+  co.flush(out);
+  yield out;
+}
+
+/** A deterministic tar stream of `entries`, written in the order given (sort them for layers). */
+export function tarStream(entries: AsyncIterable<TarEntry> | Iterable<TarEntry>): ReadableStream<Uint8Array> {
+  const it = tarChunks(entries);
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      for (;;) {
+        const { done, value } = await it.next();
+        if (done) {
+          controller.close();
+          return;
+        }
+        if (value.length === 0) continue;
+        for (const c of value) controller.enqueue(c);
+        return;
+      }
+    },
+    async cancel(reason) {
+      await it.throw(reason ?? new Error("cancelled")).catch(() => {});
+    },
+  });
+}
+
+/** Buffers `stream` into one Uint8Array (for tests and small inputs only). */
+export async function collect(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  const r = stream.getReader();
+  for (;;) {
+    const { done, value } = await r.read();
+    if (done) break;
+    parts.push(value);
+    n += value.length;
+  }
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- reader
+
+/** Reads `stream` as tar entries. See ReadTarOptions for end-of-archive handling. */
+export function readTar(stream: ReadableStream<Uint8Array>, options: ReadTarOptions = {}): AsyncIterable<TarReadEntry> {
+  return { [Symbol.asyncIterator]: () => readEntries(stream, options) };
+}
+
+async function* readEntries(_stream: ReadableStream<Uint8Array>, _options: ReadTarOptions): AsyncGenerator<TarReadEntry> {
+  throw new TarError("readTar: not implemented yet");
+}
