@@ -1,0 +1,215 @@
+/**
+ * A client for other registries (OCI Distribution / Docker Registry v2): the Bearer token challenge
+ * with tokens cached until they expire, Basic auth, content negotiation, mirrors, clear errors.
+ */
+
+export const MANIFEST_ACCEPT = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
+
+export type UpstreamErrorKind = "not-found" | "unauthorized" | "rate-limited" | "unreachable" | "bad-response";
+
+export class UpstreamError extends Error {
+  constructor(readonly kind: UpstreamErrorKind, message: string, readonly status?: number) {
+    super(message);
+    this.name = "UpstreamError";
+  }
+}
+
+export interface UpstreamEndpoint {
+  /** Host as it appears in references (docker.io, ghcr.io, 127.0.0.1:5000). */
+  host: string;
+  /** Base URL of the registry API, e.g. https://registry-1.docker.io. */
+  endpoint: string;
+  mirrors?: string[];
+  username?: string;
+  password?: string;
+}
+
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
+
+interface CachedToken {
+  token: string;
+  expiresAt: number;
+}
+
+/** Tokens by endpoint, user and scope; they live as long as the isolate or until they expire. */
+const tokenCache = new Map<string, CachedToken>();
+
+export function clearTokenCache(): void {
+  tokenCache.clear();
+}
+
+/** Parses `Bearer realm="…",service="…",scope="…"` (and `Basic realm=…`). */
+export function parseChallenge(header: string): { scheme: string; params: Record<string, string> } | null {
+  const m = /^\s*(\w+)\s*(.*)$/s.exec(header);
+  if (!m) return null;
+  const params: Record<string, string> = {};
+  const re = /([a-zA-Z_][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+  let p: RegExpExecArray | null;
+  while ((p = re.exec(m[2]))) params[p[1].toLowerCase()] = p[2] !== undefined ? p[2].replace(/\\(.)/g, "$1") : p[3];
+  return { scheme: m[1].toLowerCase(), params };
+}
+
+function basic(user: string, pass: string): string {
+  const bytes = new TextEncoder().encode(`${user}:${pass}`);
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return `Basic ${btoa(bin)}`;
+}
+
+export class RegistryClient {
+  private readonly fetchImpl: FetchLike;
+
+  constructor(readonly upstream: UpstreamEndpoint, fetchImpl?: FetchLike) {
+    this.fetchImpl = fetchImpl ?? ((input, init) => fetch(input, init));
+  }
+
+  private endpoints(): string[] {
+    return [...(this.upstream.mirrors ?? []), this.upstream.endpoint].map((e) => e.replace(/\/+$/, ""));
+  }
+
+  private cacheKey(endpoint: string, scope: string): string {
+    return `${endpoint}|${this.upstream.username ?? ""}|${this.upstream.password ?? ""}|${scope}`;
+  }
+
+  private async fetchToken(endpoint: string, challenge: Record<string, string>, scope: string): Promise<string> {
+    const realm = challenge.realm;
+    if (!realm) throw new UpstreamError("bad-response", `${this.upstream.host}: Bearer challenge without realm`);
+    const url = new URL(realm);
+    if (challenge.service) url.searchParams.set("service", challenge.service);
+    url.searchParams.set("scope", challenge.scope ?? scope);
+    const headers: Record<string, string> = {};
+    if (this.upstream.username !== undefined && this.upstream.password !== undefined) {
+      headers.authorization = basic(this.upstream.username, this.upstream.password);
+    }
+    let res: Response;
+    try {
+      res = await this.fetchImpl(url.toString(), { headers });
+    } catch (err) {
+      throw new UpstreamError("unreachable", `${this.upstream.host}: token service ${url.origin} unreachable: ${(err as Error).message}`);
+    }
+    if (res.status === 401 || res.status === 403) {
+      await res.body?.cancel();
+      throw new UpstreamError("unauthorized", `${this.upstream.host}: the token service refused the credentials${this.upstream.username ? ` of ${this.upstream.username}` : " (no credentials configured)"}`, res.status);
+    }
+    if (res.status === 429) throw new UpstreamError("rate-limited", `${this.upstream.host}: rate limited by the token service`, 429);
+    if (!res.ok) throw new UpstreamError("bad-response", `${this.upstream.host}: token service answered ${res.status}`, res.status);
+    const body = (await res.json()) as { token?: string; access_token?: string; expires_in?: number };
+    const token = body.token ?? body.access_token;
+    if (!token) throw new UpstreamError("bad-response", `${this.upstream.host}: token service returned no token`);
+    const ttl = Math.max(30, Number(body.expires_in ?? 60));
+    tokenCache.set(this.cacheKey(endpoint, scope), { token, expiresAt: Date.now() + (ttl - 10) * 1000 });
+    return token;
+  }
+
+  /**
+   * GET/HEAD `path` (below /v2/) for repository `repository` with pull scope, answering the auth
+   * challenge once. Mirrors are tried first; a mirror failure falls through to the next endpoint.
+   */
+  async request(repository: string, path: string, init: { method?: string; headers?: Record<string, string> } = {}): Promise<Response> {
+    const scope = `repository:${repository}:pull`;
+    let lastError: unknown;
+    const endpoints = this.endpoints();
+    for (let i = 0; i < endpoints.length; i++) {
+      const endpoint = endpoints[i];
+      const isLast = i === endpoints.length - 1;
+      try {
+        const res = await this.requestAt(endpoint, scope, path, init);
+        if (!isLast && !res.ok) {
+          await res.body?.cancel();
+          lastError = new UpstreamError("bad-response", `mirror ${endpoint} answered ${res.status}`, res.status);
+          continue;
+        }
+        return res;
+      } catch (err) {
+        lastError = err;
+        if (isLast) throw err;
+      }
+    }
+    throw lastError;
+  }
+
+  private async requestAt(endpoint: string, scope: string, path: string, init: { method?: string; headers?: Record<string, string> }): Promise<Response> {
+    const url = `${endpoint}/v2/${path}`;
+    const send = async (auth?: string) => {
+      try {
+        return await this.fetchImpl(url, { method: init.method ?? "GET", headers: { ...init.headers, ...(auth ? { authorization: auth } : {}) }, redirect: "follow" });
+      } catch (err) {
+        throw new UpstreamError("unreachable", `${this.upstream.host}: ${endpoint} unreachable: ${(err as Error).message}`);
+      }
+    };
+    const cached = tokenCache.get(this.cacheKey(endpoint, scope));
+    let auth: string | undefined;
+    if (cached && cached.expiresAt > Date.now()) auth = `Bearer ${cached.token}`;
+    else if (this.upstream.username !== undefined && this.upstream.password !== undefined && !cached) auth = undefined;
+    let res = await send(auth);
+    if (res.status === 401) {
+      const challenge = parseChallenge(res.headers.get("www-authenticate") ?? "");
+      await res.body?.cancel();
+      if (challenge?.scheme === "bearer") {
+        const token = await this.fetchToken(endpoint, challenge.params, scope);
+        res = await send(`Bearer ${token}`);
+      } else if (challenge?.scheme === "basic" && this.upstream.username !== undefined && this.upstream.password !== undefined) {
+        res = await send(basic(this.upstream.username, this.upstream.password));
+      } else if (challenge?.scheme === "basic") {
+        throw new UpstreamError("unauthorized", `${this.upstream.host}: credentials required (configure them with PUT /v1/upstreams/${this.upstream.host})`, 401);
+      }
+      if (res.status === 401 || res.status === 403) {
+        await res.body?.cancel();
+        throw new UpstreamError("unauthorized", `${this.upstream.host}: access to ${scope.split(":")[1]} denied${this.upstream.username ? ` for ${this.upstream.username}` : " (no credentials configured)"}`, res.status);
+      }
+    }
+    if (res.status === 429) {
+      await res.body?.cancel();
+      throw new UpstreamError("rate-limited", `${this.upstream.host}: rate limited (429), retry later or configure credentials or a mirror`, 429);
+    }
+    return res;
+  }
+
+  /** Fetches a manifest by tag or digest: bytes, media type and the digest the registry reports. */
+  async getManifest(repository: string, reference: string): Promise<{ bytes: Uint8Array; mediaType: string; digest?: string }> {
+    const res = await this.request(repository, `${repository}/manifests/${reference}`, { headers: { accept: MANIFEST_ACCEPT } });
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new UpstreamError("not-found", `${this.upstream.host}/${repository}:${reference}: not found`, 404);
+    }
+    if (!res.ok) {
+      const text = await res.text().catch(() => "");
+      throw new UpstreamError("bad-response", `${this.upstream.host}/${repository}:${reference}: registry answered ${res.status} ${text.slice(0, 200)}`, res.status);
+    }
+    const length = Number(res.headers.get("content-length") ?? "0");
+    if (length > 8 * 1024 * 1024) throw new UpstreamError("bad-response", `${this.upstream.host}/${repository}:${reference}: manifest too large (${length} bytes)`);
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    const mediaType = (res.headers.get("content-type") ?? "").split(";")[0].trim();
+    return { bytes, mediaType, digest: res.headers.get("docker-content-digest") ?? undefined };
+  }
+
+  /** Resolves a tag to the digest the registry serves, without downloading the manifest body. */
+  async headManifest(repository: string, reference: string): Promise<{ digest?: string; mediaType: string; size: number } | null> {
+    const res = await this.request(repository, `${repository}/manifests/${reference}`, { method: "HEAD", headers: { accept: MANIFEST_ACCEPT } });
+    await res.body?.cancel();
+    if (res.status === 404) return null;
+    if (!res.ok) throw new UpstreamError("bad-response", `${this.upstream.host}/${repository}:${reference}: registry answered ${res.status}`, res.status);
+    return {
+      digest: res.headers.get("docker-content-digest") ?? undefined,
+      mediaType: (res.headers.get("content-type") ?? "").split(";")[0].trim(),
+      size: Number(res.headers.get("content-length") ?? "0"),
+    };
+  }
+
+  /** Streams a blob. The caller verifies the digest while storing it. */
+  async getBlob(repository: string, digest: string): Promise<{ body: ReadableStream<Uint8Array>; size?: number }> {
+    const res = await this.request(repository, `${repository}/blobs/${digest}`);
+    if (res.status === 404) {
+      await res.body?.cancel();
+      throw new UpstreamError("not-found", `${this.upstream.host}/${repository}: blob ${digest} not found`, 404);
+    }
+    if (!res.ok || !res.body) throw new UpstreamError("bad-response", `${this.upstream.host}/${repository}: blob ${digest}: registry answered ${res.status}`, res.status);
+    const len = res.headers.get("content-length");
+    return { body: res.body, size: len ? Number(len) : undefined };
+  }
+}
