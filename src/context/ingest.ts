@@ -1,0 +1,329 @@
+import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { DockerIgnore } from "../dockerfile/dockerignore";
+import { ContextPackWriter, deleteContext, indexKey, putContextIndex, readContextRange } from "../storage/contexts";
+import { ByteReader } from "./bytes";
+import { workerHasher } from "./hasher";
+import { boundaryOf, MultipartError, readMultipart } from "./multipart";
+import { normalizeContextPath, resolveInRoot, UnsafePathError } from "./paths";
+import { readTar, TarFormatError } from "./tar-reader";
+
+/** One entry of a context's file index (paths are root-relative, without leading "./"). */
+export interface ContextFile {
+  path: string;
+  type: "file" | "dir" | "symlink";
+  mode: number; // permission bits (07777)
+  uid: number;
+  gid: number;
+  size: number;
+  sha256?: string; // files: sha256:<hex> of the contents
+  linkTarget?: string; // symlinks
+  offset?: number; // files: where the contents start in the pack
+}
+
+export interface ContextIndex {
+  version: 1;
+  pack: string; // sha256 of the pack
+  packSize: number;
+  files: ContextFile[]; // sorted by path
+}
+
+export interface IngestedContext {
+  packDigest: string;
+  indexDigest: string;
+  index: ContextIndex;
+  dockerfile: string;
+  dockerfilePath: string;
+  secrets: Record<string, string>;
+  /** Removes what this ingest stored (for a refusal after ingest, e.g. a Dockerfile syntax error). */
+  discard(): Promise<void>;
+}
+
+export interface IngestOptions {
+  contentType: string;
+  dockerfilePath?: string;
+  dockerfileText?: string;
+  maxBytes?: number;
+}
+
+export const DEFAULT_MAX_CONTEXT_BYTES = 2 * 1024 * 1024 * 1024;
+export const MAX_DOCKERFILE_BYTES = 1024 * 1024;
+
+const bad = (message: string) => new ApiError(400, message);
+
+export function maxContextBytes(env: Env): number {
+  const n = Number(env.KILN_MAX_CONTEXT_BYTES);
+  return Number.isFinite(n) && n > 0 ? n : DEFAULT_MAX_CONTEXT_BYTES;
+}
+
+/** Yields the first chunk's bytes without losing them. */
+async function sniff(stream: ReadableStream<Uint8Array>, n: number): Promise<{ head: Uint8Array; stream: ReadableStream<Uint8Array> }> {
+  const br = new ByteReader(stream);
+  const head = await br.peek(n);
+  const out = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      const chunk = await br.readExact(Math.min(65536, Math.max(1, (await br.peek(65536)).byteLength)));
+      if (!chunk || chunk.byteLength === 0) c.close();
+      else c.enqueue(chunk);
+    },
+    cancel: (r) => br.cancel(r),
+  });
+  return { head, stream: out };
+}
+
+async function readSmall(stream: ReadableStream<Uint8Array>, limit: number, what: string): Promise<Uint8Array> {
+  const r = new ByteReader(stream);
+  const parts: Uint8Array[] = [];
+  let n = 0;
+  for (;;) {
+    const chunk = await r.readExact(Math.min(65536, Math.max(1, (await r.peek(65536)).byteLength)));
+    if (!chunk || !chunk.byteLength) break;
+    n += chunk.byteLength;
+    if (n > limit) {
+      await r.cancel();
+      throw bad(`${what} is larger than ${limit} bytes`);
+    }
+    parts.push(chunk);
+  }
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.byteLength;
+  }
+  return out;
+}
+
+interface TarIngest {
+  files: Map<string, ContextFile>;
+  dockerfileBytes?: Uint8Array;
+  dockerignoreText?: string;
+}
+
+/**
+ * Reads a (possibly gzipped) context tar once: validates every path, hashes each file, appends the
+ * contents of files that survive .dockerignore to the pack, and builds the index.
+ */
+async function ingestTar(
+  body: ReadableStream<Uint8Array>,
+  pack: ContextPackWriter,
+  dockerfilePath: string,
+  maxBytes: number,
+): Promise<TarIngest> {
+  const { head, stream } = await sniff(body, 2);
+  if (head.byteLength === 0) return { files: new Map() };
+  const tarStream = head[0] === 0x1f && head[1] === 0x8b ? stream.pipeThrough(new DecompressionStream("gzip")) : stream;
+  const br = new ByteReader(tarStream);
+  const files = new Map<string, ContextFile>();
+  let ignore: DockerIgnore | undefined;
+  const result: TarIngest = { files };
+  try {
+    for await (const e of readTar(br)) {
+      if (br.total > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
+      const path = normalizeContextPath(e.path);
+      if (e.type === "char" || e.type === "block" || e.type === "fifo") {
+        throw bad(`build context contains a ${e.type === "fifo" ? "fifo" : "device node"}: ${e.path}`);
+      }
+      if (e.type === "other") continue; // unknown entry kinds (e.g. sparse headers we do not model) are dropped
+      if (path === "") continue; // the root "./" itself
+      if (e.type === "dir") {
+        files.set(path, { path, type: "dir", mode: e.mode, uid: e.uid, gid: e.gid, size: 0 });
+        continue;
+      }
+      if (e.type === "symlink") {
+        files.set(path, { path, type: "symlink", mode: e.mode || 0o777, uid: e.uid, gid: e.gid, size: 0, linkTarget: e.linkname });
+        continue;
+      }
+      if (e.type === "hardlink") {
+        const target = files.get(normalizeContextPath(e.linkname));
+        if (!target || target.type !== "file") throw bad(`hard link ${e.path} points at a missing file ${e.linkname}`);
+        files.set(path, { ...target, path, mode: e.mode || target.mode });
+        if (path === dockerfilePath) result.dockerfileBytes = undefined; // read from the pack later
+        continue;
+      }
+      // regular file
+      const isDockerfile = path === dockerfilePath;
+      const isIgnoreFile = path === ".dockerignore";
+      const capture: Uint8Array[] | undefined = isDockerfile || isIgnoreFile ? [] : undefined;
+      const capLimit = isDockerfile ? MAX_DOCKERFILE_BYTES : 1024 * 1024;
+      if (capture && e.size > capLimit) {
+        throw bad(isDockerfile ? `Dockerfile ${path} is larger than 1 MiB` : `.dockerignore is larger than 1 MiB`);
+      }
+      const keep = !ignore || !ignore.matches(path);
+      const h = workerHasher();
+      const offset = pack.size;
+      await e.body(async (chunk) => {
+        h.update(chunk);
+        capture?.push(chunk);
+        if (keep) await pack.write(chunk);
+      });
+      const sha256 = await h.digest();
+      if (br.total > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
+      if (keep) files.set(path, { path, type: "file", mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, sha256, offset });
+      else files.delete(path);
+      if (capture) {
+        const bytes = joinBytes(capture);
+        if (isDockerfile) result.dockerfileBytes = bytes;
+        if (isIgnoreFile) {
+          result.dockerignoreText = new TextDecoder().decode(bytes);
+          ignore = new DockerIgnore(result.dockerignoreText);
+        }
+      }
+    }
+  } catch (err) {
+    if (err instanceof UnsafePathError) throw bad(err.message);
+    if (err instanceof TarFormatError) throw bad(`build context is not a valid tar archive: ${err.message}`);
+    if (err instanceof ApiError) throw err;
+    if (err instanceof TypeError && /gzip|decompress|header/i.test(String(err.message))) throw bad(`build context is not a valid gzip stream: ${err.message}`);
+    if (err instanceof Error && /unexpected end of stream/.test(err.message)) throw bad("build context tar is truncated");
+    throw err;
+  } finally {
+    await br.cancel().catch(() => {});
+  }
+  // .dockerignore applies to every entry, also those seen before it.
+  if (result.dockerignoreText !== undefined) {
+    const ig = new DockerIgnore(result.dockerignoreText);
+    for (const p of [...files.keys()]) if (ig.matches(p)) files.delete(p);
+  }
+  return result;
+}
+
+function joinBytes(parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.byteLength;
+  const out = new Uint8Array(n);
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.byteLength;
+  }
+  return out;
+}
+
+/** Adds the parent directories a tar left implicit (docker creates them 0755 root:root). */
+function addImplicitDirs(files: Map<string, ContextFile>): void {
+  for (const p of [...files.keys()]) {
+    const parts = p.split("/");
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join("/");
+      if (!files.has(dir)) files.set(dir, { path: dir, type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0 });
+    }
+  }
+}
+
+/**
+ * Takes a build context request body (tar, tar.gz, or multipart/form-data with `context`,
+ * `dockerfile` and `secrets` parts), validates it, and stores it once by digest with its index.
+ * Throws ApiError 400 with a clear message on refusal and leaves nothing behind.
+ */
+export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> | null, opts: IngestOptions): Promise<IngestedContext> {
+  let dockerfilePath: string;
+  try {
+    dockerfilePath = normalizeContextPath(opts.dockerfilePath || "Dockerfile");
+  } catch (e) {
+    throw bad(`invalid dockerfile path: ${(e as Error).message}`);
+  }
+  const maxBytes = opts.maxBytes ?? maxContextBytes(env);
+  const pack = new ContextPackWriter(env);
+  const packHash = workerHasher();
+  const hashingPack = {
+    get size() {
+      return pack.size;
+    },
+    async write(chunk: Uint8Array) {
+      packHash.update(chunk);
+      await pack.write(chunk);
+    },
+  } as ContextPackWriter;
+
+  let tar: TarIngest = { files: new Map() };
+  let dockerfileText = opts.dockerfileText;
+  let secrets: Record<string, string> = {};
+  let stored: { packDigest: string; indexDigest: string; createdPack: boolean } | undefined;
+  try {
+    const ct = (opts.contentType || "").toLowerCase();
+    if (ct.startsWith("multipart/form-data")) {
+      const boundary = boundaryOf(opts.contentType);
+      if (!boundary) throw bad("multipart/form-data without a boundary");
+      if (!body) throw bad("empty request body");
+      let sawContext = false;
+      try {
+        for await (const part of readMultipart(body, boundary)) {
+          if (part.name === "context") {
+            if (sawContext) throw bad("more than one context part");
+            sawContext = true;
+            tar = await ingestTar(part.body, hashingPack, dockerfilePath, maxBytes);
+          } else if (part.name === "dockerfile") {
+            const bytes = await readSmall(part.body, MAX_DOCKERFILE_BYTES, "Dockerfile");
+            dockerfileText = new TextDecoder().decode(bytes);
+          } else if (part.name === "secrets") {
+            const bytes = await readSmall(part.body, 1024 * 1024, "secrets");
+            try {
+              secrets = JSON.parse(new TextDecoder().decode(bytes));
+            } catch {
+              throw bad("secrets part is not JSON");
+            }
+          } else {
+            await part.body.cancel().catch(() => {});
+          }
+        }
+      } catch (e) {
+        if (e instanceof MultipartError) throw bad(`invalid multipart body: ${e.message}`);
+        throw e;
+      }
+    } else if (body) {
+      tar = await ingestTar(body, hashingPack, dockerfilePath, maxBytes);
+    }
+
+    addImplicitDirs(tar.files);
+    const files = [...tar.files.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+    const packDigest = await packHash.digest();
+    // Dockerfile: given explicitly, or from the context (following symlinks inside it).
+    if (dockerfileText === undefined && tar.dockerfileBytes) dockerfileText = new TextDecoder().decode(tar.dockerfileBytes);
+    let needFromPack: ContextFile | undefined;
+    if (dockerfileText === undefined) {
+      const byPath = tar.files;
+      const resolved = resolveInRoot({ linkTarget: (p) => (byPath.get(p)?.type === "symlink" ? byPath.get(p)!.linkTarget : undefined) }, dockerfilePath);
+      const f = byPath.get(resolved);
+      if (!f || f.type !== "file") throw bad(`Dockerfile not found in the build context: ${dockerfilePath}`);
+      if (f.size > MAX_DOCKERFILE_BYTES) throw bad(`Dockerfile ${dockerfilePath} is larger than 1 MiB`);
+      needFromPack = f;
+    }
+    if (dockerfileText !== undefined && new TextEncoder().encode(dockerfileText).byteLength > MAX_DOCKERFILE_BYTES) {
+      throw bad(`Dockerfile ${dockerfilePath} is larger than 1 MiB`);
+    }
+    const index: ContextIndex = { version: 1, pack: packDigest, packSize: pack.size, files };
+    const indexBytes = new TextEncoder().encode(JSON.stringify(index));
+    const ih = workerHasher();
+    ih.update(indexBytes);
+    const indexDigest = await ih.digest();
+    const { created } = await pack.finish(packDigest);
+    stored = { packDigest, indexDigest, createdPack: created };
+    await putContextIndex(env, packDigest, indexDigest, indexBytes);
+    if (needFromPack) {
+      const s = await readContextRange(env, packDigest, needFromPack.offset!, needFromPack.size);
+      dockerfileText = new TextDecoder().decode(await readSmall(s, MAX_DOCKERFILE_BYTES, "Dockerfile"));
+    }
+    const done = stored;
+    return {
+      packDigest,
+      indexDigest,
+      index,
+      dockerfile: dockerfileText!,
+      dockerfilePath,
+      secrets,
+      discard: () => discardStored(env, done),
+    };
+  } catch (e) {
+    await pack.abort();
+    if (stored) await discardStored(env, stored);
+    throw e;
+  }
+}
+
+async function discardStored(env: Env, s: { packDigest: string; indexDigest: string; createdPack: boolean }): Promise<void> {
+  if (s.createdPack) await deleteContext(env, s.packDigest, s.indexDigest);
+  else {
+    await env.BUCKET.delete(indexKey(s.packDigest, s.indexDigest));
+  }
+}

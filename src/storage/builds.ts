@@ -1,0 +1,67 @@
+import type { Env } from "../env";
+
+/** The D1 `builds` table: one row per build for listing and authorization (state lives in the DO). */
+export interface BuildRow {
+  id: string;
+  status: string;
+  contextDigest: string | null;
+  repository: string | null;
+  tags: string[];
+  imageDigest: string | null;
+  error: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+interface RawRow {
+  id: string;
+  status: string;
+  context_digest: string | null;
+  repository: string | null;
+  tags: string;
+  image_digest: string | null;
+  error: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+const fromRaw = (r: RawRow): BuildRow => ({
+  id: r.id,
+  status: r.status,
+  contextDigest: r.context_digest,
+  repository: r.repository,
+  tags: JSON.parse(r.tags || "[]"),
+  imageDigest: r.image_digest,
+  error: r.error,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+export async function insertBuild(env: Env, b: { id: string; contextDigest: string; repository: string | null; tags: string[] }): Promise<void> {
+  const now = Date.now();
+  await env.DB.prepare(
+    "INSERT INTO builds (id, status, context_digest, repository, tags, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+  )
+    .bind(b.id, b.contextDigest, b.repository, JSON.stringify(b.tags), now, now)
+    .run();
+}
+
+export async function updateBuildStatus(env: Env, id: string, status: string, extra: { imageDigest?: string; error?: string } = {}): Promise<void> {
+  await env.DB.prepare("UPDATE builds SET status = ?, image_digest = COALESCE(?, image_digest), error = COALESCE(?, error), updated_at = ? WHERE id = ?")
+    .bind(status, extra.imageDigest ?? null, extra.error ?? null, Date.now(), id)
+    .run();
+}
+
+export async function getBuildRow(env: Env, id: string): Promise<BuildRow | null> {
+  const r = await env.DB.prepare("SELECT * FROM builds WHERE id = ?").bind(id).first<RawRow>();
+  return r ? fromRaw(r) : null;
+}
+
+export async function listBuilds(env: Env, opts: { repository?: string; limit?: number } = {}): Promise<BuildRow[]> {
+  const limit = Math.min(Math.max(opts.limit ?? 50, 1), 500);
+  const stmt = opts.repository
+    ? env.DB.prepare("SELECT * FROM builds WHERE repository = ? ORDER BY created_at DESC LIMIT ?").bind(opts.repository, limit)
+    : env.DB.prepare("SELECT * FROM builds ORDER BY created_at DESC LIMIT ?").bind(limit);
+  const { results } = await stmt.all<RawRow>();
+  return results.map(fromRaw);
+}

@@ -1,0 +1,74 @@
+import { env } from "cloudflare:test";
+import { collect, tarStream, type TarEntry } from "../../../src/oci/tar";
+
+export const ADMIN = { authorization: "Bearer kiln-test-admin" };
+
+export type Files = Record<string, string | { body?: string; mode?: number; type?: "dir" | "symlink" | "hardlink"; linkname?: string; uid?: number; gid?: number }>;
+
+/** A context tar built with the OCI tar writer (entries in the given order). */
+export async function makeTar(files: Files, opts: { gzip?: boolean } = {}): Promise<Uint8Array> {
+  const enc = new TextEncoder();
+  const entries: TarEntry[] = Object.entries(files).map(([path, v]) => {
+    const spec = typeof v === "string" ? { body: v } : v;
+    const type = spec.type ?? "file";
+    return {
+      path,
+      type,
+      mode: spec.mode ?? (type === "dir" ? 0o755 : 0o644),
+      uid: spec.uid ?? 1000,
+      gid: spec.gid ?? 1000,
+      mtime: 1700000000,
+      linkname: spec.linkname,
+      body: type === "file" ? enc.encode(spec.body ?? "") : undefined,
+    };
+  });
+  let s = tarStream(entries);
+  if (opts.gzip) s = s.pipeThrough(new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
+  return await collect(s);
+}
+
+/** Raw tar header block for entries the OCI writer refuses to write (devices, absolute paths). */
+export function rawTarEntry(path: string, typeflag: string, body = new Uint8Array(0)): Uint8Array {
+  const h = new Uint8Array(512);
+  const enc = new TextEncoder();
+  const put = (off: number, s: string) => h.set(enc.encode(s), off);
+  put(0, path);
+  put(100, "0000644\0");
+  put(108, "0000000\0");
+  put(116, "0000000\0");
+  put(124, body.length.toString(8).padStart(11, "0") + "\0");
+  put(136, "00000000000\0");
+  put(156, typeflag);
+  put(257, "ustar\0");
+  put(263, "00");
+  for (let i = 148; i < 156; i++) h[i] = 32;
+  let sum = 0;
+  for (const b of h) sum += b;
+  put(148, sum.toString(8).padStart(6, "0") + "\0 ");
+  const padded = new Uint8Array(Math.ceil(body.length / 512) * 512);
+  padded.set(body);
+  const out = new Uint8Array(512 + padded.length + 1024);
+  out.set(h);
+  out.set(padded, 512);
+  return out;
+}
+
+export function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(c) {
+      for (let i = 0; i < bytes.length; i += 1000) c.enqueue(bytes.slice(i, i + 1000));
+      c.close();
+    },
+  });
+}
+
+export async function r2Keys(prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  let cursor: string | undefined;
+  do {
+    const l = await env.BUCKET.list({ prefix, cursor });
+    out.push(...l.objects.map((o) => o.key));
+    cursor = l.truncated ? l.cursor : undefined;
+  } while (cursor);
+  return out;
+}
