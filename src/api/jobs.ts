@@ -1,5 +1,56 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { requireApiScope } from "../auth/api";
+import { LEASE_HEADER, type RunResult } from "../build/jobs";
+import { validateRunResult, type LeaseOutcome } from "../build/dispatcher";
+import { dispatcherStub, jsonBody } from "./runners";
 
-/** Placeholder route module; see DESIGN.md for what it serves. */
+const MAX_LOG_CHUNK = 1024 * 1024;
+
+function answer(outcome: LeaseOutcome, ok: () => Response): Response {
+  if (outcome.ok) return ok();
+  throw new ApiError(outcome.status, outcome.message);
+}
+
+/** /v1/jobs/:id/{lease,logs,complete}: the runner side of a claimed RUN job. */
 export const jobsRoutes = new Hono<{ Bindings: Env }>();
+
+jobsRoutes.get("/:id", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const status = await dispatcherStub(c.env).jobStatus(c.req.param("id"));
+  if (!status) throw new ApiError(404, `job ${c.req.param("id")} not found`);
+  return c.json(status);
+});
+
+jobsRoutes.post("/:id/lease", async (c) => {
+  await requireApiScope(c, { kind: "runner" });
+  const body = await jsonBody(c.req.raw);
+  if (typeof body.leaseId !== "string") throw new ApiError(400, "leaseId is required");
+  const leaseSeconds = typeof body.leaseSeconds === "number" ? body.leaseSeconds : undefined;
+  const outcome = await dispatcherStub(c.env).renewLease(c.req.param("id"), body.leaseId, leaseSeconds);
+  return answer(outcome, () => c.json({ leaseExpiresAt: outcome.ok ? outcome.leaseExpiresAt : 0 }));
+});
+
+jobsRoutes.post("/:id/logs", async (c) => {
+  await requireApiScope(c, { kind: "runner" });
+  const leaseId = c.req.header(LEASE_HEADER) ?? c.req.query("leaseId");
+  if (!leaseId) throw new ApiError(400, `send the lease id in the ${LEASE_HEADER} header`);
+  const len = Number(c.req.header("content-length") ?? "0");
+  if (len > MAX_LOG_CHUNK) throw new ApiError(413, `log chunks are limited to ${MAX_LOG_CHUNK} bytes`);
+  const text = await c.req.text();
+  if (text.length > MAX_LOG_CHUNK) throw new ApiError(413, `log chunks are limited to ${MAX_LOG_CHUNK} bytes`);
+  const outcome = await dispatcherStub(c.env).appendLog(c.req.param("id"), leaseId, text);
+  return answer(outcome, () => c.body(null, 204));
+});
+
+jobsRoutes.post("/:id/complete", async (c) => {
+  await requireApiScope(c, { kind: "runner" });
+  const body = await jsonBody(c.req.raw);
+  const leaseId = typeof body.leaseId === "string" ? body.leaseId : c.req.header(LEASE_HEADER);
+  if (!leaseId) throw new ApiError(400, "leaseId is required");
+  const bad = validateRunResult(body.result);
+  if (bad) throw new ApiError(400, bad);
+  const outcome = await dispatcherStub(c.env).complete(c.req.param("id"), leaseId, body.result as RunResult);
+  return answer(outcome, () => c.json({ ok: true }));
+});

@@ -1,5 +1,422 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import type { ClaimedJob, ClaimRequest, JobLayer, RunJob, RunResult } from "./jobs";
 
-/** The queue of RUN jobs handed to runners (see issue 5). */
-export class Dispatcher extends DurableObject<Env> {}
+/**
+ * The queue of RUN jobs handed to runners (issue 5). One instance: `env.DISPATCHER.idFromName("default")`.
+ *
+ * A job is `queued` → `leased` (one runner holds a lease it renews) → `done` (result forwarded to the
+ * build's BuildCoordinator exactly once). An expired lease puts the job back in the queue; a cancelled
+ * build cancels its jobs (runners learn it with 410 on their next lease/log call). A job of a build goes
+ * preferably to the runner that completed the previous step of that build: it is held for that runner
+ * for a short while (`KILN_DISPATCH_PREFER_MS`, default 2000) before any runner may take it.
+ */
+
+/** What the Dispatcher calls on the BuildCoordinator (implemented by the builds engineer). */
+export interface RunStepSink {
+  runStepFinished(jobId: string, stepIndex: number, result: RunResult): Promise<unknown>;
+  appendLog(stepIndex: number, text: string): Promise<unknown>;
+}
+
+export type JobState = "queued" | "leased" | "done" | "cancelled";
+
+export interface JobStatus {
+  jobId: string;
+  buildId: string;
+  stepIndex: number;
+  state: JobState;
+  runnerId: string | null;
+  leaseId: string | null;
+  leaseExpiresAt: number | null;
+  attempts: number;
+  result: RunResult | null;
+  forwarded: boolean;
+}
+
+export interface RunnerInfo {
+  runnerId: string;
+  platforms: string[];
+  labels: Record<string, string>;
+  lastSeen: number;
+}
+
+/** Outcome of a lease renewal, log append or completion. `gone` means 410: stop and kill the step. */
+export type LeaseOutcome =
+  | { ok: true; leaseExpiresAt: number }
+  | { ok: false; status: 404 | 409 | 410; message: string };
+
+const DEFAULT_LEASE_SECONDS = 30;
+const MAX_LEASE_SECONDS = 600;
+const MAX_WAIT_MS = 25_000;
+const FORWARD_RETRY_MS = 5_000;
+const MAX_FORWARD_ATTEMPTS = 20;
+
+interface JobRow {
+  job_id: string;
+  build_id: string;
+  step_index: number;
+  platform: string;
+  network: string;
+  job_json: string;
+  state: JobState;
+  enqueued_at: number;
+  preferred_runner: string | null;
+  hold_until: number;
+  runner_id: string | null;
+  lease_id: string | null;
+  lease_expires_at: number | null;
+  attempts: number;
+  result_json: string | null;
+  forwarded: number;
+  forward_attempts: number;
+  next_forward_at: number | null;
+  [key: string]: SqlStorageValue;
+}
+
+export function platformString(p: RunJob["platform"]): string {
+  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
+}
+
+/** Whether a runner platform ("linux/amd64", "linux/arm64/v8") can run a job platform. */
+export function platformMatches(jobPlatform: string, runnerPlatforms: string[]): boolean {
+  const [jos, jarch, jvar] = jobPlatform.split("/");
+  return runnerPlatforms.some((rp) => {
+    const [ros, rarch, rvar] = rp.split("/");
+    if (ros !== jos || rarch !== jarch) return false;
+    return !jvar || !rvar || jvar === rvar;
+  });
+}
+
+const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
+
+/** Validates a RunResult sent by a runner; returns a message when it is malformed. */
+export function validateRunResult(r: unknown): string | null {
+  if (!r || typeof r !== "object") return "result must be an object";
+  const o = r as Record<string, unknown>;
+  if (o.ok === true) {
+    if (o.layer === null) return null;
+    const l = o.layer as Record<string, unknown> | undefined;
+    if (!l || typeof l !== "object") return "result.layer must be a layer descriptor or null";
+    if (typeof l.digest !== "string" || !DIGEST_RE.test(l.digest)) return "result.layer.digest must be sha256:<64 hex>";
+    if (typeof l.diffId !== "string" || !DIGEST_RE.test(l.diffId)) return "result.layer.diffId must be sha256:<64 hex>";
+    if (typeof l.mediaType !== "string" || !l.mediaType) return "result.layer.mediaType must be a string";
+    if (typeof l.size !== "number" || !Number.isSafeInteger(l.size) || l.size < 0) return "result.layer.size must be a non-negative integer";
+    return null;
+  }
+  if (o.ok === false) {
+    if (!(o.exitCode === null || (typeof o.exitCode === "number" && Number.isInteger(o.exitCode)))) return "result.exitCode must be an integer or null";
+    if (typeof o.message !== "string") return "result.message must be a string";
+    return null;
+  }
+  return "result.ok must be true or false";
+}
+
+function normalizeResult(r: RunResult): RunResult {
+  if (r.ok) {
+    if (!r.layer) return { ok: true, layer: null };
+    const l: JobLayer = { digest: r.layer.digest, diffId: r.layer.diffId, mediaType: r.layer.mediaType, size: r.layer.size };
+    return { ok: true, layer: l };
+  }
+  const message = r.message.length > 65536 ? r.message.slice(-65536) : r.message;
+  return { ok: false, exitCode: r.exitCode, message };
+}
+
+export class Dispatcher extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private waiters = new Set<() => void>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS jobs (
+        job_id TEXT PRIMARY KEY,
+        build_id TEXT NOT NULL,
+        step_index INTEGER NOT NULL,
+        platform TEXT NOT NULL,
+        network TEXT NOT NULL,
+        job_json TEXT NOT NULL,
+        state TEXT NOT NULL,
+        enqueued_at INTEGER NOT NULL,
+        preferred_runner TEXT,
+        hold_until INTEGER NOT NULL DEFAULT 0,
+        runner_id TEXT,
+        lease_id TEXT,
+        lease_expires_at INTEGER,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result_json TEXT,
+        forwarded INTEGER NOT NULL DEFAULT 0,
+        forward_attempts INTEGER NOT NULL DEFAULT 0,
+        next_forward_at INTEGER
+      );
+      CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, enqueued_at);
+      CREATE INDEX IF NOT EXISTS jobs_build ON jobs(build_id);
+      CREATE TABLE IF NOT EXISTS build_runner (build_id TEXT PRIMARY KEY, runner_id TEXT NOT NULL, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS cancelled_builds (build_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS runners (runner_id TEXT PRIMARY KEY, platforms TEXT NOT NULL, labels TEXT NOT NULL, last_seen INTEGER NOT NULL);
+    `);
+  }
+
+  private var(name: string): string | undefined {
+    const v = (this.env as unknown as Record<string, unknown>)[name];
+    return typeof v === "string" && v !== "" ? v : undefined;
+  }
+  private preferMs(): number {
+    const v = Number(this.var("KILN_DISPATCH_PREFER_MS"));
+    return Number.isFinite(v) && v >= 0 ? v : 2000;
+  }
+  private maxAttempts(): number {
+    const v = Number(this.var("KILN_JOB_MAX_ATTEMPTS"));
+    return Number.isInteger(v) && v > 0 ? v : 3;
+  }
+  private leaseMs(requested?: number): number {
+    const envDefault = Number(this.var("KILN_RUNNER_LEASE_SECONDS"));
+    let s = requested ?? (Number.isFinite(envDefault) && envDefault > 0 ? envDefault : DEFAULT_LEASE_SECONDS);
+    if (!Number.isFinite(s)) s = DEFAULT_LEASE_SECONDS;
+    s = Math.min(MAX_LEASE_SECONDS, Math.max(1, s));
+    return Math.round(s * 1000);
+  }
+
+  /** Tests replace the coordinator with a recorder (set through runInDurableObject). */
+  sinkOverride: ((buildId: string) => RunStepSink) | null = null;
+
+  private coordinator(buildId: string): RunStepSink {
+    if (this.sinkOverride) return this.sinkOverride(buildId);
+    const ns = this.env.BUILD_COORDINATOR;
+    return ns.get(ns.idFromName(buildId)) as unknown as RunStepSink;
+  }
+
+  private row(jobId: string): JobRow | null {
+    return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE job_id = ?", jobId).toArray()[0] ?? null;
+  }
+
+  private wake(): void {
+    const ws = [...this.waiters];
+    this.waiters.clear();
+    for (const w of ws) w();
+  }
+
+  private async scheduleAlarm(): Promise<void> {
+    const next = this.sql
+      .exec<{ t: number | null }>(
+        `SELECT MIN(t) AS t FROM (
+           SELECT MIN(lease_expires_at) AS t FROM jobs WHERE state = 'leased'
+           UNION ALL SELECT MIN(next_forward_at) AS t FROM jobs WHERE state = 'done' AND forwarded IN (0, 2)
+           UNION ALL SELECT MIN(hold_until) AS t FROM jobs WHERE state = 'queued' AND hold_until > ?)`,
+        Date.now(),
+      )
+      .one().t;
+    if (next === null) {
+      await this.ctx.storage.deleteAlarm();
+      return;
+    }
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > next || current < Date.now()) await this.ctx.storage.setAlarm(Math.max(next, Date.now() + 10));
+  }
+
+  // ---- RPC for the BuildCoordinator ----
+
+  /** Queues a RUN job (idempotent by jobId: a job already known is left as it is). */
+  async enqueue(job: RunJob): Promise<void> {
+    if (this.row(job.jobId)) return;
+    const now = Date.now();
+    const cancelled = this.sql.exec("SELECT 1 FROM cancelled_builds WHERE build_id = ?", job.buildId).toArray().length > 0;
+    const preferred = this.sql.exec<{ runner_id: string }>("SELECT runner_id FROM build_runner WHERE build_id = ?", job.buildId).toArray()[0]?.runner_id ?? null;
+    this.sql.exec(
+      `INSERT INTO jobs (job_id, build_id, step_index, platform, network, job_json, state, enqueued_at, preferred_runner, hold_until)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      job.jobId, job.buildId, job.stepIndex, platformString(job.platform), job.network, JSON.stringify(job),
+      cancelled ? "cancelled" : "queued", now, preferred, preferred ? now + this.preferMs() : 0,
+    );
+    await this.scheduleAlarm();
+    this.wake();
+  }
+
+  /** Cancels every job of a build that is not finished; later enqueues of it are cancelled at once. */
+  async cancelBuild(buildId: string): Promise<void> {
+    this.sql.exec("INSERT OR REPLACE INTO cancelled_builds (build_id, at) VALUES (?, ?)", buildId, Date.now());
+    this.sql.exec("UPDATE jobs SET state = 'cancelled', lease_id = NULL WHERE build_id = ? AND state IN ('queued', 'leased')", buildId);
+    await this.scheduleAlarm();
+  }
+
+  /** The state of a job (for tests and diagnostics). */
+  async jobStatus(jobId: string): Promise<JobStatus | null> {
+    const r = this.row(jobId);
+    if (!r) return null;
+    return {
+      jobId: r.job_id, buildId: r.build_id, stepIndex: r.step_index, state: r.state, runnerId: r.runner_id,
+      leaseId: r.lease_id, leaseExpiresAt: r.lease_expires_at, attempts: r.attempts,
+      result: r.result_json ? (JSON.parse(r.result_json) as RunResult) : null, forwarded: r.forwarded === 1,
+    };
+  }
+
+  async listRunners(): Promise<RunnerInfo[]> {
+    return this.sql
+      .exec<{ runner_id: string; platforms: string; labels: string; last_seen: number }>("SELECT * FROM runners ORDER BY runner_id")
+      .toArray()
+      .map((r) => ({ runnerId: r.runner_id, platforms: JSON.parse(r.platforms), labels: JSON.parse(r.labels), lastSeen: r.last_seen }));
+  }
+
+  // ---- runner protocol ----
+
+  /** Hands out the next job this runner may run, waiting up to `waitSeconds` (max 25) for one. */
+  async claim(req: ClaimRequest): Promise<ClaimedJob | null> {
+    const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, (req.waitSeconds ?? 25) * 1000));
+    const deadline = Date.now() + waitMs;
+    this.sql.exec(
+      "INSERT OR REPLACE INTO runners (runner_id, platforms, labels, last_seen) VALUES (?, ?, ?, ?)",
+      req.runnerId, JSON.stringify(req.platforms), JSON.stringify(req.labels ?? {}), Date.now(),
+    );
+    for (;;) {
+      const got = await this.tryClaim(req);
+      if (got) return got;
+      const left = deadline - Date.now();
+      if (left <= 0) return null;
+      // Wake on enqueue/requeue, or re-check periodically (holds for preferred runners run out).
+      await new Promise<void>((resolve) => {
+        const done = () => { clearTimeout(t); this.waiters.delete(done); resolve(); };
+        const t = setTimeout(done, Math.min(left, 500));
+        this.waiters.add(done);
+      });
+    }
+  }
+
+  private async tryClaim(req: ClaimRequest): Promise<ClaimedJob | null> {
+    const now = Date.now();
+    this.expireLeases(now);
+    const candidates = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'queued' ORDER BY enqueued_at, step_index").toArray();
+    const pick = candidates.find(
+      (r) => platformMatches(r.platform, req.platforms) && (!r.preferred_runner || r.preferred_runner === req.runnerId || r.hold_until <= now),
+    );
+    if (!pick) return null;
+    const leaseId = crypto.randomUUID();
+    const leaseExpiresAt = now + this.leaseMs(req.leaseSeconds);
+    this.sql.exec(
+      "UPDATE jobs SET state = 'leased', runner_id = ?, lease_id = ?, lease_expires_at = ? WHERE job_id = ? AND state = 'queued'",
+      req.runnerId, leaseId, leaseExpiresAt, pick.job_id,
+    );
+    await this.scheduleAlarm();
+    return { job: JSON.parse(pick.job_json) as RunJob, leaseId, leaseExpiresAt };
+  }
+
+  /** Requeues jobs whose lease passed; fails them after too many lost leases. */
+  private expireLeases(now: number): void {
+    const expired = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'leased' AND lease_expires_at <= ?", now).toArray();
+    if (!expired.length) return;
+    for (const r of expired) {
+      const attempts = r.attempts + 1;
+      if (attempts >= this.maxAttempts()) {
+        const result: RunResult = { ok: false, exitCode: null, message: `runner lost the job ${attempts} times (lease expired); giving up` };
+        this.sql.exec(
+          "UPDATE jobs SET state = 'done', attempts = ?, lease_id = NULL, result_json = ?, forwarded = 0, next_forward_at = ? WHERE job_id = ?",
+          attempts, JSON.stringify(result), now, r.job_id,
+        );
+      } else {
+        // A requeued job is no longer held for a preferred runner: whoever is free takes it.
+        this.sql.exec(
+          "UPDATE jobs SET state = 'queued', attempts = ?, runner_id = NULL, lease_id = NULL, lease_expires_at = NULL, preferred_runner = NULL, hold_until = 0 WHERE job_id = ?",
+          attempts, r.job_id,
+        );
+      }
+    }
+    this.wake();
+  }
+
+  private checkLease(jobId: string, leaseId: string | undefined): { row: JobRow } | { outcome: LeaseOutcome } {
+    this.expireLeases(Date.now());
+    const r = this.row(jobId);
+    if (!r) return { outcome: { ok: false, status: 404, message: `job ${jobId} not found` } };
+    if (r.state === "cancelled") return { outcome: { ok: false, status: 410, message: "the build was cancelled" } };
+    if (r.state !== "leased" || !leaseId || r.lease_id !== leaseId) {
+      return { outcome: { ok: false, status: 410, message: "lease lost: the job was re-queued or handed to another runner" } };
+    }
+    return { row: r };
+  }
+
+  /** Renews a lease. 410 when the job was cancelled, re-queued or its lease lost. */
+  async renewLease(jobId: string, leaseId: string, leaseSeconds?: number): Promise<LeaseOutcome> {
+    const c = this.checkLease(jobId, leaseId);
+    if ("outcome" in c) { await this.scheduleAlarm(); return c.outcome; }
+    const leaseExpiresAt = Date.now() + this.leaseMs(leaseSeconds);
+    this.sql.exec("UPDATE jobs SET lease_expires_at = ? WHERE job_id = ?", leaseExpiresAt, jobId);
+    await this.scheduleAlarm();
+    return { ok: true, leaseExpiresAt };
+  }
+
+  /** Forwards output of a running job to its build log. 410 when the job is cancelled or the lease lost. */
+  async appendLog(jobId: string, leaseId: string | undefined, text: string): Promise<LeaseOutcome> {
+    const c = this.checkLease(jobId, leaseId);
+    if ("outcome" in c) return c.outcome;
+    if (text) {
+      try {
+        await this.coordinator(c.row.build_id).appendLog(c.row.step_index, text);
+      } catch (err) {
+        console.error("dispatcher: appendLog failed", jobId, err);
+      }
+    }
+    return { ok: true, leaseExpiresAt: c.row.lease_expires_at ?? 0 };
+  }
+
+  /**
+   * Records the result of a job from its lease holder and forwards it to the coordinator exactly once.
+   * A repeated completion with the same lease after success answers ok without forwarding again.
+   */
+  async complete(jobId: string, leaseId: string, result: RunResult): Promise<LeaseOutcome> {
+    const bad = validateRunResult(result);
+    if (bad) return { ok: false, status: 409, message: bad };
+    const r0 = this.row(jobId);
+    if (r0 && r0.state === "done" && r0.lease_id === leaseId && leaseId) return { ok: true, leaseExpiresAt: 0 };
+    const c = this.checkLease(jobId, leaseId);
+    if ("outcome" in c) return c.outcome;
+    const now = Date.now();
+    const normalized = normalizeResult(result);
+    this.sql.exec(
+      "UPDATE jobs SET state = 'done', result_json = ?, forwarded = 0, next_forward_at = ?, lease_expires_at = NULL WHERE job_id = ?",
+      JSON.stringify(normalized), now + FORWARD_RETRY_MS, jobId,
+    );
+    if (normalized.ok) {
+      this.sql.exec("INSERT OR REPLACE INTO build_runner (build_id, runner_id, at) VALUES (?, ?, ?)", c.row.build_id, c.row.runner_id, now);
+    }
+    await this.scheduleAlarm();
+    await this.forward(jobId);
+    return { ok: true, leaseExpiresAt: 0 };
+  }
+
+  /** Sends a recorded result to the coordinator; retried by the alarm until it is accepted. */
+  private async forward(jobId: string): Promise<void> {
+    const r = this.row(jobId);
+    if (!r || r.state !== "done" || r.forwarded === 1 || !r.result_json) return;
+    if (r.forwarded === 2 && (r.next_forward_at ?? 0) > Date.now()) return; // in flight
+    // Claim the forward first so a concurrent alarm does not send it again.
+    // (If this instance dies while forwarding, the alarm sends it again after next_forward_at.)
+    this.sql.exec("UPDATE jobs SET forwarded = 2, next_forward_at = ? WHERE job_id = ?", Date.now() + 30_000, jobId);
+    try {
+      await this.coordinator(r.build_id).runStepFinished(r.job_id, r.step_index, JSON.parse(r.result_json) as RunResult);
+      this.sql.exec("UPDATE jobs SET forwarded = 1, next_forward_at = NULL WHERE job_id = ?", jobId);
+    } catch (err) {
+      const attempts = r.forward_attempts + 1;
+      console.error("dispatcher: runStepFinished failed", jobId, attempts, err);
+      if (attempts >= MAX_FORWARD_ATTEMPTS) {
+        this.sql.exec("UPDATE jobs SET forwarded = 1, forward_attempts = ?, next_forward_at = NULL WHERE job_id = ?", attempts, jobId);
+      } else {
+        this.sql.exec(
+          "UPDATE jobs SET forwarded = 0, forward_attempts = ?, next_forward_at = ? WHERE job_id = ?",
+          attempts, Date.now() + FORWARD_RETRY_MS, jobId,
+        );
+      }
+      await this.scheduleAlarm();
+    }
+  }
+
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    this.expireLeases(now);
+    const pending = this.sql
+      .exec<{ job_id: string }>("SELECT job_id FROM jobs WHERE state = 'done' AND forwarded IN (0, 2) AND next_forward_at <= ?", now)
+      .toArray();
+    for (const p of pending) await this.forward(p.job_id);
+    // Holds that ran out: wake waiting claims so other runners pick the job up.
+    this.wake();
+    await this.scheduleAlarm();
+  }
+}

@@ -68,3 +68,32 @@ export interface ClaimedJob {
   leaseId: string;
   leaseExpiresAt: number; // ms since epoch; renew with POST /v1/jobs/:id/lease before it passes
 }
+
+/** Body of POST /v1/runners/claim. */
+export interface ClaimRequest {
+  /** Stable id of the runner (its warm rootfs cache is keyed by it for step preference). */
+  runnerId: string;
+  /** Platforms the runner executes, e.g. ["linux/amd64"]. */
+  platforms: string[];
+  labels?: Record<string, string>;
+  /** Whether the runner may run `network: "host"` steps. */
+  allowHostNetwork?: boolean;
+  /** Long-poll time in seconds (0..25, default 25). */
+  waitSeconds?: number;
+  /** Requested lease length in seconds (clamped by the server; default 30). Short leases are for tests. */
+  leaseSeconds?: number;
+}
+
+/** Header carrying the lease id on POST /v1/jobs/:id/logs (also accepted as `?leaseId=`). */
+export const LEASE_HEADER = "kiln-lease-id";
+
+/** Body of POST /v1/jobs/:id/lease. Answer: { leaseExpiresAt } or 410 when the lease is lost. */
+export interface RenewLeaseRequest {
+  leaseId: string;
+}
+
+/** Body of POST /v1/jobs/:id/complete. */
+export interface CompleteJobRequest {
+  leaseId: string;
+  result: RunResult;
+}
