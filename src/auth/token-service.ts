@@ -124,7 +124,7 @@ tokenServiceRoutes.get("/", async (c) => {
 tokenServiceRoutes.post("/", async (c) => {
   let form: URLSearchParams;
   try {
-    form = new URLSearchParams(await c.req.text());
+    form = new URLSearchParams(new TextDecoder().decode(await c.req.arrayBuffer()));
   } catch {
     return tokenError(c, 400, "invalid_request", "expected an application/x-www-form-urlencoded body");
   }
