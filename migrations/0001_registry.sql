@@ -1,4 +1,4 @@
--- Registry metadata. Blob and manifest bytes live in R2 under blobs/sha256/<hex>;
+-- Registry metadata. Blob and manifest bytes live in R2 under blobs/<alg>/<hex>;
 -- a repository sees a blob only through a repo_blobs link row.
 CREATE TABLE repositories (
   name TEXT PRIMARY KEY,
@@ -6,6 +6,7 @@ CREATE TABLE repositories (
   created_at INTEGER NOT NULL
 );
 
+-- Written only after the bytes at blobs/<alg>/<hex> were verified against the digest.
 CREATE TABLE blobs (
   digest TEXT PRIMARY KEY,
   size INTEGER NOT NULL,
@@ -20,6 +21,7 @@ CREATE TABLE repo_blobs (
 );
 CREATE INDEX repo_blobs_digest ON repo_blobs(digest);
 
+-- Manifest bytes are blobs too (R2 blobs/<alg>/<hex>); this row makes them a manifest of `repo`.
 CREATE TABLE manifests (
   repo TEXT NOT NULL,
   digest TEXT NOT NULL,
@@ -32,6 +34,7 @@ CREATE TABLE manifests (
   PRIMARY KEY (repo, digest)
 );
 CREATE INDEX manifests_subject ON manifests(repo, subject);
+CREATE INDEX manifests_digest ON manifests(digest);
 
 -- Every descriptor a manifest references (config, layers, child manifests),
 -- so a blob still used by some manifest is never deleted.
@@ -50,13 +53,23 @@ CREATE TABLE tags (
   updated_at INTEGER NOT NULL,
   PRIMARY KEY (repo, tag)
 );
+CREATE INDEX tags_digest ON tags(repo, digest);
 
+-- Upload sessions live here and in R2 (never in Worker memory), so they survive a restart.
+-- Each PATCH (and a PUT's final body) is one staged R2 object `key`, in order `n`.
 CREATE TABLE uploads (
   id TEXT PRIMARY KEY,
   repo TEXT NOT NULL,
   size INTEGER NOT NULL DEFAULT 0,
   chunks INTEGER NOT NULL DEFAULT 0,
-  state TEXT NOT NULL DEFAULT '{}',
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL
+);
+
+CREATE TABLE upload_chunks (
+  upload_id TEXT NOT NULL,
+  n INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  PRIMARY KEY (upload_id, n)
 );

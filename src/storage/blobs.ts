@@ -1,36 +1,197 @@
+/**
+ * Content-addressed blob store. Bytes live once, globally, at R2 `blobs/<alg>/<hex>`; the D1 `blobs`
+ * row is written only after the bytes were verified against the digest; a repository sees a blob
+ * only through its `repo_blobs` link row.
+ */
 import type { Env } from "../env";
-
-/** Content-addressed blob store: R2 `blobs/<alg>/<hex>` + D1 `blobs` and `repo_blobs` rows. */
+import { OciError } from "../errors";
+import { blobKey, parseDigest, requireDigest, type Digest } from "./digest";
+import { Meter, SINGLE_PUT_MAX, drain, putFixed, spool } from "./streams";
 
 export async function statBlob(env: Env, digest: string): Promise<{ size: number } | null> {
-  void env; void digest;
-  throw new Error("not implemented");
+  const row = await env.DB.prepare("SELECT size FROM blobs WHERE digest = ?").bind(digest).first<{ size: number }>();
+  return row ? { size: row.size } : null;
 }
 
 export async function getBlob(env: Env, digest: string, range?: { offset: number; length?: number }): Promise<R2ObjectBody | null> {
-  void env; void digest; void range;
-  throw new Error("not implemented");
+  const d = parseDigest(digest);
+  if (!d || !(await statBlob(env, digest))) return null;
+  return env.BUCKET.get(blobKey(d), range ? { range } : undefined);
 }
 
-/** Stores `body` as blob `digest` only if its bytes hash to `digest`; throws OciError DIGEST_INVALID (nothing kept) otherwise. */
+function digestMismatch(d: Digest, actual: string): OciError {
+  return new OciError("DIGEST_INVALID", "the uploaded content does not match the digest", {
+    detail: { expected: d.string, actual: `${d.algorithm}:${actual}` },
+  });
+}
+
+function sizeMismatch(expected: number, actual: number): OciError {
+  return new OciError("SIZE_INVALID", `the content is ${actual} bytes, expected ${expected}`, { detail: { expected, actual } });
+}
+
+async function recordBlob(env: Env, digest: string, size: number): Promise<void> {
+  await env.DB.prepare("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING")
+    .bind(digest, size, Date.now()).run();
+}
+
+/**
+ * Writes `body` to the blob's final key so that nothing becomes readable unless its digest matches:
+ * a single put carries the expected checksum (R2 refuses the put on mismatch, leaving any existing
+ * object untouched); a multipart upload is completed only after the digest was checked.
+ */
+async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<Uint8Array>, size?: number): Promise<number> {
+  const key = blobKey(d);
+  const meter = new Meter(d.webAlgorithm);
+  const checksum: R2PutOptions = d.algorithm === "sha256" ? { sha256: d.hex } : { sha512: d.hex };
+  if (size !== undefined && size <= SINGLE_PUT_MAX) {
+    try {
+      await putFixed(bucket, key, body, size, meter, checksum);
+    } catch (err) {
+      if (meter.size !== size) throw sizeMismatch(size, meter.size);
+      if (meter.finished) {
+        const hex = await meter.hex();
+        if (hex !== d.hex) throw digestMismatch(d, hex);
+      }
+      throw err;
+    }
+    const hex = await meter.hex();
+    if (hex !== d.hex) {
+      // Only reachable if the store ignored the checksum: never leave the bad bytes behind.
+      await bucket.delete(key);
+      throw digestMismatch(d, hex);
+    }
+    return size;
+  }
+  const r = await spool(bucket, body, key, meter);
+  const hex = await meter.hex();
+  if (hex !== d.hex || (size !== undefined && meter.size !== size)) {
+    await r.upload?.abort().catch(() => {});
+    if (hex !== d.hex) throw digestMismatch(d, hex);
+    throw sizeMismatch(size!, meter.size);
+  }
+  if (r.small) await bucket.put(key, r.small, checksum);
+  else await r.upload!.complete(r.parts);
+  return meter.size;
+}
+
+/** Reads `body` only to check it hashes to `d` (the blob is already stored). */
+async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, size?: number): Promise<number> {
+  const meter = new Meter(d.webAlgorithm);
+  await drain(body, meter);
+  const hex = await meter.hex();
+  if (hex !== d.hex) throw digestMismatch(d, hex);
+  if (size !== undefined && meter.size !== size) throw sizeMismatch(size, meter.size);
+  return meter.size;
+}
+
+/**
+ * Stores `body` as blob `digest` only if its bytes hash to `digest`; throws OciError DIGEST_INVALID
+ * (or SIZE_INVALID when `size` is given and wrong) and stores nothing otherwise. An already stored
+ * blob is never rewritten. Does not link the blob to any repository (see linkBlob).
+ */
 export async function putBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size?: number): Promise<{ digest: string; size: number }> {
-  void env; void body; void digest; void size;
-  throw new Error("not implemented");
+  const d = requireDigest(digest);
+  if (await statBlob(env, digest)) {
+    return { digest, size: await verifyOnly(d, body, size) };
+  }
+  const written = await writeVerified(env.BUCKET, d, body, size);
+  await recordBlob(env, digest, written);
+  return { digest, size: written };
 }
 
-/** Stores `body` (length and digest unknown up front) at blobs/sha256/<hex>. */
+/**
+ * Stores `body` (length and digest unknown up front) at blobs/sha256/<hex>. Bodies up to one part
+ * (8 MiB) are hashed in memory and written once; larger ones are spooled to a temporary object
+ * while hashing, then copied to their content address.
+ */
 export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>): Promise<{ digest: string; size: number }> {
-  void env; void body;
-  throw new Error("not implemented");
+  const bucket = env.BUCKET;
+  const tmpKey = `tmp/${crypto.randomUUID()}`;
+  const meter = new Meter("SHA-256");
+  const r = await spool(bucket, body, tmpKey, meter);
+  const hex = await meter.hex();
+  const digest = `sha256:${hex}`;
+  const d = requireDigest(digest);
+  const size = meter.size;
+  if (await statBlob(env, digest)) {
+    await r.upload?.abort().catch(() => {});
+    return { digest, size };
+  }
+  if (r.small) {
+    await bucket.put(blobKey(d), r.small, { sha256: hex });
+  } else {
+    await r.upload!.complete(r.parts);
+    try {
+      const tmp = await bucket.get(tmpKey);
+      if (!tmp) throw new Error("temporary blob vanished");
+      await writeVerified(bucket, d, tmp.body, size);
+    } finally {
+      await bucket.delete(tmpKey);
+    }
+  }
+  await recordBlob(env, digest, size);
+  return { digest, size };
 }
 
-/** Makes a stored blob visible in `repo` (creates the repository row if needed). */
+/** Creates the repository row if it does not exist yet. */
+export async function ensureRepository(env: Env, repo: string): Promise<void> {
+  await env.DB.prepare("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING")
+    .bind(repo, Date.now()).run();
+}
+
+/** Makes a stored blob visible in `repo` (creating the repository). Throws BLOB_UNKNOWN if the blob is not stored. */
 export async function linkBlob(env: Env, repo: string, digest: string): Promise<void> {
-  void env; void repo; void digest;
-  throw new Error("not implemented");
+  if (!(await statBlob(env, digest))) throw new OciError("BLOB_UNKNOWN", "blob unknown to registry", { detail: { digest } });
+  const now = Date.now();
+  await env.DB.batch([
+    env.DB.prepare("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING").bind(repo, now),
+    env.DB.prepare("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT(repo, digest) DO NOTHING").bind(repo, digest, now),
+  ]);
 }
 
 export async function repoHasBlob(env: Env, repo: string, digest: string): Promise<boolean> {
-  void env; void repo; void digest;
-  throw new Error("not implemented");
+  return (await statRepoBlob(env, repo, digest)) !== null;
+}
+
+/** The blob's size if `repo` links it. */
+export async function statRepoBlob(env: Env, repo: string, digest: string): Promise<{ size: number } | null> {
+  const row = await env.DB.prepare(
+    "SELECT b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest = ?",
+  ).bind(repo, digest).first<{ size: number }>();
+  return row ? { size: row.size } : null;
+}
+
+/**
+ * Removes `repo`'s link to a blob (BLOB_UNKNOWN if there is none). The bytes go only when no
+ * repository links them and no manifest references them (see collectBlob).
+ */
+export async function unlinkBlob(env: Env, repo: string, digest: string): Promise<void> {
+  const res = await env.DB.prepare("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?").bind(repo, digest).run();
+  if (!res.meta.changes) throw new OciError("BLOB_UNKNOWN", "blob unknown to repository", { detail: { digest } });
+  await collectBlob(env, digest);
+}
+
+/** Deletes a blob's row and bytes if nothing uses it any more: no link, no manifest reference, no manifest of that digest. */
+export async function collectBlob(env: Env, digest: string): Promise<boolean> {
+  const d = parseDigest(digest);
+  if (!d) return false;
+  const res = await env.DB.prepare(
+    `DELETE FROM blobs WHERE digest = ?1
+       AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
+       AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE ref = ?1)
+       AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)`,
+  ).bind(digest).run();
+  if (!res.meta.changes) return false;
+  await env.BUCKET.delete(blobKey(d));
+  return true;
+}
+
+
+/** Stores small in-memory content (manifests) at its content address; `digest` must be its digest. */
+export async function putBlobBytes(env: Env, bytes: Uint8Array, digest: string): Promise<void> {
+  const d = requireDigest(digest);
+  if (await statBlob(env, digest)) return;
+  const checksum: R2PutOptions = d.algorithm === "sha256" ? { sha256: d.hex } : { sha512: d.hex };
+  await env.BUCKET.put(blobKey(d), bytes, checksum);
+  await recordBlob(env, digest, bytes.byteLength);
 }

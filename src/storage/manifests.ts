@@ -1,20 +1,184 @@
+/**
+ * Manifests, tags and referrers. Manifest bytes are blobs (R2 `blobs/<alg>/<hex>`); the D1
+ * `manifests` row makes them a manifest of one repository, `manifest_refs` records what they use.
+ */
 import type { Env } from "../env";
+import { OciError } from "../errors";
+import { collectBlob, ensureRepository, putBlobBytes } from "./blobs";
+import { blobKey, digestBytes, parseDigest, requireDigest } from "./digest";
+import { parseManifest, type Descriptor } from "./manifest-parse";
+
+export { ensureRepository };
+
+/** Largest manifest accepted (the spec asks for at least 4 MiB). */
+export const MAX_MANIFEST_SIZE = 16 * 1024 * 1024;
+
+const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+
+export function isTag(s: string): boolean {
+  return TAG_RE.test(s);
+}
+
+function requireTag(tag: string): void {
+  if (!isTag(tag)) throw new OciError("MANIFEST_INVALID", "invalid tag (want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})", { detail: { tag } });
+}
+
+/** Rows of `values` in chunks the D1 bind limit (100 parameters) allows. */
+async function existing(env: Env, sql: string, repo: string, values: string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (let i = 0; i < values.length; i += 90) {
+    const part = values.slice(i, i + 90);
+    const { results } = await env.DB.prepare(sql.replace("(?)", `(${part.map(() => "?").join(",")})`))
+      .bind(repo, ...part).all<{ digest: string }>();
+    for (const r of results) found.add(r.digest);
+  }
+  return found;
+}
 
 /**
  * Stores a manifest in `repo` under `reference` (a tag, or a digest that must match the bytes) with
- * the same validation as `PUT /v2/<repo>/manifests/<reference>`; `extraTags` are tagged too.
+ * the same validation as `PUT /v2/<repo>/manifests/<reference>`: valid JSON of a supported media type,
+ * config and layers linked in the repository and index entries stored in it (else
+ * MANIFEST_BLOB_UNKNOWN). `extraTags` are tagged too. Creates the repository.
  */
-export async function putManifest(env: Env, repo: string, reference: string, bytes: Uint8Array, mediaType: string, extraTags?: string[]): Promise<{ digest: string }> {
-  void env; void repo; void reference; void bytes; void mediaType; void extraTags;
-  throw new Error("not implemented");
+export async function putManifest(
+  env: Env,
+  repo: string,
+  reference: string,
+  bytes: Uint8Array,
+  mediaType: string,
+  extraTags: string[] = [],
+): Promise<{ digest: string; subject?: string }> {
+  if (bytes.byteLength > MAX_MANIFEST_SIZE) {
+    throw new OciError("MANIFEST_INVALID", `manifest larger than ${MAX_MANIFEST_SIZE} bytes`, { status: 413 });
+  }
+  const refDigest = reference.includes(":") ? requireDigest(reference) : null;
+  const tags = [...new Set([...(refDigest ? [] : [reference]), ...extraTags])];
+  tags.forEach(requireTag);
+  const parsed = parseManifest(bytes, mediaType);
+  const digest = await digestBytes(bytes, refDigest?.algorithm ?? "sha256");
+  if (refDigest && digest !== reference) {
+    throw new OciError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
+  }
+
+  const haveBlobs = await existing(env, "SELECT digest FROM repo_blobs WHERE repo = ? AND digest IN (?)", repo, parsed.blobs);
+  const missingBlob = parsed.blobs.find((b) => !haveBlobs.has(b));
+  if (missingBlob) throw new OciError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in repository ${repo}`, { detail: { digest: missingBlob } });
+  const haveChildren = await existing(env, "SELECT digest FROM manifests WHERE repo = ? AND digest IN (?)", repo, parsed.children);
+  const missingChild = parsed.children.find((c) => !haveChildren.has(c));
+  if (missingChild) throw new OciError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} is not in repository ${repo}`, { detail: { digest: missingChild } });
+
+  await putBlobBytes(env, bytes, digest);
+  const now = Date.now();
+  const db = env.DB;
+  const refs = [...parsed.blobs, ...parsed.children];
+  const stmts: D1PreparedStatement[] = [
+    db.prepare("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING").bind(repo, now),
+    db.prepare(
+      `INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
+         subject = excluded.subject, annotations = excluded.annotations`,
+    ).bind(repo, digest, parsed.mediaType, bytes.byteLength, parsed.artifactType ?? null, parsed.subject ?? null,
+      parsed.annotations ? JSON.stringify(parsed.annotations) : null, now),
+    db.prepare("DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?").bind(repo, digest),
+  ];
+  for (let i = 0; i < refs.length; i += 30) {
+    const part = refs.slice(i, i + 30);
+    stmts.push(db.prepare(`INSERT OR IGNORE INTO manifest_refs (repo, manifest, ref) VALUES ${part.map(() => "(?, ?, ?)").join(",")}`)
+      .bind(...part.flatMap((r) => [repo, digest, r])));
+  }
+  for (const tag of tags) {
+    stmts.push(db.prepare(
+      "INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(repo, tag) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+    ).bind(repo, tag, digest, now));
+  }
+  await db.batch(stmts);
+  return { digest, subject: parsed.subject };
 }
 
+export interface ManifestInfo {
+  digest: string;
+  mediaType: string;
+  size: number;
+  subject?: string;
+}
+
+/** Looks up a manifest of `repo` by tag or digest without reading its bytes. */
+export async function statManifest(env: Env, repo: string, reference: string): Promise<ManifestInfo | null> {
+  type Row = { digest: string; media_type: string; size: number; subject: string | null };
+  const row = reference.includes(":")
+    ? await env.DB.prepare("SELECT digest, media_type, size, subject FROM manifests WHERE repo = ? AND digest = ?").bind(repo, reference).first<Row>()
+    : await env.DB.prepare(
+      "SELECT m.digest, m.media_type, m.size, m.subject FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ? AND t.tag = ?",
+    ).bind(repo, reference).first<Row>();
+  if (!row) return null;
+  return { digest: row.digest, mediaType: row.media_type, size: row.size, subject: row.subject ?? undefined };
+}
+
+/** The manifest's exact pushed bytes and media type, by tag or digest. */
 export async function getManifest(env: Env, repo: string, reference: string): Promise<{ bytes: Uint8Array; mediaType: string; digest: string } | null> {
-  void env; void repo; void reference;
-  throw new Error("not implemented");
+  const info = await statManifest(env, repo, reference);
+  if (!info) return null;
+  const obj = await env.BUCKET.get(blobKey(parseDigest(info.digest)!));
+  if (!obj) return null;
+  return { bytes: new Uint8Array(await obj.arrayBuffer()), mediaType: info.mediaType, digest: info.digest };
 }
 
-export async function ensureRepository(env: Env, repo: string): Promise<void> {
-  void env; void repo;
-  throw new Error("not implemented");
+/**
+ * Deletes a manifest of `repo` by digest with every tag pointing at it. Blobs it referenced stay
+ * linked to the repository; bytes are collected only when nothing uses them any more.
+ */
+export async function deleteManifest(env: Env, repo: string, digest: string): Promise<boolean> {
+  const { results } = await env.DB.prepare("SELECT ref FROM manifest_refs WHERE repo = ? AND manifest = ?").bind(repo, digest).all<{ ref: string }>();
+  const [, , del] = await env.DB.batch([
+    env.DB.prepare("DELETE FROM tags WHERE repo = ? AND digest = ?").bind(repo, digest),
+    env.DB.prepare("DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?").bind(repo, digest),
+    env.DB.prepare("DELETE FROM manifests WHERE repo = ? AND digest = ?").bind(repo, digest),
+  ]);
+  if (!del.meta.changes) return false;
+  await collectBlob(env, digest);
+  for (const r of results) await collectBlob(env, r.ref);
+  return true;
+}
+
+export async function deleteTag(env: Env, repo: string, tag: string): Promise<boolean> {
+  const res = await env.DB.prepare("DELETE FROM tags WHERE repo = ? AND tag = ?").bind(repo, tag).run();
+  return (res.meta.changes ?? 0) > 0;
+}
+
+export async function repositoryExists(env: Env, repo: string): Promise<boolean> {
+  return (await env.DB.prepare("SELECT 1 AS x FROM repositories WHERE name = ?").bind(repo).first()) !== null;
+}
+
+/** Tags of `repo` in lexical (byte) order after `last`; `more` when another page exists. */
+export async function listTags(env: Env, repo: string, opts: { n?: number; last?: string } = {}): Promise<{ tags: string[]; more: boolean }> {
+  const limit = opts.n ?? 10_000;
+  const { results } = await env.DB.prepare(
+    "SELECT tag FROM tags WHERE repo = ? AND tag > ? ORDER BY tag COLLATE BINARY LIMIT ?",
+  ).bind(repo, opts.last ?? "", limit + 1).all<{ tag: string }>();
+  const tags = results.map((r) => r.tag);
+  return { tags: tags.slice(0, limit), more: tags.length > limit };
+}
+
+/** Repository names in lexical order after `last`, at most `limit`. */
+export async function listRepositories(env: Env, opts: { last?: string; limit: number }): Promise<string[]> {
+  const { results } = await env.DB.prepare("SELECT name FROM repositories WHERE name > ? ORDER BY name COLLATE BINARY LIMIT ?")
+    .bind(opts.last ?? "", opts.limit).all<{ name: string }>();
+  return results.map((r) => r.name);
+}
+
+/** Descriptors of the manifests of `repo` whose subject is `digest`, optionally of one artifactType. */
+export async function listReferrers(env: Env, repo: string, digest: string, artifactType?: string): Promise<Descriptor[]> {
+  type Row = { digest: string; media_type: string; size: number; artifact_type: string | null; annotations: string | null };
+  const q = artifactType === undefined
+    ? env.DB.prepare("SELECT digest, media_type, size, artifact_type, annotations FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_at, digest").bind(repo, digest)
+    : env.DB.prepare("SELECT digest, media_type, size, artifact_type, annotations FROM manifests WHERE repo = ? AND subject = ? AND artifact_type = ? ORDER BY created_at, digest").bind(repo, digest, artifactType);
+  const { results } = await q.all<Row>();
+  return results.map((r) => {
+    const d: Descriptor = { mediaType: r.media_type, digest: r.digest, size: r.size };
+    if (r.artifact_type) d.artifactType = r.artifact_type;
+    if (r.annotations) d.annotations = JSON.parse(r.annotations) as Record<string, string>;
+    return d;
+  });
 }

@@ -1,0 +1,56 @@
+/** Small helpers shared by the /v2 handlers. */
+import type { Context } from "hono";
+import type { Env } from "../env";
+import { OciError } from "../errors";
+
+export type Ctx = Context<{ Bindings: Env }>;
+
+/** The request body with its announced length; `body` null when there is none (or Content-Length: 0). */
+export function requestBody(c: Ctx): { body: ReadableStream<Uint8Array> | null; length?: number } {
+  const cl = c.req.header("content-length");
+  const length = cl !== undefined && /^\d+$/.test(cl.trim()) ? Number(cl) : undefined;
+  if (length === 0) return { body: null, length: 0 };
+  return { body: c.req.raw.body, length };
+}
+
+/** Reads a body completely, refusing more than `max` bytes (for manifests). */
+export async function readLimited(body: ReadableStream<Uint8Array> | null, max: number, tooLarge: () => Error): Promise<Uint8Array> {
+  if (!body) return new Uint8Array(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let off = 0;
+  for (const ch of chunks) {
+    out.set(ch, off);
+    off += ch.byteLength;
+  }
+  return out;
+}
+
+/** A non-negative integer query parameter, or undefined; anything else is a 400. */
+export function intParam(c: Ctx, name: string): number | undefined {
+  const v = c.req.query(name);
+  if (v === undefined || v === "") return undefined;
+  if (!/^\d+$/.test(v)) throw new OciError("UNSUPPORTED", `query parameter ${name} must be a non-negative integer`, { status: 400 });
+  return Number(v);
+}
+
+export function unsupportedMethod(c: Ctx): never {
+  throw new OciError("UNSUPPORTED", `method ${c.req.method} not supported here`, { status: 405 });
+}
+
+/** Empty response with headers (Content-Length 0 unless given). */
+export function empty(status: number, headers: Record<string, string>): Response {
+  return new Response(null, { status, headers: { "Content-Length": "0", ...headers } });
+}

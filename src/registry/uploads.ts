@@ -1,0 +1,136 @@
+/**
+ * Blob uploads: POST /v2/<name>/blobs/uploads/ (session, monolithic `?digest=`, cross-repo `?mount=`),
+ * PATCH/PUT/GET/DELETE /v2/<name>/blobs/uploads/<id>.
+ */
+import { authorizeRegistry } from "../auth/registry";
+import { OciError } from "../errors";
+import { linkBlob, putBlobVerified, repoHasBlob } from "../storage/blobs";
+import { parseDigest, requireDigest } from "../storage/digest";
+import {
+  appendUpload, cancelUpload, createUpload, finishUpload, getUpload, rangeHeader, type UploadSession,
+} from "../storage/uploads";
+import { empty, requestBody, unsupportedMethod, type Ctx } from "./http";
+import { isRepositoryName } from "./route";
+
+function sessionHeaders(s: UploadSession): Record<string, string> {
+  return {
+    Location: `/v2/${s.repo}/blobs/uploads/${s.id}`,
+    Range: rangeHeader(s.size),
+    "Docker-Upload-UUID": s.id,
+  };
+}
+
+function created(name: string, digest: string): Response {
+  return empty(201, { Location: `/v2/${name}/blobs/${digest}`, "Docker-Content-Digest": digest });
+}
+
+/** Whether the caller may pull from `from` and `from` has the blob (mount source check). */
+async function mountable(c: Ctx, from: string, digest: string): Promise<boolean> {
+  if (!isRepositoryName(from)) return false;
+  try {
+    await authorizeRegistry(c, from, "pull");
+  } catch {
+    return false;
+  }
+  return repoHasBlob(c.env, from, digest);
+}
+
+async function startUpload(c: Ctx, name: string): Promise<Response> {
+  await authorizeRegistry(c, name, "push");
+  const mount = c.req.query("mount");
+  if (mount !== undefined) {
+    const from = c.req.query("from");
+    if (parseDigest(mount)) {
+      if (from !== undefined ? await mountable(c, from, mount) : await repoHasBlob(c.env, name, mount)) {
+        await linkBlob(c.env, name, mount);
+        return created(name, mount);
+      }
+    }
+    // Fall back to a normal upload session (the spec's 202).
+    c.req.raw.body?.cancel().catch(() => {});
+    return empty(202, sessionHeaders(await createUpload(c.env, name)));
+  }
+  const digest = c.req.query("digest");
+  if (digest !== undefined) {
+    requireDigest(digest);
+    const { body, length } = requestBody(c);
+    const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, body ? length : 0);
+    await linkBlob(c.env, name, stored.digest);
+    return created(name, stored.digest);
+  }
+  c.req.raw.body?.cancel().catch(() => {});
+  return empty(202, sessionHeaders(await createUpload(c.env, name)));
+}
+
+/** `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`). */
+function parseContentRange(v: string | undefined): { start: number; end: number } | undefined | "invalid" {
+  if (v === undefined) return undefined;
+  const m = v.trim().match(/^(?:bytes[ =])?(\d+)-(\d+)(?:\/(?:\d+|\*))?$/);
+  if (!m) return "invalid";
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  return end < start ? "invalid" : { start, end };
+}
+
+async function session(c: Ctx, name: string, id: string): Promise<UploadSession> {
+  const s = await getUpload(c.env, name, id);
+  if (!s) throw new OciError("BLOB_UPLOAD_UNKNOWN", "upload unknown (never started, finished or cancelled)", { detail: { id } });
+  return s;
+}
+
+export async function handleUpload(c: Ctx, name: string, id: string): Promise<Response> {
+  const method = c.req.method;
+  if (id === "") {
+    if (method === "POST") return startUpload(c, name);
+    return unsupportedMethod(c);
+  }
+  await authorizeRegistry(c, name, "push");
+  switch (method) {
+    case "GET": {
+      const s = await session(c, name, id);
+      return empty(204, sessionHeaders(s));
+    }
+    case "PATCH": {
+      let s = await session(c, name, id);
+      const { body, length } = requestBody(c);
+      const range = parseContentRange(c.req.header("content-range"));
+      if (range === "invalid") {
+        throw new OciError("RANGE_INVALID", "malformed Content-Range (want <start>-<end>)", { headers: sessionHeaders(s) });
+      }
+      let chunkLength = length;
+      if (range) {
+        const rangeLength = range.end - range.start + 1;
+        if (length !== undefined && length !== rangeLength) {
+          throw new OciError("RANGE_INVALID", `Content-Range covers ${rangeLength} bytes but Content-Length is ${length}`, { headers: sessionHeaders(s) });
+        }
+        chunkLength = rangeLength;
+      }
+      s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength });
+      return empty(202, sessionHeaders(s));
+    }
+    case "PUT": {
+      const s = await session(c, name, id);
+      const digest = c.req.query("digest");
+      if (!digest) throw new OciError("DIGEST_INVALID", "PUT completing an upload needs ?digest=");
+      requireDigest(digest);
+      const { body, length } = requestBody(c);
+      const range = parseContentRange(c.req.header("content-range"));
+      if (range && range !== "invalid" && range.start !== s.size) {
+        throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: sessionHeaders(s) });
+      }
+      const stored = await finishUpload(c.env, s, digest, body, length);
+      return created(name, stored.digest);
+    }
+    case "DELETE": {
+      const s = await session(c, name, id);
+      await cancelUpload(c.env, s);
+      return empty(204, {});
+    }
+    default:
+      return unsupportedMethod(c);
+  }
+}
+
+function emptyStream(): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({ start: (ctl) => ctl.close() });
+}
