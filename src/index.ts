@@ -9,7 +9,7 @@ import { dockerfileRoutes } from "./api/dockerfile";
 import { buildsRoutes } from "./api/builds";
 import { runnersRoutes } from "./api/runners";
 import { jobsRoutes } from "./api/jobs";
-import { webhooksRoutes } from "./api/webhooks";
+import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
 
 export { BuildCoordinator } from "./build/coordinator";
@@ -32,7 +32,7 @@ app.route("/v1/builds", buildsRoutes);
 app.route("/v1/runners", runnersRoutes);
 app.route("/v1/jobs", jobsRoutes);
 app.route("/v1/webhooks", webhooksRoutes);
-app.route("/v1/hooks", webhooksRoutes);
+app.route("/v1/hooks", hooksRoutes);
 app.route("/v1/upstreams", upstreamsRoutes);
 
 app.onError((err, c) => {

@@ -1,5 +1,6 @@
 import type { Env } from "../env";
 import type { UpstreamEndpoint } from "../upstream/client";
+import { seal, unseal } from "./sealed";
 
 /** Built-in endpoints; a row in `upstreams` for the same host overrides them. */
 export const DEFAULT_UPSTREAMS: Record<string, string> = {
@@ -15,31 +16,6 @@ export interface UpstreamRecord {
   hasPassword: boolean;
   mirrors: string[];
   builtin: boolean;
-}
-
-async function sealingKey(env: Env): Promise<CryptoKey> {
-  const secret = env.KILN_TOKEN_SECRET ?? env.KILN_ADMIN_TOKEN;
-  if (!secret) throw new Error("storing upstream passwords needs KILN_TOKEN_SECRET or KILN_ADMIN_TOKEN");
-  const base = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), "HKDF", false, ["deriveKey"]);
-  return crypto.subtle.deriveKey(
-    { name: "HKDF", hash: "SHA-256", salt: new TextEncoder().encode("kiln"), info: new TextEncoder().encode("upstream-credentials") },
-    base, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"],
-  );
-}
-
-const b64 = (u: Uint8Array) => btoa(String.fromCharCode(...u));
-const unb64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-
-async function seal(env: Env, plain: string): Promise<string> {
-  const iv = crypto.getRandomValues(new Uint8Array(12));
-  const ct = new Uint8Array(await crypto.subtle.encrypt({ name: "AES-GCM", iv }, await sealingKey(env), new TextEncoder().encode(plain)));
-  return `${b64(iv)}.${b64(ct)}`;
-}
-
-async function unseal(env: Env, sealed: string): Promise<string> {
-  const [iv, ct] = sealed.split(".");
-  const pt = await crypto.subtle.decrypt({ name: "AES-GCM", iv: unb64(iv) }, await sealingKey(env), unb64(ct));
-  return new TextDecoder().decode(pt);
 }
 
 interface Row {

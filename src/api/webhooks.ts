@@ -1,5 +1,0 @@
-import { Hono } from "hono";
-import type { Env } from "../env";
-
-/** Placeholder route module; see DESIGN.md for what it serves. */
-export const webhooksRoutes = new Hono<{ Bindings: Env }>();

@@ -1,0 +1,94 @@
+import { describe, expect, it } from "vitest";
+import { tokensEqual, verifyHmacHex } from "./event";
+import { parseGitea, verifyGitea } from "./gitea";
+import { parseGithub, verifyGithub } from "./github";
+import { parseGitlab, verifyGitlab } from "./gitlab";
+import { globMatch, shouldBuild, tagsFor } from "./rules";
+
+const enc = new TextEncoder();
+
+async function hmacHex(secret: string, body: string): Promise<string> {
+  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return [...new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(body)))].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const SHA = "0123456789abcdef0123456789abcdef01234567";
+
+describe("webhook signatures", () => {
+  it("verifies GitHub's X-Hub-Signature-256 over the raw body and refuses forgeries", async () => {
+    const body = JSON.stringify({ ref: "refs/heads/main", after: SHA });
+    const good = new Headers({ "x-hub-signature-256": `sha256=${await hmacHex("s3cret-value", body)}` });
+    expect(await verifyGithub(good, enc.encode(body), "s3cret-value")).toBe(true);
+    expect(await verifyGithub(good, enc.encode(body + " "), "s3cret-value")).toBe(false);
+    expect(await verifyGithub(good, enc.encode(body), "other-secret")).toBe(false);
+    expect(await verifyGithub(new Headers(), enc.encode(body), "s3cret-value")).toBe(false);
+    expect(await verifyGithub(new Headers({ "x-hub-signature-256": "sha256=zz" }), enc.encode(body), "s3cret-value")).toBe(false);
+  });
+
+  it("verifies Gitea and Forgejo hex signatures and GitLab tokens", async () => {
+    const body = "{}";
+    const sig = await hmacHex("k3y-k3y-k3y", body);
+    expect(await verifyGitea(new Headers({ "x-gitea-signature": sig }), enc.encode(body), "k3y-k3y-k3y")).toBe(true);
+    expect(await verifyGitea(new Headers({ "x-forgejo-signature": sig }), enc.encode(body), "k3y-k3y-k3y")).toBe(true);
+    expect(await verifyGitea(new Headers({ "x-gitea-signature": sig.replace(/.$/, "0") === sig ? sig.replace(/.$/, "1") : sig.replace(/.$/, "0") }), enc.encode(body), "k3y-k3y-k3y")).toBe(false);
+    expect(await verifyGitlab(new Headers({ "x-gitlab-token": "tok-tok-tok" }), enc.encode(body), "tok-tok-tok")).toBe(true);
+    expect(await verifyGitlab(new Headers({ "x-gitlab-token": "tok-tok-to" }), enc.encode(body), "tok-tok-tok")).toBe(false);
+    expect(await verifyGitlab(new Headers(), enc.encode(body), "tok-tok-tok")).toBe(false);
+    expect(await tokensEqual("a", "a")).toBe(true);
+    expect(await verifyHmacHex("x", enc.encode("y"), "")).toBe(false);
+  });
+});
+
+describe("webhook payloads", () => {
+  it("reads GitHub push, tag push, deletion and ping", () => {
+    const h = (event: string) => new Headers({ "x-github-event": event, "x-github-delivery": "d-1", "content-type": "application/json" });
+    const push = parseGithub(h("push"), enc.encode(JSON.stringify({ ref: "refs/heads/feature/x", after: SHA, deleted: false, repository: { full_name: "acme/app", default_branch: "main" } })));
+    expect(push).toMatchObject({ kind: "push", deliveryId: "d-1", repository: "acme/app", refType: "branch", name: "feature/x", sha: SHA, deleted: false, defaultBranch: "main" });
+    const tag = parseGithub(h("push"), enc.encode(JSON.stringify({ ref: "refs/tags/v1.2.0", after: SHA, repository: { full_name: "acme/app" } })));
+    expect(tag).toMatchObject({ refType: "tag", name: "v1.2.0" });
+    const del = parseGithub(h("push"), enc.encode(JSON.stringify({ ref: "refs/heads/old", after: "0".repeat(40), deleted: true, repository: { full_name: "acme/app" } })));
+    expect(del).toMatchObject({ deleted: true });
+    expect(parseGithub(h("ping"), enc.encode(JSON.stringify({ zen: "hi", repository: { full_name: "acme/app" } })))).toMatchObject({ kind: "ping" });
+    expect(parseGithub(h("issues"), enc.encode("{}"))).toMatchObject({ kind: "ignored" });
+    const form = new Headers({ "x-github-event": "push", "content-type": "application/x-www-form-urlencoded" });
+    expect(parseGithub(form, enc.encode(`payload=${encodeURIComponent(JSON.stringify({ ref: "refs/heads/main", after: SHA }))}`))).toMatchObject({ name: "main" });
+  });
+
+  it("reads GitLab Push Hook and Tag Push Hook", () => {
+    const h = (event: string) => new Headers({ "x-gitlab-event": event, "x-gitlab-event-uuid": "u-1" });
+    const push = parseGitlab(h("Push Hook"), enc.encode(JSON.stringify({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15, project: { id: 15, path_with_namespace: "grp/app", default_branch: "main" } })));
+    expect(push).toMatchObject({ kind: "push", deliveryId: "u-1", repository: "grp/app", projectId: "15", refType: "branch", name: "main", sha: SHA, deleted: false });
+    const tag = parseGitlab(h("Tag Push Hook"), enc.encode(JSON.stringify({ ref: "refs/tags/v2", after: SHA, checkout_sha: SHA, project: { path_with_namespace: "grp/app" } })));
+    expect(tag).toMatchObject({ refType: "tag", name: "v2" });
+    const del = parseGitlab(h("Push Hook"), enc.encode(JSON.stringify({ ref: "refs/heads/x", after: "0".repeat(40), checkout_sha: null, project: { path_with_namespace: "grp/app" } })));
+    expect(del).toMatchObject({ deleted: true });
+  });
+
+  it("reads Gitea/Forgejo push", () => {
+    const h = new Headers({ "x-forgejo-event": "push", "x-forgejo-delivery": "f-1" });
+    expect(parseGitea(h, enc.encode(JSON.stringify({ ref: "refs/heads/dev", after: SHA, repository: { full_name: "o/r", default_branch: "main" } }))))
+      .toMatchObject({ kind: "push", deliveryId: "f-1", repository: "o/r", name: "dev" });
+  });
+});
+
+describe("webhook rules", () => {
+  const ev = (refType: "branch" | "tag", name: string) => ({ kind: "push" as const, deliveryId: "d", repository: "o/r", refType, name, sha: SHA, deleted: false, defaultBranch: "main" });
+
+  it("matches branch globs", () => {
+    expect(globMatch("release/*", "release/1.0")).toBe(true);
+    expect(globMatch("release/*", "release/1.0/hotfix")).toBe(false);
+    expect(globMatch("release/**", "release/1.0/hotfix")).toBe(true);
+    expect(globMatch("main", "main2")).toBe(false);
+    expect(shouldBuild(ev("branch", "dev"), ["main", "release/*"])).toBe(false);
+    expect(shouldBuild(ev("branch", "release/2"), ["main", "release/*"])).toBe(true);
+    expect(shouldBuild(ev("tag", "v1"), ["main"])).toBe(true);
+    expect(shouldBuild(ev("branch", "anything"), [])).toBe(true);
+  });
+
+  it("expands tag templates per kind of push", () => {
+    expect(tagsFor(ev("branch", "main"), ["{branch}", "{sha:7}", "latest"])).toEqual(["main", "0123456", "latest"]);
+    expect(tagsFor(ev("branch", "feature/x"), ["{branch}", "{sha:7}", "latest"])).toEqual(["feature-x", "0123456"]);
+    expect(tagsFor(ev("tag", "v1.0.0"), ["{branch}", "{tag}", "{sha:7}"])).toEqual(["v1.0.0", "0123456"]);
+    expect(tagsFor(ev("branch", "main"), [])).toEqual(["main", "0123456", "latest"]);
+  });
+});
