@@ -1,3 +1,4 @@
+/// <reference types="vite/client" />
 // BuildKit's own shell expansion data (../shared/conformance/buildkit): every A/U line of
 // shell-envVarTest and every line of shell-wordsTest.
 import { describe, expect, it } from "vitest";
