@@ -1,0 +1,268 @@
+import { env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { pushBlob, randomBytes, reg, sha256, startUpload, streamOf } from "./helpers";
+
+type Errors = { errors: { code: string }[] };
+
+async function patch(location: string, chunk: Uint8Array, start?: number): Promise<Response> {
+  const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+  if (start !== undefined) headers["content-range"] = `${start}-${start + chunk.length - 1}`;
+  return reg(location, { method: "PATCH", body: chunk, headers });
+}
+
+function withDigest(location: string, digest: string): string {
+  return `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`;
+}
+
+describe("upload sessions", () => {
+  it("POST opens a session with Location, Range and Docker-Upload-UUID", async () => {
+    const res = await reg("/v2/up/session/blobs/uploads/", { method: "POST" });
+    expect(res.status).toBe(202);
+    const location = res.headers.get("location")!;
+    const uuid = res.headers.get("docker-upload-uuid")!;
+    expect(location).toBe(`/v2/up/session/blobs/uploads/${uuid}`);
+    expect(res.headers.get("range")).toBe("0-0");
+    const status = await reg(location);
+    expect(status.status).toBe(204);
+    expect(status.headers.get("range")).toBe("0-0");
+    expect(status.headers.get("docker-upload-uuid")).toBe(uuid);
+  });
+
+  it("takes chunks of any size (1 byte, uneven) with Content-Range, reports progress, completes with PUT", async () => {
+    const data = randomBytes(300_001);
+    const digest = await sha256(data);
+    const location = await startUpload("up/chunks");
+    const sizes = [1, 1, 7, 65_536, 100_000, 12_345];
+    let off = 0;
+    for (const n of sizes) {
+      const res = await patch(location, data.slice(off, off + n), off);
+      expect(res.status).toBe(202);
+      off += n;
+      expect(res.headers.get("range")).toBe(`0-${off - 1}`);
+      expect(res.headers.get("location")).toBe(location);
+    }
+    const status = await reg(location);
+    expect(status.status).toBe(204);
+    expect(status.headers.get("range")).toBe(`0-${off - 1}`);
+    // The rest goes without Content-Range (PATCH appends).
+    const rest = await reg(location, { method: "PATCH", body: data.slice(off) });
+    expect(rest.status).toBe(202);
+    expect(rest.headers.get("range")).toBe(`0-${data.length - 1}`);
+    const put = await reg(withDigest(location, digest), { method: "PUT" });
+    expect(put.status).toBe(201);
+    expect(put.headers.get("location")).toBe(`/v2/up/chunks/blobs/${digest}`);
+    expect(put.headers.get("docker-content-digest")).toBe(digest);
+    const get = await reg(`/v2/up/chunks/blobs/${digest}`);
+    expect(new Uint8Array(await get.arrayBuffer())).toEqual(data);
+    // The session is gone and its staged chunks deleted.
+    expect((await reg(location)).status).toBe(404);
+    const id = location.split("/").pop()!;
+    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects).toEqual([]);
+  });
+
+  it("accepts the final chunk inside the PUT", async () => {
+    const data = randomBytes(50_000);
+    const digest = await sha256(data);
+    const location = await startUpload("up/final");
+    expect((await patch(location, data.slice(0, 20_000), 0)).status).toBe(202);
+    const put = await reg(withDigest(location, digest), { method: "PUT", body: data.slice(20_000), headers: { "content-range": "20000-49999" } });
+    expect(put.status).toBe(201);
+    expect(new Uint8Array(await (await reg(`/v2/up/final/blobs/${digest}`)).arrayBuffer())).toEqual(data);
+  });
+
+  it("accepts POST then a PUT carrying the whole blob", async () => {
+    const data = randomBytes(70_000);
+    const digest = await sha256(data);
+    const location = await startUpload("up/postput");
+    const put = await reg(withDigest(location, digest), { method: "PUT", body: data });
+    expect(put.status).toBe(201);
+    expect(new Uint8Array(await (await reg(`/v2/up/postput/blobs/${digest}`)).arrayBuffer())).toEqual(data);
+  });
+
+  it("takes a PATCH with a streamed body of unknown length, bigger than one R2 part", async () => {
+    const data = randomBytes(19 * 1024 * 1024 + 3);
+    const digest = await sha256(data);
+    const location = await startUpload("up/stream");
+    const res = await reg(location, { method: "PATCH", body: streamOf(data, 65_521), duplex: "half" });
+    expect(res.status).toBe(202);
+    expect(res.headers.get("range")).toBe(`0-${data.length - 1}`);
+    const small = randomBytes(10);
+    const res2 = await reg(location, { method: "PATCH", body: streamOf(small, 3), duplex: "half" });
+    expect(res2.headers.get("range")).toBe(`0-${data.length + 9}`);
+    const all = new Uint8Array(data.length + 10);
+    all.set(data);
+    all.set(small, data.length);
+    const allDigest = await sha256(all);
+    expect((await reg(withDigest(location, allDigest), { method: "PUT" })).status).toBe(201);
+    const get = await reg(`/v2/up/stream/blobs/${allDigest}`);
+    expect(get.headers.get("content-length")).toBe(String(all.length));
+    const back = new Uint8Array(await get.arrayBuffer());
+    expect(back.length).toBe(all.length);
+    expect(await sha256(back)).toBe(allDigest);
+    expect(digest).not.toBe(allDigest);
+  });
+
+  it("takes one large known-length chunk", async () => {
+    const data = randomBytes(24 * 1024 * 1024);
+    const digest = await sha256(data);
+    const location = await startUpload("up/large");
+    expect((await patch(location, data, 0)).status).toBe(202);
+    expect((await reg(withDigest(location, digest), { method: "PUT" })).status).toBe(201);
+    const head = await reg(`/v2/up/large/blobs/${digest}`, { method: "HEAD" });
+    expect(head.headers.get("content-length")).toBe(String(data.length));
+    expect(await sha256(new Uint8Array(await (await reg(`/v2/up/large/blobs/${digest}`)).arrayBuffer()))).toBe(digest);
+  });
+
+  it("refuses an out-of-order chunk with 416 and the current Range", async () => {
+    const location = await startUpload("up/order");
+    expect((await patch(location, randomBytes(10), 0)).status).toBe(202);
+    const gap = await patch(location, randomBytes(10), 20);
+    expect(gap.status).toBe(416);
+    expect(gap.headers.get("range")).toBe("0-9");
+    expect(await gap.json()).toMatchObject({ errors: [{ code: "RANGE_INVALID" }] });
+    const overlap = await patch(location, randomBytes(10), 5);
+    expect(overlap.status).toBe(416);
+    const status = await reg(location);
+    expect(status.headers.get("range")).toBe("0-9");
+    expect((await patch(location, randomBytes(10), 10)).status).toBe(202);
+  });
+
+  it("cancels a session with DELETE", async () => {
+    const location = await startUpload("up/cancel");
+    await patch(location, randomBytes(100), 0);
+    const id = location.split("/").pop()!;
+    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects.length).toBe(1);
+    const del = await reg(location, { method: "DELETE" });
+    expect(del.status).toBe(204);
+    const gone = await reg(location);
+    expect(gone.status).toBe(404);
+    expect(await gone.json()).toMatchObject({ errors: [{ code: "BLOB_UPLOAD_UNKNOWN" }] });
+    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects).toEqual([]);
+    expect((await patch(location, randomBytes(1), 100)).status).toBe(404);
+  });
+
+  it("does not know sessions of another repository or made-up ids", async () => {
+    const location = await startUpload("up/owner");
+    const id = location.split("/").pop()!;
+    expect((await reg(`/v2/up/thief/blobs/uploads/${id}`)).status).toBe(404);
+    const res = await reg("/v2/up/owner/blobs/uploads/00000000-0000-0000-0000-000000000000");
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ errors: [{ code: "BLOB_UPLOAD_UNKNOWN" }] });
+  });
+
+  it("completes a session this Worker never saw: the state is only in D1 and R2", async () => {
+    // Written straight to D1 and R2, as an earlier (restarted) Worker would have left it:
+    // if any session state lived in module memory, this session could not be continued.
+    const data = randomBytes(4000);
+    const digest = await sha256(data);
+    const id = crypto.randomUUID();
+    const now = Date.now();
+    await env.BUCKET.put(`uploads/${id}/0-abcdefgh`, data.slice(0, 1500));
+    await env.DB.batch([
+      env.DB.prepare("INSERT INTO uploads (id, repo, size, chunks, created_at, updated_at) VALUES (?, 'up/restart', 1500, 1, ?, ?)").bind(id, now, now),
+      env.DB.prepare("INSERT INTO upload_chunks (upload_id, n, key, size) VALUES (?, 0, ?, 1500)").bind(id, `uploads/${id}/0-abcdefgh`),
+    ]);
+    const location = `/v2/up/restart/blobs/uploads/${id}`;
+    const status = await reg(location);
+    expect(status.status).toBe(204);
+    expect(status.headers.get("range")).toBe("0-1499");
+    expect((await patch(location, data.slice(1500, 3000), 1500)).status).toBe(202);
+    // And what this Worker did is visible in D1 for the next one.
+    expect(await env.DB.prepare("SELECT size, chunks FROM uploads WHERE id = ?").bind(id).first()).toEqual({ size: 3000, chunks: 2 });
+    expect((await reg(withDigest(location, digest), { method: "PUT", body: data.slice(3000) })).status).toBe(201);
+    expect(new Uint8Array(await (await reg(`/v2/up/restart/blobs/${digest}`)).arrayBuffer())).toEqual(data);
+  });
+});
+
+describe("digest verification", () => {
+  it("keeps nothing when the uploaded bytes do not match the digest", async () => {
+    const data = randomBytes(5000);
+    const wrong = await sha256(randomBytes(5000));
+    const location = await startUpload("dv/session");
+    await patch(location, data, 0);
+    const put = await reg(withDigest(location, wrong), { method: "PUT" });
+    expect(put.status).toBe(400);
+    expect(await put.json()).toMatchObject({ errors: [{ code: "DIGEST_INVALID" }] });
+    expect((await reg(`/v2/dv/session/blobs/${wrong}`, { method: "HEAD" })).status).toBe(404);
+    expect(await env.BUCKET.head(`blobs/sha256/${wrong.slice(7)}`)).toBeNull();
+    expect(await env.DB.prepare("SELECT 1 FROM blobs WHERE digest = ?").bind(wrong).first()).toBeNull();
+    const id = location.split("/").pop()!;
+    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects).toEqual([]);
+  });
+
+  it("refuses a monolithic POST whose body does not match, small or large", async () => {
+    for (const size of [100, 9 * 1024 * 1024]) {
+      const wrong = await sha256(randomBytes(10));
+      const res = await reg(`/v2/dv/mono/blobs/uploads/?digest=${wrong}`, { method: "POST", body: randomBytes(size) });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ errors: [{ code: "DIGEST_INVALID" }] });
+      expect((await reg(`/v2/dv/mono/blobs/${wrong}`, { method: "HEAD" })).status).toBe(404);
+      expect(await env.BUCKET.head(`blobs/sha256/${wrong.slice(7)}`)).toBeNull();
+      // Streamed (unknown length) too.
+      const res2 = await reg(`/v2/dv/mono/blobs/uploads/?digest=${wrong}`, { method: "POST", body: streamOf(randomBytes(size)), duplex: "half" });
+      expect(res2.status).toBe(400);
+      expect(await env.BUCKET.head(`blobs/sha256/${wrong.slice(7)}`)).toBeNull();
+    }
+  });
+
+  it("never overwrites a stored blob with bad bytes claiming its digest", async () => {
+    const good = randomBytes(3000);
+    const digest = await pushBlob("dv/good", good);
+    const bad = randomBytes(3000);
+    const mono = await reg(`/v2/dv/evil/blobs/uploads/?digest=${digest}`, { method: "POST", body: bad });
+    expect(mono.status).toBe(400);
+    const location = await startUpload("dv/evil");
+    await patch(location, bad, 0);
+    const put = await reg(withDigest(location, digest), { method: "PUT" });
+    expect(put.status).toBe(400);
+    expect(await put.json()).toMatchObject({ errors: [{ code: "DIGEST_INVALID" }] });
+    expect((await reg(`/v2/dv/evil/blobs/${digest}`, { method: "HEAD" })).status).toBe(404);
+    const get = await reg(`/v2/dv/good/blobs/${digest}`);
+    expect(new Uint8Array(await get.arrayBuffer())).toEqual(good);
+  });
+
+  it("links an already stored blob after verifying the upload, and accepts the empty blob", async () => {
+    const data = randomBytes(2000);
+    const digest = await pushBlob("dv/first", data);
+    await pushBlob("dv/second", data);
+    expect(new Uint8Array(await (await reg(`/v2/dv/second/blobs/${digest}`)).arrayBuffer())).toEqual(data);
+    const empty = await sha256(new Uint8Array(0));
+    const location = await startUpload("dv/empty");
+    expect((await reg(withDigest(location, empty), { method: "PUT" })).status).toBe(201);
+    const head = await reg(`/v2/dv/empty/blobs/${empty}`, { method: "HEAD" });
+    expect(head.status).toBe(200);
+    expect(head.headers.get("content-length")).toBe("0");
+  });
+
+  it("answers DIGEST_INVALID for a malformed or missing digest on completion", async () => {
+    const location = await startUpload("dv/malformed");
+    const res = await reg(withDigest(location, "sha256:xyz"), { method: "PUT" });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as Errors).errors[0].code).toBe("DIGEST_INVALID");
+    const res2 = await reg(location, { method: "PUT" });
+    expect(res2.status).toBe(400);
+  });
+});
+
+describe("cross-repository mount", () => {
+  it("mounts a blob from a readable repository with 201", async () => {
+    const data = randomBytes(1234);
+    const digest = await pushBlob("mnt/source", data);
+    const res = await reg(`/v2/mnt/target/blobs/uploads/?mount=${digest}&from=mnt/source`, { method: "POST" });
+    expect(res.status).toBe(201);
+    expect(res.headers.get("location")).toBe(`/v2/mnt/target/blobs/${digest}`);
+    expect(res.headers.get("docker-content-digest")).toBe(digest);
+    expect(new Uint8Array(await (await reg(`/v2/mnt/target/blobs/${digest}`)).arrayBuffer())).toEqual(data);
+  });
+
+  it("falls back to an upload session (202) when the source lacks the blob", async () => {
+    const digest = await pushBlob("mnt/elsewhere", randomBytes(100));
+    for (const from of ["mnt/empty", "Bad..Name"]) {
+      const res = await reg(`/v2/mnt/target2/blobs/uploads/?mount=${digest}&from=${from}`, { method: "POST" });
+      expect(res.status).toBe(202);
+      expect(res.headers.get("location")).toMatch(/^\/v2\/mnt\/target2\/blobs\/uploads\/[0-9a-f-]{36}$/);
+      expect((await reg(res.headers.get("location")!)).status).toBe(204);
+    }
+    expect((await reg(`/v2/mnt/target2/blobs/${digest}`, { method: "HEAD" })).status).toBe(404);
+  });
+});
