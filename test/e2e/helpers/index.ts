@@ -6,3 +6,5 @@ export * from "./containers";
 export * from "./auth";
 export * from "./peer";
 export * from "./target";
+export * from "./builds";
+export * from "./upstream";
