@@ -56,11 +56,53 @@ export function compressLayer(
 }
 
 /**
- * Rewrites the 10-byte gzip header to 1f 8b 08 00 00000000 00 ff... (no mtime, no name, OS "unknown").
- * TODO(measure): fill with what workerd emits so the Worker path needs no rewrite.
+ * The gzip header kiln writes: magic 1f 8b, CM 8 (deflate), FLG 0 (no name, comment or extra), MTIME 0,
+ * XFL 0, OS 3 (Unix). This is exactly what CompressionStream("gzip") emits in workerd and in Node 20
+ * (both wrap zlib's deflate with its default header: no time, no name, OS_CODE 3); src/oci/layer.test.ts
+ * and src/oci/node-check.ts pin it, together with the digest of the whole compressed stream, so a layer
+ * made in the Worker and one made by a Node runner from the same tar are byte-identical.
+ */
+export const GZIP_HEADER = new Uint8Array([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03]);
+
+/**
+ * Normalises the gzip header of a CompressionStream's output to GZIP_HEADER (MTIME, XFL and OS; a header
+ * with optional fields is an error). A no-op on the runtimes measured, kept as a guard so a runtime that
+ * stamps a time or another OS byte cannot make layers irreproducible.
  */
 export function gzipHeaderNormalizer(): TransformStream<Uint8Array, Uint8Array> {
-  return new TransformStream<Uint8Array, Uint8Array>();
+  let head: Uint8Array | null = new Uint8Array(0);
+  return new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      if (head === null) {
+        controller.enqueue(chunk);
+        return;
+      }
+      let buf: Uint8Array = chunk;
+      if (head.length > 0) {
+        buf = new Uint8Array(head.length + chunk.length);
+        buf.set(head);
+        buf.set(chunk, head.length);
+      }
+      if (buf.length < GZIP_HEADER.length) {
+        head = buf === chunk ? chunk.slice() : buf;
+        return;
+      }
+      head = null;
+      if (buf[0] !== 0x1f || buf[1] !== 0x8b || buf[2] !== 0x08) throw new Error("gzip: compressor did not produce a gzip stream");
+      if (buf[3] !== 0) throw new Error("gzip: compressor wrote optional header fields");
+      let same = true;
+      for (let i = 4; i < GZIP_HEADER.length; i++) if (buf[i] !== GZIP_HEADER[i]) same = false;
+      if (!same) {
+        if (buf === chunk) buf = chunk.slice();
+        buf.set(GZIP_HEADER.subarray(4), 4);
+      }
+      controller.enqueue(buf);
+    },
+    flush(controller) {
+      if (head !== null && head.length > 0) throw new Error("gzip: stream shorter than its header");
+      void controller;
+    },
+  });
 }
 
 /** Reads a layer blob as tar entries, decompressing gzip; zstd is refused with a TarError. */

@@ -1,0 +1,69 @@
+import { describe, expect, it } from "vitest";
+import { createSha256, DigestError, digestOf, hashingStream, hexOf, isDigest, parseDigest, sha256Hex } from "./digest";
+import { bytesEqual, chunkedStream, pseudoText } from "./testing";
+import { collect } from "./tar";
+
+function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let o = 0; o < n; o += 65536) crypto.getRandomValues(out.subarray(o, Math.min(n, o + 65536)));
+  return out;
+}
+
+describe("parseDigest", () => {
+  const hex = "a".repeat(64);
+  it("accepts sha256 with 64 lowercase hex", () => {
+    expect(parseDigest(`sha256:${hex}`)).toBe(`sha256:${hex}`);
+    expect(isDigest(`sha256:${hex}`)).toBe(true);
+    expect(hexOf(`sha256:${hex}`)).toBe(hex);
+  });
+  it("refuses other algorithms, bad lengths, uppercase and garbage with a DigestError", () => {
+    for (const bad of [`sha512:${hex}`, `sha256:${hex.slice(1)}`, `sha256:${hex}0`, `sha256:${"A".repeat(64)}`, hex, "", "sha256:"]) {
+      expect(() => parseDigest(bad), bad).toThrow(DigestError);
+      expect(isDigest(bad)).toBe(false);
+    }
+    expect(() => parseDigest(`md5:${hex}`)).toThrow(/unsupported digest algorithm "md5"/);
+  });
+});
+
+describe("pure SHA-256", () => {
+  it("matches known vectors", async () => {
+    const h = createSha256();
+    h.update(new TextEncoder().encode("abc"));
+    expect(await h.digest()).toBe("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    expect(await createSha256().digest()).toBe("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  });
+
+  for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, (1 << 20) + 3]) {
+    it(`equals crypto.subtle on ${n} random bytes, whole and in random pieces`, async () => {
+      const data = randomBytes(n);
+      const want = `sha256:${await sha256Hex(data)}`;
+      const whole = createSha256();
+      whole.update(data);
+      expect(await whole.digest()).toBe(want);
+      const pieces = createSha256();
+      let o = 0;
+      while (o < n) {
+        const k = Math.min(n - o, 1 + Math.floor(Math.random() * 200));
+        pieces.update(data.subarray(o, o + k));
+        o += k;
+      }
+      expect(await pieces.digest()).toBe(want);
+    });
+  }
+
+  it("refuses update after digest", async () => {
+    const h = createSha256();
+    await h.digest();
+    expect(() => h.update(new Uint8Array(1))).toThrow();
+  });
+});
+
+describe("hashingStream", () => {
+  it("passes bytes through and reports their digest and size", async () => {
+    const data = pseudoText(300_000);
+    const { stream, result } = hashingStream(createSha256);
+    const out = await collect(chunkedStream(data, 7777).pipeThrough(stream));
+    expect(bytesEqual(out, data)).toBe(true);
+    expect(await result).toEqual({ digest: await digestOf(data), size: data.length });
+  });
+});
