@@ -35,6 +35,8 @@ export interface InstructionNode {
   /** 1-based first and last physical line (the last line includes heredoc bodies). */
   startLine: number;
   endLine: number;
+  /** 1-based column of the keyword on its first line. */
+  column?: number;
   /** Comment lines right before the instruction (without `#`). */
   comments: string[];
   /** True when the line parser had nothing to keep (unknown instruction): dumps as `""`. */

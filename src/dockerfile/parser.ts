@@ -5,6 +5,7 @@
  */
 import type { Directive, DockerfileAst, Heredoc, InstructionNode, ParseResult, Warning } from "./ast";
 import { DockerfileError } from "./errors";
+import { ShellLex } from "./shell";
 import { isSpace, splitWhitespace, trimLeftSpace, trimSpace } from "./text";
 
 const VALID_DIRECTIVES = new Set(["syntax", "escape", "check"]);
@@ -128,6 +129,8 @@ export function parse(text: string): ParseResult {
     }
     currentLine++;
     const startLine = currentLine;
+    const firstLine = trimNewline(raw);
+    const column = firstLine.length - trimLeftSpace(firstLine).length + 1;
     let [line, isEndOfLine] = trimContinuation(processed, st);
     if (isEndOfLine && line === "") continue;
 
@@ -189,6 +192,7 @@ export function parse(text: string): ParseResult {
 
     child.startLine = startLine;
     child.endLine = currentLine;
+    child.column = column;
     children.push(child);
     comments = [];
   }
@@ -506,95 +510,59 @@ function parseHealthConfig(rest: string): LineResult {
 // ---------------------------------------------------------------------------------------------------
 // heredocs
 
-/**
- * Shell-like word splitting used to find heredoc markers: whitespace outside quotes separates words.
- * `raw` keeps quotes and escapes in the words; otherwise they are removed (BuildKit's lexer with
- * RawQuotes/RawEscapes; variables are left as written).
- */
-function lexWords(src: string, rawQuotes: boolean, rawEscapes: boolean): string[] {
-  const words: string[] = [];
-  let word = "";
-  let inWord = false;
-  const chars = Array.from(src);
-  for (let i = 0; i < chars.length; i++) {
-    const ch = chars[i];
-    if (isSpace(ch)) {
-      if (inWord) words.push(word);
-      word = "";
-      inWord = false;
-      continue;
-    }
-    inWord = true;
-    if (ch === "\\") {
-      if (i + 1 < chars.length) {
-        i++;
-        word += rawEscapes ? ch + chars[i] : chars[i];
-      } else if (rawEscapes) {
-        word += ch;
-      }
-      continue;
-    }
-    if (ch === "'") {
-      const close = chars.indexOf("'", i + 1);
-      if (close < 0) throw new Error("unexpected end of statement while looking for matching single-quote");
-      const inner = chars.slice(i + 1, close).join("");
-      word += rawQuotes ? `'${inner}'` : inner;
-      i = close;
-      continue;
-    }
-    if (ch === '"') {
-      let inner = "";
-      let j = i + 1;
-      for (; j < chars.length && chars[j] !== '"'; j++) {
-        if (chars[j] === "\\" && j + 1 < chars.length && (chars[j + 1] === '"' || chars[j + 1] === "$" || chars[j + 1] === "\\")) {
-          inner += rawEscapes ? "\\" + chars[j + 1] : chars[j + 1];
-          j++;
-        } else {
-          inner += chars[j];
-        }
-      }
-      if (j >= chars.length) throw new Error("unexpected end of statement while looking for matching double-quote");
-      word += rawQuotes ? `"${inner}"` : inner;
-      i = j;
-      continue;
-    }
-    word += ch;
-  }
-  if (inWord) words.push(word);
-  return words;
-}
-
 function countQuotes(s: string): number {
   let n = 0;
   for (const c of s) if (c === "'" || c === '"') n++;
   return n;
 }
 
-/** A heredoc marker word (`<<EOF`, `<<-"EOF"`, `3<<EOF`) → its description; null for other words. */
+const NO_ENV: ReadonlyMap<string, string> = new Map();
+
+/**
+ * A heredoc marker word (`<<EOF`, `<<-"EOF"`, `3<<EOF`) → its description; null for other words.
+ * The content is expanded unless some part of the delimiter is quoted. Throws on a malformed word.
+ */
 export function parseHeredocWord(word: string): Heredoc | null {
   const m = HEREDOC_RE.exec(word);
   if (!m) return null;
   const rest = m[3];
   if (rest.length === 0) return null;
-  const words = lexWords(rest, false, false);
+  const lex = new ShellLex("\\");
+  lex.skipUnsetEnv = true;
+  const words = lex.processWords(rest, NO_ENV);
   if (words.length !== 1) return null;
-  const wordsRaw = lexWords(rest, true, false);
+  lex.rawQuotes = true;
+  const wordsRaw = lex.processWords(rest, NO_ENV);
+  if (wordsRaw.length !== words.length) throw new Error(`internal lexing of heredoc produced inconsistent results: ${rest}`);
   const name = words[0];
   return {
     name,
     content: "",
-    expand: countQuotes(name) === countQuotes(wordsRaw[0] ?? ""),
+    expand: countQuotes(name) === countQuotes(wordsRaw[0]),
     chomp: m[2] === "-",
     fileDescriptor: m[1] ? Number.parseInt(m[1], 10) : 0,
   };
 }
 
+/** parseHeredocWord without errors (BuildKit's MustParseHeredoc). */
+export function mustParseHeredocWord(word: string): Heredoc | null {
+  try {
+    return parseHeredocWord(word);
+  } catch {
+    return null;
+  }
+}
+
 function heredocsFromLine(line: string): Heredoc[] {
+  const lex = new ShellLex("\\");
+  lex.rawQuotes = true;
+  lex.rawEscapes = true;
+  lex.skipUnsetEnv = true;
   let words: string[];
   try {
-    words = lexWords(line, true, true);
+    words = lex.processWords(line, NO_ENV);
   } catch {
-    return [];
+    words = [];
   }
   const docs: Heredoc[] = [];
   for (const w of words) {

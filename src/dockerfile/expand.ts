@@ -1,0 +1,89 @@
+/**
+ * Word expansion of typed instructions at build time, field by field as BuildKit's dispatch does
+ * (SupportsSingleWordExpansion): RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD and MAINTAINER are
+ * left alone (the shell or a later build expands them); RUN's --mount values are expanded.
+ */
+import { DockerfileError } from "./errors";
+import { parseMount } from "./instructions";
+import { ShellError, ShellLex } from "./shell";
+import type { Instruction, SourceContent, WordExpander } from "./types";
+
+/**
+ * Returns a copy of `inst` with its words expanded against `env` (the stage's env at this point: the
+ * base image's env, then ARG and ENV in order). Throws DockerfileError at the instruction's line (e.g.
+ * for `${V:?msg}`).
+ */
+export function expandInstruction<T extends Instruction>(inst: T, env: ReadonlyMap<string, string>, shell: WordExpander): T {
+  return expandAny(inst, env, shell) as T;
+}
+
+function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: WordExpander): Instruction {
+  const word = (w: string): string => shell.processWord(w, env);
+  const opt = (w: string | undefined): string | undefined => (w === undefined ? undefined : word(w));
+  try {
+    switch (inst.kind) {
+      case "ENV":
+      case "LABEL":
+        return { ...inst, pairs: inst.pairs.map((p) => ({ key: word(p.key), value: word(p.value) })) };
+      case "ARG":
+        return {
+          ...inst,
+          args: inst.args.map((a) => (a.value === undefined ? { key: word(a.key) } : { key: word(a.key), value: word(a.value) })),
+        };
+      case "WORKDIR":
+        return { ...inst, path: word(inst.path) };
+      case "USER":
+        return { ...inst, user: word(inst.user) };
+      case "STOPSIGNAL":
+        return { ...inst, signal: word(inst.signal) };
+      case "VOLUME":
+        return { ...inst, volumes: inst.volumes.map(word) };
+      case "EXPOSE":
+        return { ...inst, ports: inst.ports.flatMap((p) => shell.processWords(p, env)) };
+      case "COPY": {
+        const out: typeof inst = {
+          ...inst,
+          sources: inst.sources.map(word),
+          dest: word(inst.dest),
+          exclude: inst.exclude.map(word),
+          sourceContents: expandContents(inst.sourceContents, env),
+        };
+        if (inst.from !== undefined) out.from = word(inst.from);
+        if (inst.chown !== undefined) out.chown = opt(inst.chown);
+        if (inst.chmod !== undefined) out.chmod = opt(inst.chmod);
+        return out;
+      }
+      case "ADD": {
+        const out: typeof inst = {
+          ...inst,
+          sources: inst.sources.map(word),
+          dest: word(inst.dest),
+          exclude: inst.exclude.map(word),
+          sourceContents: expandContents(inst.sourceContents, env),
+        };
+        if (inst.chown !== undefined) out.chown = opt(inst.chown);
+        if (inst.chmod !== undefined) out.chmod = opt(inst.chmod);
+        if (inst.checksum !== undefined) out.checksum = opt(inst.checksum);
+        return out;
+      }
+      case "RUN":
+        if (inst.mountSpecs.length === 0) return inst;
+        return { ...inst, mounts: inst.mountSpecs.map((spec) => parseMount(spec, word)) };
+      default:
+        return inst;
+    }
+  } catch (e) {
+    if (e instanceof DockerfileError) throw e;
+    const message = e instanceof ShellError || e instanceof Error ? e.message : String(e);
+    const loc = inst.location;
+    throw new DockerfileError(message, loc.startLine, loc.endLine !== loc.startLine ? { endLine: loc.endLine } : {});
+  }
+}
+
+/** Heredoc file contents with an unquoted delimiter: variables expanded, quotes kept (SkipProcessQuotes). */
+function expandContents(contents: SourceContent[], env: ReadonlyMap<string, string>): SourceContent[] {
+  if (contents.every((c) => !c.expand)) return contents;
+  const raw = new ShellLex("\\");
+  raw.skipProcessQuotes = true;
+  return contents.map((c) => (c.expand ? { ...c, data: raw.processWord(c.data, env) } : c));
+}

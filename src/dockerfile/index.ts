@@ -1,0 +1,35 @@
+/**
+ * Dockerfile frontend (pure): text → lossless AST → typed instructions and stages → expansion.
+ *
+ *   parse(text)                          AST with lines, directives, warnings (BuildKit's parser)
+ *   dumpBuildkit(ast)                    BuildKit's parser test dump format
+ *   parseDockerfile(text, options?)      { directives, escapeToken, globalArgs, stages, warnings }
+ *   resolveStageBases(parsed, buildArgs, platformArgs)   FROM expanded with global args
+ *   stageDependencies(parsed, resolved)  stage graph (base, COPY --from, RUN --mount from=)
+ *   expandInstruction(inst, env, shell)  the fields BuildKit expands, at build time
+ *
+ * Every error is a DockerfileError { message, line, column? }.
+ */
+export { parse } from "./parser";
+export { dumpBuildkit } from "./dump";
+export { DockerfileError } from "./errors";
+export { parseInstruction, parseMount, INSTRUCTION_NAMES } from "./instructions";
+export type { FromInstruction } from "./instructions";
+export {
+  parseDockerfile,
+  resolveStageBases,
+  stageDependencies,
+  findTargetStage,
+  findStageByName,
+  argValueInStage,
+  platformArgs,
+  parsePlatform,
+  formatPlatform,
+  proxyEnv,
+  PROXY_ARGS,
+} from "./stages";
+export type { Platform, StageDependency, StageGraphNode, ExternalSource } from "./stages";
+export { expandInstruction } from "./expand";
+export { parseGoDuration } from "./flags";
+export type { DockerfileAst, InstructionNode, Directive, ParseResult, Warning } from "./ast";
+export type * from "./types";

@@ -1,0 +1,74 @@
+/**
+ * Cache keys (DESIGN.md "Cache keys"): sha256 of the canonical JSON of everything a step's result
+ * depends on. Modification times never count; the order sources were listed in does not matter.
+ */
+
+export interface CacheSource {
+  dest: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  sha256: string;
+  linkTarget?: string;
+}
+
+export interface CacheKeyInput {
+  /** Parent step's key, the base image's manifest digest, or "scratch". */
+  parent: string;
+  platform: string;
+  /** The instruction after expansion, with its flags. */
+  instruction: unknown;
+  /** Env and build args the step can see (RUN), "K=V". */
+  env?: string[];
+  /** Every source file of COPY/ADD. */
+  sources?: CacheSource[];
+  /** The source stage's key (COPY --from). */
+  fromKey?: string;
+}
+
+/** Bumped when the key derivation changes, so old entries are never reused by mistake. */
+const KEY_VERSION = 1;
+
+/** JSON with object keys sorted, undefined members dropped: one text per value. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== "object") {
+    if (typeof value === "number" && !Number.isFinite(value)) throw new Error("cache key: non-finite number");
+    if (typeof value === "bigint") return JSON.stringify(value.toString());
+    return JSON.stringify(value) ?? "null";
+  }
+  if (Array.isArray(value)) return "[" + value.map((v) => (v === undefined ? "null" : canonicalJson(v))).join(",") + "]";
+  if (value instanceof Map) return canonicalJson(Object.fromEntries(value));
+  if (value instanceof Set) return canonicalJson([...value]);
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj)
+    .filter((k) => obj[k] !== undefined && typeof obj[k] !== "function")
+    .sort();
+  return "{" + keys.map((k) => JSON.stringify(k) + ":" + canonicalJson(obj[k])).join(",") + "}";
+}
+
+function normalizeSource(s: CacheSource): CacheSource {
+  const out: CacheSource = { dest: s.dest, mode: s.mode, uid: s.uid, gid: s.gid, sha256: s.sha256 };
+  if (s.linkTarget !== undefined) out.linkTarget = s.linkTarget;
+  return out;
+}
+
+/** The cache key of a step: lower-case sha256 hex. */
+export async function cacheKeyFor(input: CacheKeyInput): Promise<string> {
+  const doc: Record<string, unknown> = {
+    v: KEY_VERSION,
+    parent: input.parent,
+    platform: input.platform,
+    instruction: input.instruction,
+  };
+  if (input.env !== undefined) doc.env = input.env;
+  if (input.sources !== undefined) {
+    doc.sources = input.sources
+      .map((s) => canonicalJson(normalizeSource(s)))
+      .sort()
+      .map((t) => JSON.parse(t) as unknown);
+  }
+  if (input.fromKey !== undefined) doc.fromKey = input.fromKey;
+  const bytes = new TextEncoder().encode(canonicalJson(doc));
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}

@@ -1,0 +1,4 @@
+export { classify, planBuild } from "./plan";
+export type { BuildPlan, Classification, PlanOptions, PlannedInstruction, PlannedStage } from "./plan";
+export { cacheKeyFor, canonicalJson } from "./cachekey";
+export type { CacheKeyInput, CacheSource } from "./cachekey";
