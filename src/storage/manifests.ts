@@ -80,7 +80,7 @@ export async function putManifest(
        ON CONFLICT(repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
          subject = excluded.subject, annotations = excluded.annotations`,
     ).bind(repo, digest, parsed.mediaType, bytes.byteLength, parsed.artifactType ?? null, parsed.subject ?? null,
-      parsed.annotations ? JSON.stringify(parsed.annotations) : null, now),
+      annotationsColumn(parsed.annotations), now),
     db.prepare("DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?").bind(repo, digest),
   ];
   for (let i = 0; i < refs.length; i += 30) {
@@ -95,6 +95,16 @@ export async function putManifest(
   }
   await db.batch(stmts);
   return { digest, subject: parsed.subject };
+}
+
+/** Annotations too large for a D1 row stay only in the manifest bytes; this marks them. */
+const ANNOTATIONS_IN_MANIFEST = "@manifest";
+const MAX_ANNOTATIONS_ROW = 32 * 1024;
+
+function annotationsColumn(a: Record<string, string> | undefined): string | null {
+  if (!a) return null;
+  const json = JSON.stringify(a);
+  return json.length > MAX_ANNOTATIONS_ROW ? ANNOTATIONS_IN_MANIFEST : json;
 }
 
 export interface ManifestInfo {
@@ -175,10 +185,17 @@ export async function listReferrers(env: Env, repo: string, digest: string, arti
     ? env.DB.prepare("SELECT digest, media_type, size, artifact_type, annotations FROM manifests WHERE repo = ? AND subject = ? ORDER BY created_at, digest").bind(repo, digest)
     : env.DB.prepare("SELECT digest, media_type, size, artifact_type, annotations FROM manifests WHERE repo = ? AND subject = ? AND artifact_type = ? ORDER BY created_at, digest").bind(repo, digest, artifactType);
   const { results } = await q.all<Row>();
-  return results.map((r) => {
+  const out: Descriptor[] = [];
+  for (const r of results) {
     const d: Descriptor = { mediaType: r.media_type, digest: r.digest, size: r.size };
     if (r.artifact_type) d.artifactType = r.artifact_type;
-    if (r.annotations) d.annotations = JSON.parse(r.annotations) as Record<string, string>;
-    return d;
-  });
+    if (r.annotations === ANNOTATIONS_IN_MANIFEST) {
+      const obj = await env.BUCKET.get(blobKey(parseDigest(r.digest)!));
+      if (obj) d.annotations = ((await obj.json()) as { annotations?: Record<string, string> }).annotations;
+    } else if (r.annotations) {
+      d.annotations = JSON.parse(r.annotations) as Record<string, string>;
+    }
+    out.push(d);
+  }
+  return out;
 }
