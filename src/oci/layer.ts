@@ -2,8 +2,8 @@
  * Layers: tar → diffID hash → gzip → digest hash, in one streaming pass.
  */
 import type { Digest, HasherFactory } from "./digest";
-import { hashingStream } from "./digest";
 import { layerCompression } from "./mediatypes";
+import { through } from "./streams";
 import { readTar, tarStream, TarError, type ReadTarOptions, type TarEntry, type TarReadEntry } from "./tar";
 
 export interface LayerResult {
@@ -38,72 +38,63 @@ export function compressLayer(
   tar: ReadableStream<Uint8Array>,
   options: WriteLayerOptions,
 ): { stream: ReadableStream<Uint8Array>; result: Promise<LayerResult> } {
-  const un = hashingStream(options.hasher);
-  const gz = hashingStream(options.hasher);
-  const stream = tar
-    .pipeThrough(un.stream)
-    .pipeThrough(new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>)
-    .pipeThrough(gzipHeaderNormalizer())
-    .pipeThrough(gz.stream);
-  const result = Promise.all([un.result, gz.result]).then(([u, g]) => ({
-    digest: g.digest,
-    diffId: u.digest,
-    size: g.size,
-    uncompressedSize: u.size,
-  }));
+  const un = options.hasher();
+  const gz = options.hasher();
+  let uncompressedSize = 0;
+  let size = 0;
+  let headerLeft = GZIP_HEADER.length;
+  let resolve!: (r: LayerResult) => void;
+  let reject!: (e: unknown) => void;
+  const result = new Promise<LayerResult>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
   result.catch(() => {});
+  const stream = through(tar, new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>, {
+    input(chunk) {
+      un.update(chunk);
+      uncompressedSize += chunk.length;
+    },
+    output(chunk) {
+      if (headerLeft > 0) {
+        chunk = normalizeGzipHeader(chunk, GZIP_HEADER.length - headerLeft);
+        headerLeft = Math.max(0, headerLeft - chunk.length);
+      }
+      gz.update(chunk);
+      size += chunk.length;
+      return chunk;
+    },
+    async end() {
+      if (headerLeft > 0) throw new Error("gzip: stream shorter than its header");
+      const [diffId, digest] = await Promise.all([un.digest(), gz.digest()]);
+      resolve({ digest: digest as Digest, diffId: diffId as Digest, size, uncompressedSize });
+    },
+    fail: (e) => reject(e),
+  });
   return { stream, result };
+}
+
+/** Checks/rewrites the gzip header bytes of `chunk`, which starts at header offset `at`. */
+function normalizeGzipHeader(chunk: Uint8Array, at: number): Uint8Array {
+  let out = chunk;
+  for (let i = 0; i < chunk.length && at + i < GZIP_HEADER.length; i++) {
+    const pos = at + i;
+    if (chunk[i] === GZIP_HEADER[pos]) continue;
+    if (pos < 4) throw new Error(pos === 3 ? "gzip: compressor wrote optional header fields" : "gzip: compressor did not produce a gzip stream");
+    if (out === chunk) out = chunk.slice();
+    out[i] = GZIP_HEADER[pos];
+  }
+  return out;
 }
 
 /**
  * The gzip header kiln writes: magic 1f 8b, CM 8 (deflate), FLG 0 (no name, comment or extra), MTIME 0,
  * XFL 0, OS 3 (Unix). This is exactly what CompressionStream("gzip") emits in workerd and in Node 20
  * (both wrap zlib's deflate with its default header: no time, no name, OS_CODE 3); src/oci/layer.test.ts
- * and src/oci/node-check.ts pin it, together with the digest of the whole compressed stream, so a layer
+ * and src/oci/node-check.ts pin it (compressLayer checks it and rewrites MTIME/XFL/OS if a runtime ever differs), together with the digest of the whole compressed stream, so a layer
  * made in the Worker and one made by a Node runner from the same tar are byte-identical.
  */
 export const GZIP_HEADER = new Uint8Array([0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03]);
-
-/**
- * Normalises the gzip header of a CompressionStream's output to GZIP_HEADER (MTIME, XFL and OS; a header
- * with optional fields is an error). A no-op on the runtimes measured, kept as a guard so a runtime that
- * stamps a time or another OS byte cannot make layers irreproducible.
- */
-export function gzipHeaderNormalizer(): TransformStream<Uint8Array, Uint8Array> {
-  let head: Uint8Array | null = new Uint8Array(0);
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      if (head === null) {
-        controller.enqueue(chunk);
-        return;
-      }
-      let buf: Uint8Array = chunk;
-      if (head.length > 0) {
-        buf = new Uint8Array(head.length + chunk.length);
-        buf.set(head);
-        buf.set(chunk, head.length);
-      }
-      if (buf.length < GZIP_HEADER.length) {
-        head = buf === chunk ? chunk.slice() : buf;
-        return;
-      }
-      head = null;
-      if (buf[0] !== 0x1f || buf[1] !== 0x8b || buf[2] !== 0x08) throw new Error("gzip: compressor did not produce a gzip stream");
-      if (buf[3] !== 0) throw new Error("gzip: compressor wrote optional header fields");
-      let same = true;
-      for (let i = 4; i < GZIP_HEADER.length; i++) if (buf[i] !== GZIP_HEADER[i]) same = false;
-      if (!same) {
-        if (buf === chunk) buf = chunk.slice();
-        buf.set(GZIP_HEADER.subarray(4), 4);
-      }
-      controller.enqueue(buf);
-    },
-    flush(controller) {
-      if (head !== null && head.length > 0) throw new Error("gzip: stream shorter than its header");
-      void controller;
-    },
-  });
-}
 
 /** Reads a layer blob as tar entries, decompressing gzip; zstd is refused with a TarError. */
 export function readLayer(
@@ -115,7 +106,9 @@ export function readLayer(
   if (c === undefined) throw new TarError(`not a layer media type: ${mediaType}`);
   if (c === "zstd") throw new TarError("zstd layers are not supported");
   if (c === "gzip") {
-    stream = stream.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
+    stream = through(stream, new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>, {
+      transformError: (e) => new TarError(`layer is not valid gzip: ${(e as Error)?.message ?? e}`),
+    });
   }
   return readTar(stream, options);
 }

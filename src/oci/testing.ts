@@ -59,3 +59,16 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
+
+/** Pinned results, identical in workerd and Node 20 (checked by layer.test.ts and node-check.ts). */
+export const PINNED = {
+  /** writeLayer(sampleEntries()) */
+  sampleLayer: {
+    digest: "sha256:00328f4c7c1033f1af7def8bb78343b960c924c0bae8172e6a3c0fe8914012df",
+    diffId: "sha256:577f05b6220f3eee00fcd193e8c1d0181c499b83390479c3a7bc5a784b27108a",
+    size: 24326,
+    uncompressedSize: 89088,
+  },
+  /** CompressionStream("gzip") over pseudoText(1 MiB, 42); equals `zlib.gzipSync` (level 6) in Node. */
+  gzipPseudo1MiB: { sha256: "b4ea5fd9f39dc74481a0ba028a1d9f4648d7f662a934a1df8161b64172eabab3", size: 328129 },
+} as const;
