@@ -1,0 +1,110 @@
+// HTTP client for the runner side of kiln's protocol: claim, lease, logs, complete, blob upload.
+import { createReadStream } from "node:fs";
+import http from "node:http";
+import https from "node:https";
+import type { ClaimedJob, ClaimRequest, RunResult } from "../build/jobs";
+import { LEASE_HEADER } from "../build/jobs";
+
+export class Gone extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "Gone";
+  }
+}
+
+async function errorText(res: Response): Promise<string> {
+  const t = await res.text().catch(() => "");
+  try {
+    const j = JSON.parse(t) as { error?: { message?: string }; errors?: { message?: string }[] };
+    return j.error?.message ?? j.errors?.[0]?.message ?? t;
+  } catch {
+    return t.slice(0, 500);
+  }
+}
+
+export class KilnClient {
+  constructor(readonly server: string, private token: string) {
+    this.server = server.replace(/\/$/, "");
+  }
+
+  private async post(path: string, body: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
+    return await fetch(`${this.server}${path}`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${this.token}`,
+        "content-type": typeof body === "string" ? "text/plain; charset=utf-8" : "application/json",
+        ...headers,
+      },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+      signal,
+    });
+  }
+
+  /** Long-polls for a job; null when none came. Throws on auth and server errors. */
+  async claim(req: ClaimRequest, signal?: AbortSignal): Promise<ClaimedJob | null> {
+    const res = await this.post("/v1/runners/claim", req, {}, signal);
+    if (res.status === 204) return null;
+    if (!res.ok) throw new Error(`claim: HTTP ${res.status}: ${await errorText(res)}`);
+    return (await res.json()) as ClaimedJob;
+  }
+
+  /** Renews a lease; throws Gone on 410 (cancelled, requeued). */
+  async renew(jobId: string, leaseId: string, leaseSeconds?: number): Promise<number> {
+    const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/lease`, { leaseId, leaseSeconds });
+    if (res.status === 410 || res.status === 404) throw new Gone(await errorText(res));
+    if (!res.ok) throw new Error(`lease: HTTP ${res.status}: ${await errorText(res)}`);
+    return ((await res.json()) as { leaseExpiresAt: number }).leaseExpiresAt;
+  }
+
+  async logs(jobId: string, leaseId: string, text: string): Promise<void> {
+    const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/logs`, text, { [LEASE_HEADER]: leaseId });
+    if (res.status === 410 || res.status === 404) throw new Gone(await errorText(res));
+    if (!res.ok) throw new Error(`logs: HTTP ${res.status}: ${await errorText(res)}`);
+  }
+
+  async complete(jobId: string, leaseId: string, result: RunResult): Promise<void> {
+    let lastErr: unknown;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      try {
+        const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/complete`, { leaseId, result });
+        if (res.status === 410 || res.status === 404) throw new Gone(await errorText(res));
+        if (res.ok) return;
+        lastErr = new Error(`complete: HTTP ${res.status}: ${await errorText(res)}`);
+        if (res.status < 500) break;
+      } catch (e) {
+        if (e instanceof Gone) throw e;
+        lastErr = e;
+      }
+      await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+    }
+    throw lastErr;
+  }
+
+  /** Uploads a blob file to /v2/<repository> (skipped when the registry has it already). */
+  async uploadBlob(repository: string, registryToken: string, file: string, digest: string, size: number): Promise<void> {
+    const auth = { authorization: `Bearer ${registryToken}` };
+    const head = await fetch(`${this.server}/v2/${repository}/blobs/${digest}`, { method: "HEAD", headers: auth });
+    if (head.ok) return;
+    const start = await fetch(`${this.server}/v2/${repository}/blobs/uploads/`, { method: "POST", headers: { ...auth, "content-length": "0" } });
+    if (start.status !== 202) throw new Error(`starting blob upload to ${repository}: HTTP ${start.status}: ${await errorText(start)}`);
+    const location = start.headers.get("location");
+    if (!location) throw new Error("blob upload: no Location header");
+    const url = new URL(location, this.server);
+    url.searchParams.set("digest", digest);
+    const status = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const lib = url.protocol === "https:" ? https : http;
+      const req = lib.request(url, {
+        method: "PUT",
+        headers: { ...auth, "content-type": "application/octet-stream", "content-length": String(size) },
+      }, (res) => {
+        let body = "";
+        res.on("data", (d) => { body += d; });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        res.on("error", reject);
+      });
+      req.on("error", reject);
+      createReadStream(file).on("error", reject).pipe(req);
+    });
+    if (status.status !== 201) throw new Error(`uploading ${digest} to ${repository}: HTTP ${status.status}: ${status.body.slice(0, 500)}`);
+  }
+}
