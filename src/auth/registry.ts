@@ -3,7 +3,7 @@ import type { Env } from "../env";
 import { OciError } from "../errors";
 import { type Principal, resolveCredentials } from "./principal";
 import { type TokenScope, grantedActions } from "./scopes";
-import { findLiveTokenById, isRepositoryPublic } from "./store";
+import { findLiveTokenById, isRepositoryPublic, listPublicRepositories } from "./store";
 
 export type RegistryAction = "pull" | "push" | "delete";
 
@@ -99,6 +99,18 @@ function subjectGrants(c: Context<{ Bindings: Env }>, subject: string): Promise<
   return grants;
 }
 
+/** Public repository names, loaded once per request (canPull runs once per name in _catalog). */
+const publicSets = new WeakMap<Request, Promise<Set<string>>>();
+
+function publicRepositories(c: Context<{ Bindings: Env }>): Promise<Set<string>> {
+  let set = publicSets.get(c.req.raw);
+  if (!set) {
+    set = listPublicRepositories(c.env.DB);
+    publicSets.set(c.req.raw, set);
+  }
+  return set;
+}
+
 /**
  * Whether the caller may pull `repo`, without throwing: for _catalog filtering and for the source of
  * a cross-repository mount (mount falls back to 202 when this is false).
@@ -113,5 +125,5 @@ export async function canPull(c: Context<{ Bindings: Env }>, repo: string): Prom
       if (grants && grantedActions(grants, repo).has("pull")) return true;
     }
   }
-  return isRepositoryPublic(c.env.DB, repo);
+  return (await publicRepositories(c)).has(repo);
 }

@@ -81,6 +81,11 @@ export async function isRepositoryPublic(db: D1Database, name: string): Promise<
   return row?.public === 1;
 }
 
+export async function listPublicRepositories(db: D1Database): Promise<Set<string>> {
+  const { results } = await db.prepare("SELECT name FROM repositories WHERE public = 1").all<{ name: string }>();
+  return new Set(results.map((r) => r.name));
+}
+
 export async function getRepositoryVisibility(db: D1Database, name: string): Promise<{ name: string; public: boolean } | null> {
   const row = await db.prepare("SELECT name, public FROM repositories WHERE name = ?").bind(name).first<{ name: string; public: number }>();
   return row ? { name: row.name, public: row.public === 1 } : null;
