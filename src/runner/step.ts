@@ -9,6 +9,7 @@ import type { JobLayer, JobMount, RunJob } from "../build/jobs";
 import { bundleConfig, completeEnv, type OciMount } from "./bundle";
 import { diffEntries, writeLayerFile, type WrittenLayer } from "./differ";
 import { mountOverlay, mountsUnder, resolveInRoot, resolveUser, sh, unmount } from "./rootfs";
+import { getXattrs, OPAQUE_XATTR } from "./xattr";
 
 export interface StepContext {
   workDir: string;
@@ -227,13 +228,20 @@ export async function runStep(job: RunJob, ctx: StepContext): Promise<StepOutcom
     const extraMounts = [...etcMounts, ...prepared.mounts];
 
     // Mount points that do not exist yet are created by runc in the upperdir: note them to remove them.
+    // Their existing parent directories get copied up only because of that: note their metadata too.
     const created: string[] = [];
+    const parents = new Map<string, { mode: number; uid: number; gid: number }>();
     for (const dest of ["/proc", "/dev", "/sys", ...extraMounts.map((m) => m.destination)]) {
       const r = await resolveInRoot(merged, dest);
-      if (r.exists || !r.firstMissing) continue;
       const parts = r.rel.split("/");
-      const first = r.firstMissing.split("/").length;
+      const first = r.firstMissing ? r.firstMissing.split("/").length : parts.length + 1;
       for (let i = parts.length; i >= first; i--) created.push(parts.slice(0, i).join("/"));
+      for (let i = Math.min(first - 1, parts.length - 1); i >= 1; i--) {
+        const rel = parts.slice(0, i).join("/");
+        if (parents.has(rel)) continue;
+        const st = await fs.lstat(path.join(merged, rel)).catch(() => null);
+        if (st?.isDirectory()) parents.set(rel, { mode: st.mode, uid: st.uid, gid: st.gid });
+      }
     }
 
     const config = bundleConfig({
@@ -292,6 +300,18 @@ export async function runStep(job: RunJob, ctx: StepContext): Promise<StepOutcom
         if (st.isDirectory()) await fs.rmdir(p);
         else if (st.isFile() && st.size === 0) await fs.unlink(p);
       } catch { /* not there or not empty: the command put something there */ }
+    }
+    const copiedUp = [...parents.keys()].sort((a, b) => b.split("/").length - a.split("/").length);
+    const opaque = await getXattrs(copiedUp.map((rel) => path.join(upper, rel)), OPAQUE_XATTR);
+    for (const [i, rel] of copiedUp.entries()) {
+      const p = path.join(upper, rel);
+      const before = parents.get(rel)!;
+      try {
+        const st = await fs.lstat(p);
+        if (!st.isDirectory() || opaque[i]) continue;
+        if (st.mode !== before.mode || st.uid !== before.uid || st.gid !== before.gid) continue;
+        if ((await fs.readdir(p)).length === 0) await fs.rmdir(p);
+      } catch { /* not copied up */ }
     }
     const entries = await diffEntries(upper, job.sourceDateEpoch);
     if (!entries.length) return { status: "ok", exitCode: 0, layer: null, jobDir };
