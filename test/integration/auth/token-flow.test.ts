@@ -1,6 +1,7 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { signRegistryToken } from "../../../src/auth/registry-token";
+import { tokenServiceRoutes } from "../../../src/auth/token-service";
 import { mintRegistryToken } from "../../../src/auth/api";
 import { ORIGIN, basic, claims, createToken, fetchRegistryToken, gate, gateApp, testEnv } from "./helpers";
 
@@ -140,6 +141,28 @@ describe("docker token flow", () => {
     const jwt = (await fetchRegistryToken(["repository:bp/app:pull"], basic("kiln-test-admin"))).body.token!;
     expect((await gate(app, "/v2/bp/app/manifests/x", { headers: { authorization: basic(jwt) } })).status).toBe(200);
     expect((await gate(app, "/v2/bp/app/manifests/x", { method: "PUT", headers: { authorization: basic(jwt) } })).status).toBe(403);
+  });
+
+  it("docker login: a token request without scope succeeds with valid credentials and grants nothing", async () => {
+    const { token } = await createToken(["repository:login/*:pull"]);
+    const res = await fetchRegistryToken([], basic(token));
+    expect(res.status).toBe(200);
+    expect(claims(res.body.token!).access).toEqual([]);
+  });
+
+  it("without admin token and token secret, signs with a key generated once and kept in D1", async () => {
+    const bare = { ...testEnv, KILN_ADMIN_TOKEN: undefined, KILN_TOKEN_SECRET: undefined };
+    const repo = `gen-${Date.now()}`;
+    await testEnv.DB.prepare("INSERT INTO repositories (name, public, created_at) VALUES (?, 1, 0)").bind(repo).run();
+    const res = await tokenServiceRoutes.request(`${ORIGIN}/?service=kiln.test&scope=repository:${repo}:pull`, {}, bare);
+    expect(res.status).toBe(200);
+    const { token } = (await res.json()) as { token: string };
+    expect(claims(token).access).toEqual([{ type: "repository", name: repo, actions: ["pull"] }]);
+    expect((await gate(app, `/v2/${repo}/manifests/x`, { headers: { authorization: `Bearer ${token}` } }, bare)).status).toBe(200);
+    // the admin-derived key is a different key
+    expect((await gate(app, `/v2/${repo}/manifests/x`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(401);
+    // and the admin token no longer works
+    expect((await gate(app, "/v2/", { headers: { authorization: "Bearer kiln-test-admin" } }, bare)).status).toBe(401);
   });
 
   it("mintRegistryToken gives a runner job pull,push on its repository only", async () => {
