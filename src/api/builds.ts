@@ -1,5 +1,89 @@
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { requireApiScope } from "../auth/api";
+import { startBuild, parseTag } from "../build/start";
+import { getBuildRow, listBuilds } from "../storage/builds";
 
-/** Placeholder route module; see DESIGN.md for what it serves. */
+/** /v1/builds: start (POST), inspect (GET), follow (GET …/events, SSE), cancel (DELETE). */
 export const buildsRoutes = new Hono<{ Bindings: Env }>();
+
+type C = Context<{ Bindings: Env }>;
+
+const coordinator = (c: C, id: string) => c.env.BUILD_COORDINATOR.get(c.env.BUILD_COORDINATOR.idFromName(id));
+
+async function authorizedRow(c: C, id: string, action: "pull" | "push") {
+  const row = await getBuildRow(c.env, id);
+  if (!row) {
+    await requireApiScope(c, { kind: "admin" }).catch(() => {
+      throw new ApiError(404, `build ${id} not found`);
+    });
+    throw new ApiError(404, `build ${id} not found`);
+  }
+  if (row.repository) await requireApiScope(c, { kind: "repository", repository: row.repository, action });
+  else await requireApiScope(c, { kind: "admin" });
+  return row;
+}
+
+buildsRoutes.post("/", async (c) => {
+  const url = new URL(c.req.url);
+  const q = url.searchParams;
+  const tags = q.getAll("tag").concat(q.getAll("t"));
+  const repos = new Set(tags.map((t) => parseTag(t, url.origin).repository));
+  if (repos.size === 0) await requireApiScope(c, { kind: "admin" });
+  for (const repository of repos) await requireApiScope(c, { kind: "repository", repository, action: "push" });
+  const buildArgs: Record<string, string> = {};
+  for (const kv of q.getAll("build-arg")) {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) throw new ApiError(400, `invalid build-arg ${JSON.stringify(kv)}: expected K=V`);
+    buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  const noCache = ["1", "true", "yes"].includes((q.get("no-cache") ?? "").toLowerCase());
+  const started = await startBuild(c.env, c.executionCtx, {
+    context: c.req.raw.body,
+    contentType: c.req.header("content-type") ?? "application/x-tar",
+    dockerfilePath: q.get("dockerfile") ?? undefined,
+    tags,
+    buildArgs,
+    target: q.get("target") || undefined,
+    noCache,
+    platform: q.get("platform") || undefined,
+    origin: url.origin,
+  });
+  return c.json(started, 202);
+});
+
+buildsRoutes.get("/", async (c) => {
+  const repository = c.req.query("repository");
+  if (repository) await requireApiScope(c, { kind: "repository", repository, action: "pull" });
+  else await requireApiScope(c, { kind: "admin" });
+  const rows = await listBuilds(c.env, { repository, limit: Number(c.req.query("limit") ?? 50) });
+  return c.json({ builds: rows.map((r) => ({ id: r.id, status: r.status, repository: r.repository, tags: r.tags, digest: r.imageDigest, createdAt: r.createdAt, updatedAt: r.updatedAt })) });
+});
+
+buildsRoutes.get("/:id", async (c) => {
+  const id = c.req.param("id");
+  await authorizedRow(c, id, "pull");
+  const view = await coordinator(c, id).getBuild();
+  if (!view) throw new ApiError(404, `build ${id} not found`);
+  return c.json(view);
+});
+
+buildsRoutes.get("/:id/events", async (c) => {
+  const id = c.req.param("id");
+  await authorizedRow(c, id, "pull");
+  const res = await coordinator(c, id).fetch(new Request(`https://coordinator/${id}/events`));
+  if (!res.ok || !res.body) throw new ApiError(404, `build ${id} not found`);
+  // Pipe through a TransformStream so the stream outlives the DO response object under wrangler dev.
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+  c.executionCtx.waitUntil(res.body.pipeTo(writable).catch(() => {}));
+  return new Response(readable, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" } });
+});
+
+buildsRoutes.delete("/:id", async (c) => {
+  const id = c.req.param("id");
+  await authorizedRow(c, id, "push");
+  const view = await coordinator(c, id).cancel();
+  if (!view) throw new ApiError(404, `build ${id} not found`);
+  return c.json(view);
+});

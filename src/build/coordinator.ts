@@ -1,5 +1,441 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
+import { DockerfileError } from "../dockerfile/errors";
+import type { ContextIndex } from "../context/ingest";
+import { getContextIndexBytes } from "../storage/contexts";
+import { updateBuildStatus } from "../storage/builds";
+import { mintRegistryToken } from "../auth/api";
+import type { RunJob, RunResult } from "./jobs";
+import { planDockerfile } from "./frontend";
+import { pushImage } from "./image";
+import { executeStep, finishRun, type StepContext } from "./steps";
+import {
+  StepError,
+  type BuildGraph,
+  type BuildSpec,
+  type BuildStatus,
+  type BuildView,
+  type ImageState,
+  type StepStatus,
+  type StepView,
+} from "./model";
 
-/** One per build: drives the steps of a build (see issue 4). */
-export class BuildCoordinator extends DurableObject<Env> {}
+type StepRow = {
+  idx: number;
+  stage: number;
+  stage_name: string;
+  kind: string;
+  instruction: string;
+  line: number;
+  deps: string;
+  status: StepStatus;
+  cache_key: string | null;
+  layer: string | null;
+  started_at: number | null;
+  duration_ms: number | null;
+  state: string | null;
+  job_id: string | null;
+  run_key: string | null;
+  created_by: string | null;
+};
+
+const TERMINAL = new Set<BuildStatus>(["succeeded", "failed", "cancelled"]);
+const FINISHED = new Set<StepStatus>(["done", "cached"]);
+const WATCHDOG_MS = 30_000;
+const enc = new TextEncoder();
+
+/**
+ * One per build (`idFromName(buildId)`): the step state machine. Steps, their states and every event
+ * (step changes, logs, done) live in ctx.storage.sql; alarms drive the build, so it continues from its
+ * persisted state after a restart. RUN steps go to the Dispatcher and come back via runStepFinished.
+ */
+export class BuildCoordinator extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private subscribers = new Set<WritableStreamDefaultWriter<Uint8Array>>();
+  private driving?: Promise<void>;
+  private again = false;
+  private inflight = new Map<number, Promise<void>>();
+  private graphCache?: BuildGraph;
+  private indexCache?: Promise<ContextIndex>;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS steps (
+        idx INTEGER PRIMARY KEY, stage INTEGER NOT NULL, stage_name TEXT NOT NULL, kind TEXT NOT NULL,
+        instruction TEXT NOT NULL, line INTEGER NOT NULL, deps TEXT NOT NULL, status TEXT NOT NULL,
+        cache_key TEXT, layer TEXT, started_at INTEGER, duration_ms INTEGER, state TEXT, job_id TEXT,
+        run_key TEXT, created_by TEXT
+      );
+      CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, data TEXT NOT NULL);
+    `);
+  }
+
+  // ------------------------------------------------------------------ persisted state
+
+  private getMeta<T>(k: string): T | undefined {
+    const r = this.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = ?", k).toArray()[0];
+    return r ? (JSON.parse(r.v) as T) : undefined;
+  }
+
+  private setMeta(k: string, v: unknown): void {
+    this.sql.exec("INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", k, JSON.stringify(v));
+  }
+
+  private spec(): BuildSpec {
+    const s = this.getMeta<BuildSpec>("spec");
+    if (!s) throw new Error("build not started");
+    return s;
+  }
+
+  private status(): BuildStatus {
+    return this.getMeta<BuildStatus>("status") ?? "queued";
+  }
+
+  private rows(): StepRow[] {
+    return this.sql.exec<StepRow>("SELECT * FROM steps ORDER BY idx").toArray();
+  }
+
+  private row(idx: number): StepRow | undefined {
+    return this.sql.exec<StepRow>("SELECT * FROM steps WHERE idx = ?", idx).toArray()[0];
+  }
+
+  private graph(): BuildGraph {
+    if (!this.graphCache) {
+      const s = this.spec();
+      this.graphCache = planDockerfile(s.dockerfile, { buildArgs: s.buildArgs, target: s.target, platform: s.platform });
+    }
+    return this.graphCache;
+  }
+
+  private stepView(r: StepRow): StepView {
+    const v: StepView = {
+      index: r.idx,
+      stage: r.stage_name,
+      instruction: r.instruction,
+      status: r.status,
+      cacheKey: r.cache_key,
+      durationMs: r.duration_ms,
+      line: r.line,
+    };
+    if (r.layer) v.layer = r.layer;
+    return v;
+  }
+
+  private view(): BuildView {
+    const spec = this.spec();
+    const v: BuildView = { id: spec.id, status: this.status(), steps: this.rows().map((r) => this.stepView(r)), createdAt: spec.createdAt };
+    const image = this.getMeta<BuildView["image"]>("image");
+    if (image) v.image = image;
+    const error = this.getMeta<BuildView["error"]>("error");
+    if (error) v.error = error;
+    const fin = this.getMeta<number>("finishedAt");
+    if (fin) v.finishedAt = fin;
+    return v;
+  }
+
+  // ------------------------------------------------------------------ events
+
+  private emit(type: "step" | "log" | "done", data: unknown): void {
+    const json = JSON.stringify(data);
+    this.sql.exec("INSERT INTO events (type, data) VALUES (?, ?)", type, json);
+    const frame = enc.encode(`event: ${type}\ndata: ${json}\n\n`);
+    for (const w of this.subscribers) {
+      w.write(frame).catch(() => this.subscribers.delete(w));
+      if (type === "done") {
+        w.close().catch(() => {});
+      }
+    }
+    if (type === "done") this.subscribers.clear();
+  }
+
+  private setStep(idx: number, fields: Partial<Omit<StepRow, "idx">>): void {
+    const keys = Object.keys(fields);
+    if (!keys.length) return;
+    this.sql.exec(`UPDATE steps SET ${keys.map((k) => `${k} = ?`).join(", ")} WHERE idx = ?`, ...keys.map((k) => (fields as Record<string, unknown>)[k] as string | number | null), idx);
+    const r = this.row(idx);
+    if (r && ("status" in fields || "layer" in fields)) this.emit("step", this.stepView(r));
+  }
+
+  private async log(idx: number, text: string): Promise<void> {
+    this.emit("log", { step: idx, text });
+  }
+
+  private setStatus(status: BuildStatus, extra: { imageDigest?: string; error?: string } = {}): void {
+    this.setMeta("status", status);
+    this.ctx.waitUntil(updateBuildStatus(this.env, this.spec().id, status, extra).catch((e) => console.error("builds row update failed", e)));
+  }
+
+  // ------------------------------------------------------------------ RPC
+
+  /** Persists the build and starts driving it. */
+  async start(spec: BuildSpec): Promise<BuildView> {
+    if (this.getMeta("spec")) return this.view();
+    this.setMeta("spec", spec);
+    this.setMeta("status", "queued");
+    const graph = this.graph();
+    for (const s of graph.steps) {
+      this.sql.exec(
+        "INSERT INTO steps (idx, stage, stage_name, kind, instruction, line, deps, status) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
+        s.index, s.stage, s.stageName, s.kind, s.instruction, s.line, JSON.stringify(s.deps),
+      );
+    }
+    for (const r of this.rows()) this.emit("step", this.stepView(r));
+    await this.ctx.storage.setAlarm(Date.now());
+    return this.view();
+  }
+
+  async getBuild(): Promise<BuildView | null> {
+    return this.getMeta("spec") ? this.view() : null;
+  }
+
+  async isCancelled(): Promise<boolean> {
+    return this.status() === "cancelled";
+  }
+
+  /** DELETE /v1/builds/:id: running steps stop, RUN jobs are cancelled. */
+  async cancel(): Promise<BuildView | null> {
+    if (!this.getMeta("spec")) return null;
+    if (TERMINAL.has(this.status())) return this.view();
+    const now = Date.now();
+    for (const r of this.rows()) {
+      if (r.status === "pending" || r.status === "running") {
+        this.setStep(r.idx, { status: "skipped", duration_ms: r.started_at ? now - r.started_at : null });
+      }
+    }
+    this.setMeta("error", { message: "build cancelled" });
+    this.setMeta("finishedAt", now);
+    this.setStatus("cancelled", { error: "build cancelled" });
+    await this.cancelJobs();
+    this.emit("done", this.view());
+    await this.ctx.storage.deleteAlarm();
+    return this.view();
+  }
+
+  async appendLog(stepIndex: number, text: string): Promise<void> {
+    await this.log(stepIndex, text);
+  }
+
+  /** A runner finished the RUN job of `stepIndex`. */
+  async runStepFinished(jobId: string, stepIndex: number, result: RunResult): Promise<void> {
+    const r = this.row(stepIndex);
+    if (!r || r.job_id !== jobId || r.status !== "running" || TERMINAL.has(this.status())) return;
+    const now = Date.now();
+    if (!result.ok) {
+      await this.failStep(stepIndex, result.message || `process did not complete successfully: exit code: ${result.exitCode}`);
+      return;
+    }
+    try {
+      const deps = JSON.parse(r.deps) as number[];
+      const parent = this.stateOf(deps[0]);
+      const state = await finishRun(this.stepContext(stepIndex), parent, r.run_key!, r.created_by!, result.layer);
+      this.setStep(stepIndex, {
+        status: "done",
+        state: JSON.stringify(state),
+        layer: result.layer?.digest ?? null,
+        duration_ms: now - (r.started_at ?? now),
+      });
+    } catch (e) {
+      await this.failStep(stepIndex, (e as Error).message);
+      return;
+    }
+    await this.ctx.storage.setAlarm(Date.now());
+  }
+
+  override async alarm(): Promise<void> {
+    await this.drive();
+  }
+
+  /** GET /v1/builds/:id/events: history first, then live events; ends after `done`. */
+  override async fetch(_req: Request): Promise<Response> {
+    if (!this.getMeta("spec")) return new Response(JSON.stringify({ error: { message: "build not found" } }), { status: 404 });
+    const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+    const w = writable.getWriter();
+    const events = this.sql.exec<{ type: string; data: string }>("SELECT type, data FROM events ORDER BY seq").toArray();
+    for (const e of events) w.write(enc.encode(`event: ${e.type}\ndata: ${e.data}\n\n`)).catch(() => {});
+    if (TERMINAL.has(this.status())) w.close().catch(() => {});
+    else this.subscribers.add(w);
+    return new Response(readable, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+  }
+
+  // ------------------------------------------------------------------ driving
+
+  private stateOf(idx: number): ImageState {
+    const r = this.row(idx);
+    if (!r?.state) throw new Error(`step ${idx} has no result`);
+    return JSON.parse(r.state) as ImageState;
+  }
+
+  private stepContext(idx: number): StepContext {
+    return {
+      env: this.env,
+      spec: this.spec(),
+      graph: this.graph(),
+      stateOf: (i) => this.stateOf(i),
+      contextIndex: () => (this.indexCache ??= this.loadIndex()),
+      log: (text) => this.log(idx, text),
+    };
+  }
+
+  private async loadIndex(): Promise<ContextIndex> {
+    const spec = this.spec();
+    const bytes = await getContextIndexBytes(this.env, spec.context.pack, spec.context.index);
+    if (!bytes) throw new Error(`build context ${spec.context.pack} is gone`);
+    return JSON.parse(new TextDecoder().decode(bytes)) as ContextIndex;
+  }
+
+  private async drive(): Promise<void> {
+    if (this.driving) {
+      this.again = true;
+      return await this.driving;
+    }
+    this.driving = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.advance();
+        } while (this.again);
+      } catch (e) {
+        console.error("build coordinator failed", e);
+        if (!TERMINAL.has(this.status())) await this.failBuild(`internal error: ${(e as Error).message}`);
+      } finally {
+        this.driving = undefined;
+      }
+    })();
+    await this.driving;
+  }
+
+  /** Starts every step whose dependencies are finished; returns when nothing more can start now. */
+  private async advance(): Promise<void> {
+    if (!this.getMeta("spec")) return;
+    for (;;) {
+      if (TERMINAL.has(this.status())) return;
+      const rows = this.rows();
+      if (rows.every((r) => FINISHED.has(r.status))) {
+        await this.finish();
+        return;
+      }
+      const byIdx = new Map(rows.map((r) => [r.idx, r]));
+      const ready = rows.filter((r) => {
+        if (this.inflight.has(r.idx)) return false;
+        const resumable = r.status === "running" && (r.kind !== "run" || !r.job_id);
+        if (r.status !== "pending" && !resumable) return false;
+        return (JSON.parse(r.deps) as number[]).every((d) => FINISHED.has(byIdx.get(d)!.status));
+      });
+      for (const r of ready) {
+        const p = this.runStep(r).finally(() => this.inflight.delete(r.idx));
+        this.inflight.set(r.idx, p);
+      }
+      if (this.inflight.size === 0) return; // waiting for runners
+      await this.ctx.storage.setAlarm(Date.now() + WATCHDOG_MS);
+      await Promise.race(this.inflight.values());
+    }
+  }
+
+  private async runStep(r: StepRow): Promise<void> {
+    const started = r.started_at ?? Date.now();
+    if (this.status() === "queued") this.setStatus("running");
+    this.setStep(r.idx, { status: "running", started_at: started });
+    const step = this.graph().steps.find((s) => s.index === r.idx)!;
+    try {
+      const out = await executeStep(this.stepContext(r.idx), step);
+      if (TERMINAL.has(this.status())) return;
+      if (out.status === "run") {
+        const jobId = `${this.spec().id}-${r.idx}-${crypto.randomUUID().slice(0, 8)}`;
+        this.setStep(r.idx, { job_id: jobId, cache_key: out.key, run_key: out.key, created_by: out.createdBy });
+        this.emit("step", this.stepView(this.row(r.idx)!));
+        let registryToken = "";
+        try {
+          registryToken = await mintRegistryToken(this.env, this.spec().origin, [{ repository: out.job.repository, actions: ["pull", "push"] }], 6 * 3600);
+        } catch (e) {
+          console.error("could not mint a registry token for the RUN job", e);
+        }
+        const job: RunJob = { ...out.job, jobId, registryToken };
+        await this.log(r.idx, "waiting for a runner\n");
+        await this.dispatcher().enqueue(job);
+        return;
+      }
+      this.setStep(r.idx, {
+        status: out.status,
+        state: JSON.stringify(out.state),
+        cache_key: out.state.key,
+        layer: out.layer?.digest ?? null,
+        duration_ms: Date.now() - started,
+      });
+    } catch (e) {
+      if (TERMINAL.has(this.status())) return;
+      const message = e instanceof Error ? e.message : String(e);
+      if (!(e instanceof StepError || e instanceof DockerfileError)) console.error(`step ${r.idx} failed`, e);
+      const output = e instanceof StepError ? e.output : undefined;
+      if (output) await this.log(r.idx, output);
+      await this.failStep(r.idx, message);
+    }
+  }
+
+  private dispatcher() {
+    return this.env.DISPATCHER.get(this.env.DISPATCHER.idFromName("default"));
+  }
+
+  private async cancelJobs(): Promise<void> {
+    if (!this.rows().some((r) => r.job_id)) return;
+    try {
+      await this.dispatcher().cancelBuild(this.spec().id);
+    } catch (e) {
+      console.error("cancelBuild failed", e);
+    }
+  }
+
+  private async failStep(idx: number, message: string): Promise<void> {
+    if (TERMINAL.has(this.status())) return;
+    const now = Date.now();
+    const r = this.row(idx)!;
+    this.setStep(idx, { status: "failed", duration_ms: now - (r.started_at ?? now) });
+    await this.log(idx, `ERROR: ${message}\n`);
+    for (const o of this.rows()) if (o.status === "pending" || o.status === "running") this.setStep(o.idx, { status: "skipped" });
+    this.setMeta("error", { message, step: idx, line: r.line });
+    this.setMeta("finishedAt", now);
+    this.setStatus("failed", { error: message });
+    await this.cancelJobs();
+    this.emit("done", this.view());
+    await this.ctx.storage.deleteAlarm();
+  }
+
+  private async failBuild(message: string): Promise<void> {
+    const now = Date.now();
+    for (const o of this.rows()) if (o.status === "pending" || o.status === "running") this.setStep(o.idx, { status: "skipped" });
+    this.setMeta("error", { message });
+    this.setMeta("finishedAt", now);
+    this.setStatus("failed", { error: message });
+    await this.cancelJobs();
+    this.emit("done", this.view());
+    await this.ctx.storage.deleteAlarm();
+  }
+
+  private async finish(): Promise<void> {
+    const spec = this.spec();
+    const graph = this.graph();
+    const target = graph.stages.find((s) => s.index === graph.target)!;
+    const state = this.stateOf(target.steps[target.steps.length - 1]);
+    try {
+      if (spec.tags.length) {
+        const { digest } = await pushImage(this.env, state, spec.tags, spec.sourceDateEpoch);
+        const repository = spec.tags[0].repository;
+        const image = { repository, tags: spec.tags.filter((t) => t.repository === repository).map((t) => t.tag), digest };
+        this.setMeta("image", image);
+        this.setMeta("finishedAt", Date.now());
+        this.setStatus("succeeded", { imageDigest: digest });
+      } else {
+        this.setMeta("finishedAt", Date.now());
+        this.setStatus("succeeded");
+      }
+    } catch (e) {
+      console.error("pushing the image failed", e);
+      await this.failBuild(`pushing the image failed: ${(e as Error).message}`);
+      return;
+    }
+    this.emit("done", this.view());
+    await this.ctx.storage.deleteAlarm();
+  }
+}

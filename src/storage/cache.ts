@@ -18,6 +18,8 @@ export interface CacheEntry {
   layer: CacheLayer | null;
   /** The image's runtime config after the step (docker's `config` object). */
   config: Record<string, unknown>;
+  /** MAINTAINER: the image author after the step. */
+  author?: string;
   /** The history entry the step appended (null for FROM). */
   history: Record<string, unknown> | null;
 }

@@ -72,3 +72,67 @@ export async function r2Keys(prefix: string): Promise<string[]> {
   } while (cursor);
   return out;
 }
+
+import { SELF } from "cloudflare:test";
+
+export interface BuildResult {
+  id: string;
+  status: string;
+  steps: { index: number; stage: string; instruction: string; status: string; cacheKey: string | null; layer?: string; durationMs: number | null; line: number }[];
+  image?: { repository: string; tags: string[]; digest: string };
+  error?: { message: string; step?: number; line?: number };
+}
+
+export async function postBuild(body: Uint8Array, query = "", headers: Record<string, string> = {}): Promise<Response> {
+  return await SELF.fetch(`http://kiln.test/v1/builds${query}`, {
+    method: "POST",
+    headers: { ...ADMIN, "content-type": "application/x-tar", ...headers },
+    body,
+  });
+}
+
+export async function waitBuild(id: string, timeoutMs = 30_000): Promise<BuildResult> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const res = await SELF.fetch(`http://kiln.test/v1/builds/${id}`, { headers: ADMIN });
+    const b = (await res.json()) as BuildResult;
+    if (["succeeded", "failed", "cancelled"].includes(b.status)) return b;
+    if (Date.now() > deadline) throw new Error(`build ${id} still ${b.status}: ${JSON.stringify(b)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export async function build(files: Files, query = ""): Promise<BuildResult> {
+  const res = await postBuild(await makeTar(files), query);
+  const body = (await res.json()) as { id: string; error?: { message: string } };
+  if (res.status !== 202) throw new Error(`POST /v1/builds ${res.status}: ${JSON.stringify(body)}`);
+  return await waitBuild(body.id);
+}
+
+export async function imageOf(repo: string, ref: string): Promise<{ manifest: { layers: { digest: string }[]; config: { digest: string } }; config: Record<string, any>; digest: string }> {
+  const m = await SELF.fetch(`http://kiln.test/v2/${repo}/manifests/${ref}`, { headers: { ...ADMIN, accept: "application/vnd.oci.image.manifest.v1+json" } });
+  if (!m.ok) throw new Error(`manifest ${repo}:${ref}: ${m.status} ${await m.text()}`);
+  const digest = m.headers.get("docker-content-digest")!;
+  const manifest = (await m.json()) as { layers: { digest: string }[]; config: { digest: string } };
+  const c = await SELF.fetch(`http://kiln.test/v2/${repo}/blobs/${manifest.config.digest}`, { headers: ADMIN });
+  return { manifest, config: (await c.json()) as Record<string, any>, digest };
+}
+
+/** The entries of a layer blob: path → { type, mode, uid, gid, body }. */
+export async function layerEntries(repo: string, digest: string): Promise<Record<string, { type: string; mode: number; uid: number; gid: number; body?: string; linkname?: string }>> {
+  const { ByteReader } = await import("../../../src/context/bytes");
+  const { readTar } = await import("../../../src/context/tar-reader");
+  const res = await SELF.fetch(`http://kiln.test/v2/${repo}/blobs/${digest}`, { headers: ADMIN });
+  if (!res.ok) throw new Error(`blob ${digest}: ${res.status}`);
+  const s = res.body!.pipeThrough(new DecompressionStream("gzip"));
+  const out: Record<string, { type: string; mode: number; uid: number; gid: number; body?: string; linkname?: string }> = {};
+  for await (const e of readTar(new ByteReader(s))) {
+    const chunks: Uint8Array[] = [];
+    await e.body((c) => {
+      chunks.push(c);
+    });
+    const body = e.type === "file" ? new TextDecoder().decode(await new Blob(chunks).arrayBuffer()) : undefined;
+    out[e.path] = { type: e.type, mode: e.mode, uid: e.uid, gid: e.gid, body, linkname: e.linkname || undefined };
+  }
+  return out;
+}

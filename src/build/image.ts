@@ -1,0 +1,122 @@
+/** Images in kiln's registry as build inputs (FROM, COPY --from) and outputs (the pushed result). */
+import type { Env } from "../env";
+import { buildManifest, emptyConfig, encodeJson, isIndexDocument, parseImageConfig, parseManifest, rfc3339, type ImageConfig } from "../oci/image";
+import { MediaType } from "../oci/mediatypes";
+import { digestOf } from "../oci/digest";
+import { getBlob, linkBlob, putBlobBytes } from "../storage/blobs";
+import { getManifest, putManifest } from "../storage/manifests";
+import { StepError, type ImageState, type LayerRef } from "./model";
+
+export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** The image BuildKit starts a `FROM scratch` stage with. */
+export function scratchConfig(platform: { os: string; architecture: string; variant?: string }): ImageConfig {
+  const c = emptyConfig(platform);
+  c.config = { Env: [`PATH=${DEFAULT_PATH}`], WorkingDir: "/" };
+  return c;
+}
+
+/** `repo:tag`, `repo@sha256:…`, with an optional local host prefix; null host = kiln itself. */
+export function parseImageRef(ref: string, origin: string): { repository: string; reference: string } {
+  let rest = ref;
+  const first = rest.split("/")[0];
+  if (rest.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) {
+    const originHost = (() => {
+      try {
+        return new URL(origin).host;
+      } catch {
+        return "";
+      }
+    })();
+    const local = first === originHost || /^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$/.test(first);
+    if (!local) throw new StepError(`pulling from other registries is not supported yet: ${ref}`);
+    rest = rest.slice(first.length + 1);
+  }
+  let reference = "latest";
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    reference = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+  } else {
+    const colon = rest.lastIndexOf(":");
+    if (colon > rest.lastIndexOf("/")) {
+      reference = rest.slice(colon + 1);
+      rest = rest.slice(0, colon);
+    }
+  }
+  return { repository: rest, reference };
+}
+
+export interface LoadedImage {
+  manifestDigest: string;
+  config: ImageConfig;
+  layers: LayerRef[];
+  repository: string;
+}
+
+/** Loads an image from kiln's registry (picking the platform from an index). */
+export async function loadImage(env: Env, ref: string, origin: string, platform: { os: string; architecture: string; variant?: string }): Promise<LoadedImage> {
+  const { repository, reference } = parseImageRef(ref, origin);
+  let m = await getManifest(env, repository, reference).catch(() => null);
+  if (!m) {
+    // docker.io/library/<name> style names are looked up under their short name too
+    const short = repository.replace(/^library\//, "");
+    if (short !== repository) m = await getManifest(env, short, reference).catch(() => null);
+  }
+  if (!m) {
+    if (!ref.includes("/") || !ref.split("/")[0].includes(".")) {
+      throw new StepError(`${ref}: not found in kiln's registry (pulling from other registries is not supported yet: ${ref})`);
+    }
+    throw new StepError(`${ref}: not found in kiln's registry`);
+  }
+  let doc = parseManifest(m.bytes, m.mediaType);
+  let manifestDigest = m.digest;
+  if (isIndexDocument(doc)) {
+    const pick = doc.manifests.find((d) => d.platform?.os === platform.os && d.platform?.architecture === platform.architecture && (!platform.variant || d.platform?.variant === platform.variant));
+    if (!pick) throw new StepError(`${ref}: no image for platform ${platform.os}/${platform.architecture}`);
+    const child = await getManifest(env, repository, pick.digest);
+    if (!child) throw new StepError(`${ref}: manifest ${pick.digest} is missing`);
+    doc = parseManifest(child.bytes, child.mediaType);
+    manifestDigest = child.digest;
+    if (isIndexDocument(doc)) throw new StepError(`${ref}: nested index`);
+  }
+  const cfgBlob = await getBlob(env, doc.config.digest);
+  if (!cfgBlob) throw new StepError(`${ref}: config ${doc.config.digest} is missing`);
+  const config = parseImageConfig(new Uint8Array(await cfgBlob.arrayBuffer()));
+  const c = (config.config ??= {});
+  if (!(c.Env ?? []).some((e) => e.startsWith("PATH="))) c.Env = [`PATH=${DEFAULT_PATH}`, ...(c.Env ?? [])];
+  return {
+    manifestDigest,
+    config,
+    repository,
+    layers: doc.layers.map((l) => ({ digest: l.digest, diffId: "", size: l.size, mediaType: l.mediaType })).map((l, i) => ({ ...l, diffId: config.rootfs?.diff_ids?.[i] ?? "" })),
+  };
+}
+
+/** Pushes a built image under every tag; returns the manifest digest. */
+export async function pushImage(
+  env: Env,
+  state: ImageState,
+  tags: { repository: string; tag: string }[],
+  sourceDateEpoch: number,
+): Promise<{ digest: string; config: string }> {
+  const config: ImageConfig = { ...state.config, created: rfc3339(sourceDateEpoch) };
+  const cfgBytes = encodeJson(config);
+  const cfgDigest = await digestOf(cfgBytes);
+  await putBlobBytes(env, cfgBytes, cfgDigest);
+  const manifest = buildManifest(
+    { mediaType: MediaType.OciConfig, digest: cfgDigest, size: cfgBytes.byteLength },
+    state.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+  );
+  const bytes = encodeJson(manifest);
+  const digest = await digestOf(bytes);
+  const byRepo = new Map<string, string[]>();
+  for (const t of tags) byRepo.set(t.repository, [...(byRepo.get(t.repository) ?? []), t.tag]);
+  for (const [repo, repoTags] of byRepo) {
+    for (const l of state.layers) await linkBlob(env, repo, l.digest);
+    await linkBlob(env, repo, cfgDigest);
+    const [first, ...rest] = repoTags;
+    await putManifest(env, repo, first, bytes, MediaType.OciManifest, rest);
+  }
+  return { digest, config: cfgDigest };
+}

@@ -1,0 +1,105 @@
+import type { ImageConfig } from "../oci/image";
+import type { Instruction, StageBase } from "../dockerfile/types";
+
+/** A layer of an image being built. */
+export interface LayerRef {
+  digest: string;
+  diffId: string;
+  size: number;
+  mediaType: string;
+}
+
+/** The image of a stage after a step: base + layers + config change (never edited in place). */
+export interface ImageState {
+  config: ImageConfig;
+  layers: LayerRef[];
+  /** Cache key of the step that produced this state (the parent of the next step's key). */
+  key: string;
+  /** ARGs declared in the stage so far, with their values (undefined = declared without value). */
+  args: [string, string | undefined][];
+  /** Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD otherwise). */
+  cmdSet?: boolean;
+}
+
+export type StepKind = "from" | "metadata" | "workdir" | "copy" | "add" | "run";
+export type StepStatus = "pending" | "running" | "cached" | "done" | "failed" | "skipped";
+export type BuildStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+export interface PlannedStep {
+  /** 1-based, in execution order of the plan (stages in dependency order). */
+  index: number;
+  stage: number;
+  stageName: string;
+  kind: StepKind;
+  /** As docker prints it: `FROM scratch`, `COPY a /b`. */
+  instruction: string;
+  line: number;
+  inst?: Instruction;
+  /** Steps that must be finished first (the previous step of the stage, source stages). */
+  deps: number[];
+}
+
+export interface PlannedStage {
+  index: number;
+  name: string;
+  base: StageBase;
+  baseName: string;
+  steps: number[];
+}
+
+export interface BuildGraph {
+  steps: PlannedStep[];
+  stages: PlannedStage[];
+  /** Stage index of the target (the image that is pushed). */
+  target: number;
+  metaArgs: Map<string, string>;
+  /** Every stage of the Dockerfile by position (for resolving `--from` names and indexes). */
+  allStages: { name?: string }[];
+  escapeToken: string;
+}
+
+/** What a build was asked to do (persisted in the coordinator). */
+export interface BuildSpec {
+  id: string;
+  origin: string;
+  dockerfile: string;
+  dockerfilePath: string;
+  context: { pack: string; index: string };
+  tags: { repository: string; tag: string }[];
+  buildArgs: Record<string, string>;
+  target?: string;
+  noCache: boolean;
+  platform: { os: string; architecture: string; variant?: string };
+  sourceDateEpoch: number;
+  secrets?: Record<string, string>;
+  createdAt: number;
+}
+
+export interface StepView {
+  index: number;
+  stage: string;
+  instruction: string;
+  status: StepStatus;
+  cacheKey: string | null;
+  layer?: string;
+  durationMs: number | null;
+  line: number;
+}
+
+export interface BuildView {
+  id: string;
+  status: BuildStatus;
+  steps: StepView[];
+  image?: { repository: string; tags: string[]; digest: string };
+  error?: { message: string; step?: number; line?: number };
+  createdAt: number;
+  finishedAt?: number;
+}
+
+/** A step failure with what the user needs to fix it. */
+export class StepError extends Error {
+  constructor(message: string, readonly output?: string) {
+    super(message);
+    this.name = "StepError";
+  }
+}

@@ -1,0 +1,120 @@
+/** Starting a build: ingest the context, check the Dockerfile, hand the build to its coordinator. */
+import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { DockerfileError } from "../dockerfile/errors";
+import { ingestContext } from "../context/ingest";
+import { insertBuild } from "../storage/builds";
+import { planDockerfile } from "./frontend";
+import type { BuildSpec, BuildStatus } from "./model";
+
+export interface StartBuildOptions {
+  context: ReadableStream<Uint8Array> | null;
+  contentType: string;
+  dockerfilePath?: string;
+  dockerfileText?: string;
+  tags: string[];
+  buildArgs: Record<string, string>;
+  target?: string;
+  noCache?: boolean;
+  platform?: string;
+  secrets?: Record<string, string>;
+  origin: string;
+}
+
+export interface StartedBuild {
+  id: string;
+  status: BuildStatus;
+  url: string;
+  events: string;
+}
+
+const REPO_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
+const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+
+/** `repo:tag` (tag defaults to latest; a local registry host prefix is dropped). */
+export function parseTag(spec: string, origin: string): { repository: string; tag: string } {
+  let rest = spec.trim();
+  const first = rest.split("/")[0];
+  if (rest.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) {
+    let originHost = "";
+    try {
+      originHost = new URL(origin).host;
+    } catch {
+      /* no origin */
+    }
+    if (first !== originHost && !/^(localhost|127\.0\.0\.1)(:\d+)?$/.test(first)) {
+      throw new ApiError(400, `tag ${spec}: pushing to other registries is not supported`);
+    }
+    rest = rest.slice(first.length + 1);
+  }
+  let tag = "latest";
+  const colon = rest.lastIndexOf(":");
+  if (colon > rest.lastIndexOf("/")) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+  }
+  if (!REPO_RE.test(rest) || rest.length > 255) throw new ApiError(400, `invalid repository name in tag ${JSON.stringify(spec)}`);
+  if (!TAG_RE.test(tag)) throw new ApiError(400, `invalid tag in ${JSON.stringify(spec)}`);
+  return { repository: rest, tag };
+}
+
+export function parsePlatform(p: string | undefined): { os: string; architecture: string; variant?: string } {
+  if (!p) return { os: "linux", architecture: "amd64" };
+  const [os, architecture, variant] = p.split("/");
+  if (!os || !architecture) throw new ApiError(400, `invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
+  return variant ? { os, architecture, variant } : { os, architecture };
+}
+
+export function newBuildId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(10));
+  let s = "";
+  const alphabet = "0123456789abcdefghijklmnopqrstuvwxyz";
+  for (const b of bytes) s += alphabet[b % 36];
+  return `b${Date.now().toString(36)}${s}`;
+}
+
+/**
+ * Starts a build. Shared by POST /v1/builds and git webhooks. Throws ApiError 400 (nothing stored)
+ * for a bad context, tag or Dockerfile.
+ */
+export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>): void } | undefined, opts: StartBuildOptions): Promise<StartedBuild> {
+  void ctx;
+  const tags = opts.tags.map((t) => parseTag(t, opts.origin));
+  const platform = parsePlatform(opts.platform);
+  const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
+  const sourceDateEpoch = epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0;
+  const context = await ingestContext(env, opts.context, {
+    contentType: opts.contentType,
+    dockerfilePath: opts.dockerfilePath,
+    dockerfileText: opts.dockerfileText,
+  });
+  try {
+    planDockerfile(context.dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform });
+  } catch (e) {
+    await context.discard();
+    if (e instanceof DockerfileError) {
+      throw new ApiError(400, `Dockerfile:${e.line}: ${e.message}`, { line: e.line });
+    }
+    throw e;
+  }
+  const id = newBuildId();
+  const spec: BuildSpec = {
+    id,
+    origin: opts.origin,
+    dockerfile: context.dockerfile,
+    dockerfilePath: context.dockerfilePath,
+    context: { pack: context.packDigest, index: context.indexDigest },
+    tags,
+    buildArgs: opts.buildArgs,
+    target: opts.target,
+    noCache: !!opts.noCache,
+    platform,
+    sourceDateEpoch,
+    secrets: { ...(opts.secrets ?? {}), ...context.secrets },
+    createdAt: Date.now(),
+  };
+  await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
+  const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
+  await stub.start(spec);
+  return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
+}
