@@ -7,6 +7,7 @@
  *   resolveStageBases(parsed, buildArgs, platformArgs)   FROM expanded with global args
  *   stageDependencies(parsed, resolved)  stage graph (base, COPY --from, RUN --mount from=)
  *   expandInstruction(inst, env, shell)  the fields BuildKit expands, at build time
+ *   runCommand(run, shell)               RUN's argv with BuildKit's heredoc rules
  *
  * Every error is a DockerfileError { message, line, column? }.
  */
@@ -30,6 +31,8 @@ export {
 } from "./stages";
 export type { Platform, StageDependency, StageGraphNode, ExternalSource } from "./stages";
 export { expandInstruction } from "./expand";
+export { runCommand, withShell, DEFAULT_SHELL } from "./run";
+export type { RunCommand, RunFile } from "./run";
 export { parseGoDuration } from "./flags";
 export type { DockerfileAst, InstructionNode, Directive, ParseResult, Warning } from "./ast";
 export type * from "./types";
