@@ -301,3 +301,12 @@ describe("ShellLex: glob matcher = BuildKit's regexps (property test)", () => {
     }
   });
 });
+
+describe("ShellLex: nesting limit", () => {
+  it("200 nested ${…} expand; absurdly deep nesting is a ShellError, not a stack overflow", () => {
+    const lex = new ShellLex();
+    expect(lex.processWord("${A:-".repeat(199) + "x" + "}".repeat(199), new Map())).toBe("x");
+    expect(() => lex.processWord("${A:-".repeat(5000) + "}".repeat(5000), new Map())).toThrow(/nested more than 200 levels/);
+    expect(() => lex.processWord("${A:-".repeat(5000) + "}".repeat(5000), new Map())).toThrow(ShellError);
+  });
+});

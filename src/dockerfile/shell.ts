@@ -56,6 +56,8 @@ function toEnvMap(env: ShellEnv): ReadonlyMap<string, string> {
 // Go character classes (unicode package) and helpers
 
 const EOF = -1;
+/** Deepest ${…} nesting accepted (each level is a few JS stack frames). */
+const MAX_NESTING = 200;
 const BACKSLASH = 0x5c;
 
 export function isGoSpace(cp: number): boolean {
@@ -216,6 +218,7 @@ export class ShellLex {
   private sc!: Scanner;
   private envs!: ReadonlyMap<string, string>;
   private curRawEscapes = false;
+  private depth = 0;
   private matches!: Set<string>;
   private nonmatches!: Set<string>;
 
@@ -243,6 +246,7 @@ export class ShellLex {
     this.sc = new Scanner(word);
     this.envs = toEnvMap(env);
     this.curRawEscapes = this.rawEscapes;
+    this.depth = 0;
     this.matches = new Set();
     this.nonmatches = new Set();
     try {
@@ -259,12 +263,15 @@ export class ShellLex {
   }
 
   private processStopOn(stopChar: number, rawEscapes: boolean): [string, string[]] {
+    // Go's growable stacks take any nesting; a JS stack does not, so very deep ${…${…}} is an error.
+    if (++this.depth > MAX_NESTING) throw new LexError(`syntax error: \${} nested more than ${MAX_NESTING} levels deep`);
     const saved = this.curRawEscapes;
     this.curRawEscapes = rawEscapes;
     try {
       return this.processStopOnInner(stopChar);
     } finally {
       this.curRawEscapes = saved;
+      this.depth--;
     }
   }
 
