@@ -7,7 +7,7 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { optionalApiPrincipal, principalHasScope, requireApiScope } from "../auth/api";
 import { isRepositoryName } from "../auth/scopes";
-import { getRepositoryVisibility, setRepositoryPublic } from "../auth/store";
+import { getRepositoryVisibility, setRepositoryPublic } from "../storage/tokens";
 
 export const repositoriesRoutes = new Hono<{ Bindings: Env }>();
 

@@ -4,7 +4,7 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
 import { ScopeError, formatScope, parseScopes } from "../auth/scopes";
-import { createToken, listTokens, revokeToken } from "../auth/store";
+import { createToken, listTokens, revokeToken } from "../storage/tokens";
 
 export const tokensRoutes = new Hono<{ Bindings: Env }>();
 

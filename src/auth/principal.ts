@@ -7,7 +7,7 @@ import type { Env } from "../env";
 import { secretsEqual, sha256Hex, timingSafeEqual } from "./crypto";
 import { type RegistryAccess, verifyRegistryToken } from "./registry-token";
 import type { TokenScope } from "./scopes";
-import { findLiveTokenById, findTokenByHash, looksLikeApiToken } from "./store";
+import { findLiveTokenById, findTokenByHash, looksLikeApiToken } from "../storage/tokens";
 
 export type Principal =
   | { kind: "admin" }

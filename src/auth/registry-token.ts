@@ -4,7 +4,7 @@
  */
 import type { Env } from "../env";
 import { hkdfHmacKey, hmacKey, signJwt, verifyJwt } from "./crypto";
-import { generatedSecret } from "./store";
+import { generatedSecret } from "../storage/tokens";
 
 export interface RegistryAccess {
   type: "repository" | "registry";

@@ -3,7 +3,7 @@ import type { Env } from "../env";
 import { OciError } from "../errors";
 import { type Principal, resolveCredentials } from "./principal";
 import { type TokenScope, grantedActions } from "./scopes";
-import { findLiveTokenById, isRepositoryPublic, listPublicRepositories } from "./store";
+import { findLiveTokenById, isRepositoryPublic, listPublicRepositories } from "../storage/tokens";
 
 export type RegistryAction = "pull" | "push" | "delete";
 

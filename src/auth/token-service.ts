@@ -14,7 +14,7 @@ import type { Env } from "../env";
 import { type Principal, parseBasic, principalFromSecret } from "./principal";
 import { type RegistryAccess, signRegistryToken, verifyRegistryToken } from "./registry-token";
 import { type RegistryGrant, grantedActions, isRepositoryName } from "./scopes";
-import { findLiveTokenById, isRepositoryPublic } from "./store";
+import { findLiveTokenById, isRepositoryPublic } from "../storage/tokens";
 
 export const REGISTRY_TOKEN_TTL = 300;
 const REFRESH_TOKEN_TTL = 30 * 24 * 3600;

@@ -2,8 +2,8 @@
  * D1 access for auth: API tokens (migrations/0003_auth.sql), the `public` flag of repositories
  * (migrations/0001_registry.sql) and generated secrets.
  */
-import { base64url, randomBytes, sha256Hex } from "./crypto";
-import { type TokenScope, formatScope, parseScope } from "./scopes";
+import { base64url, randomBytes, sha256Hex } from "../auth/crypto";
+import { type TokenScope, formatScope, parseScope } from "../auth/scopes";
 
 export interface StoredToken {
   id: string;
