@@ -28,7 +28,7 @@ async function head(stream: ReadableStream<Uint8Array>, n: number): Promise<Uint
 
 /** Whether a context file is a tar archive (plain or gzip), as docker decides before extracting. */
 export async function isArchive(env: Env, source: CopySource, node: SourceNode): Promise<boolean> {
-  if (node.size < 512 || !source.pack || node.offset === undefined) return false;
+  if (node.size < 18 || !source.pack || node.offset === undefined) return false;
   const first = await head(await readContextRange(env, source.pack, node.offset, Math.min(node.size, 4096)), 4096);
   if (first[0] === 0x1f && first[1] === 0x8b) {
     try {

@@ -3,13 +3,13 @@ import { collect, tarStream, type TarEntry } from "../../../src/oci/tar";
 
 export const ADMIN = { authorization: "Bearer kiln-test-admin" };
 
-export type Files = Record<string, string | { body?: string; mode?: number; type?: "dir" | "symlink" | "hardlink"; linkname?: string; uid?: number; gid?: number }>;
+export type Files = Record<string, string | Uint8Array | { body?: string | Uint8Array; mode?: number; type?: "dir" | "symlink" | "hardlink"; linkname?: string; uid?: number; gid?: number }>;
 
 /** A context tar built with the OCI tar writer (entries in the given order). */
 export async function makeTar(files: Files, opts: { gzip?: boolean } = {}): Promise<Uint8Array> {
   const enc = new TextEncoder();
   const entries: TarEntry[] = Object.entries(files).map(([path, v]) => {
-    const spec = typeof v === "string" ? { body: v } : v;
+    const spec = typeof v === "string" || v instanceof Uint8Array ? { body: v } : v;
     const type = spec.type ?? "file";
     return {
       path,
@@ -19,7 +19,7 @@ export async function makeTar(files: Files, opts: { gzip?: boolean } = {}): Prom
       gid: spec.gid ?? 1000,
       mtime: 1700000000,
       linkname: spec.linkname,
-      body: type === "file" ? enc.encode(spec.body ?? "") : undefined,
+      body: type === "file" ? (spec.body instanceof Uint8Array ? spec.body : enc.encode(spec.body ?? "")) : undefined,
     };
   });
   let s = tarStream(entries);
