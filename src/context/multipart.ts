@@ -28,7 +28,7 @@ function indexOf(hay: Uint8Array, needle: Uint8Array, from = 0): number {
 
 export async function* readMultipart(stream: ReadableStream<Uint8Array>, boundary: string): AsyncGenerator<FormPart> {
   const reader = stream.getReader();
-  let buf = new Uint8Array(0);
+  let buf: Uint8Array = new Uint8Array(0);
   let eof = false;
   const fill = async () => {
     if (eof) return false;
