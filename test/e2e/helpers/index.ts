@@ -8,3 +8,4 @@ export * from "./peer";
 export * from "./target";
 export * from "./builds";
 export * from "./upstream";
+export * from "./tlsguard";

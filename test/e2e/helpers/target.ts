@@ -4,6 +4,7 @@ import { startKiln, type KilnServer } from "../server";
 import { registryCreds } from "./auth";
 import type { Credentials } from "./distribution";
 import { startPeerRegistry, type PeerRegistry } from "./peer";
+import { startTlsGuard } from "./tlsguard";
 
 export type TargetKind = "kiln" | "peer";
 export const TARGET: TargetKind = process.env.E2E_REGISTRY === "peer" ? "peer" : "kiln";
@@ -11,7 +12,10 @@ export const TARGET: TargetKind = process.env.E2E_REGISTRY === "peer" ? "peer" :
 export interface RegistryTarget {
   kind: TargetKind;
   url: string;
-  /** `127.0.0.1:<port>` for image references. */
+  /**
+   * `127.0.0.1:<port>` for image references given to skopeo/podman (for kiln: a TLS guard in front of
+   * `wrangler dev`, see tlsguard.ts; HTTP requests from the tests go to `url` directly).
+   */
   host: string;
   /** Whether the target enforces credentials (kiln does; the peer runs without auth). */
   authenticates: boolean;
@@ -37,11 +41,12 @@ export async function startTarget(kind: TargetKind = TARGET): Promise<RegistryTa
     return t;
   }
   let kiln: KilnServer = await startKiln();
+  const guard = process.env.E2E_NO_TLS_GUARD ? undefined : await startTlsGuard(kiln.port);
   return {
-    kind, url: kiln.url, host: `127.0.0.1:${kiln.port}`, authenticates: true,
+    kind, url: kiln.url, host: guard?.host ?? `127.0.0.1:${kiln.port}`, authenticates: true,
     creds: (scopes) => registryCreds(kiln.url, scopes),
     adminCreds: () => registryCreds(kiln.url, ["admin"], "e2e-admin"),
     async restart() { await kiln.stop(); kiln = await startKiln({ stateDir: kiln.stateDir, port: kiln.port }); },
-    async stop(wipe = true) { await kiln.stop(wipe); },
+    async stop(wipe = true) { await guard?.close(); await kiln.stop(wipe); },
   };
 }

@@ -1,0 +1,220 @@
+// Registry benchmarks: kiln (`wrangler dev`, fresh local state) against Debian's docker-registry
+// (distribution 2.x, filesystem storage in a temp dir), both on 127.0.0.1, alternating per repetition.
+//   - push of a 200 MB blob: monolithic (POST + one PUT) and in 5 MiB PATCH chunks; pull of it (one GET)
+//   - manifest GET requests/second with 8 concurrent clients
+//   - server peak RSS (whole process tree from /proc) while pushing and pulling a 2 GiB blob (streamed)
+import { randomBytes } from "node:crypto";
+import { ADMIN_TOKEN, startKiln, type KilnServer } from "../test/e2e/server";
+import { GeneratedBlob, RegistryClient, sha256, startPeerRegistry, treeRss, withDigest, haveDockerRegistry, pushSmallBlob, type PeerRegistry } from "../test/e2e/helpers";
+import { result, timed, type BenchContext, type BenchResult } from "./types";
+
+const MiB = 1 << 20;
+const BLOB = 200_000_000;
+const CHUNK = 5 * MiB;
+const MANIFEST_CLIENTS = 8;
+const MANIFEST_REQUESTS = Number(process.env.BENCH_MANIFEST_REQUESTS ?? 2000);
+const BIG = Number(process.env.BENCH_BIG_BYTES ?? 2 * 1024 * MiB);
+const BIG_TIMEOUT_MS = Number(process.env.BENCH_BIG_TIMEOUT_S ?? 600) * 1000;
+
+interface Server { name: string; client: RegistryClient; pid: number }
+
+async function drain(res: Response): Promise<number> {
+  let n = 0;
+  const reader = res.body!.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return n;
+    n += value.byteLength;
+  }
+}
+
+async function ok(res: Response, status: number, what: string): Promise<Response> {
+  if (res.status !== status) throw new Error(`${what}: ${res.status} ${(await res.text()).slice(0, 300)}`);
+  return res;
+}
+
+/** A fresh 200 MB blob per measurement: the shared random buffer stamped with a unique prefix. */
+function stamp(buf: Buffer, label: string): string {
+  buf.write(`${label}:${Date.now()}:${Math.random()}`.padEnd(64, "."), 0, 64, "latin1");
+  return sha256(buf);
+}
+
+async function pushMonolithic(s: Server, repo: string, buf: Buffer, digest: string) {
+  const res = await s.client.pushMonolithic(repo, buf, digest, buf.byteLength);
+  await res.body?.cancel();
+}
+
+async function pushChunks(s: Server, repo: string, buf: Buffer, digest: string) {
+  let loc = await s.client.startUpload(repo);
+  for (let start = 0; start < buf.byteLength; start += CHUNK) {
+    const end = Math.min(buf.byteLength, start + CHUNK);
+    loc = await s.client.patch(repo, loc, start, end, buf.subarray(start, end), false);
+  }
+  await (await ok(await s.client.request(repo, "PUT", withDigest(loc, digest), { body: "" }), 201, "PUT close")).body?.cancel();
+}
+
+async function pull(s: Server, repo: string, digest: string, size: number) {
+  const res = await ok(await s.client.getBlob(repo, digest), 200, "GET blob");
+  const n = await drain(res);
+  if (n !== size) throw new Error(`pulled ${n} bytes, expected ${size}`);
+}
+
+async function pushImage(s: Server, repo: string): Promise<void> {
+  const config = JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] }, config: {} });
+  const layer = randomBytes(4096);
+  const configDigest = await pushSmallBlob(s.client, repo, config);
+  const layerDigest = await pushSmallBlob(s.client, repo, layer);
+  const manifest = JSON.stringify({
+    schemaVersion: 2, mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: configDigest, size: Buffer.byteLength(config) },
+    layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: layerDigest, size: layer.byteLength }],
+  });
+  await (await ok(await s.client.putManifest(repo, "bench", manifest, "application/vnd.oci.image.manifest.v1+json"), 201, "PUT manifest")).body?.cancel();
+}
+
+/** Requests per second of `GET /v2/<repo>/manifests/bench` with 8 concurrent clients. */
+async function manifestRps(s: Server, repo: string, total: number): Promise<number> {
+  let next = 0;
+  const worker = async () => {
+    while (next < total) {
+      next++;
+      const res = await s.client.getManifest(repo, "bench");
+      if (res.status !== 200) throw new Error(`GET manifest: ${res.status}`);
+      await res.arrayBuffer();
+    }
+  };
+  const secs = await timed(() => Promise.all(Array.from({ length: MANIFEST_CLIENTS }, worker)));
+  return total / secs;
+}
+
+/** Peak RSS of the server's process tree (sampled every 100 ms) while `fn` runs. */
+async function peakRss(pid: number, fn: () => Promise<void>): Promise<{ peak: number; error?: string }> {
+  let peak = await treeRss(pid);
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      peak = Math.max(peak, await treeRss(pid));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  let error: string | undefined;
+  try { await fn(); } catch (e) { error = (e as Error).message; }
+  running = false;
+  await sampler;
+  return { peak, error };
+}
+
+/** 2 GiB: one streamed PATCH (no Content-Length, like docker push) and an empty PUT; then one GET. */
+async function bigPushPull(s: Server, blob: GeneratedBlob, ctx: BenchContext) {
+  const repo = "bench/big";
+  const digest = blob.digest();
+  const push = await peakRss(s.pid, async () => {
+    const signal = AbortSignal.timeout(BIG_TIMEOUT_MS);
+    let loc = await s.client.startUpload(repo);
+    const res = await s.client.request(repo, "PATCH", loc, { body: blob.stream(0, blob.size, 4 * MiB), headers: { "content-type": "application/octet-stream" }, signal });
+    await ok(res, 202, "PATCH 2 GiB");
+    loc = s.client.location(res);
+    await (await ok(await s.client.request(repo, "PUT", withDigest(loc, digest), { body: "", signal }), 201, "PUT close")).body?.cancel();
+  });
+  ctx.log(`  ${s.name}: 2 GiB push peak RSS ${(push.peak / MiB).toFixed(0)} MiB${push.error ? ` (error: ${push.error})` : ""}`);
+  const pullRes = await peakRss(s.pid, async () => {
+    const res = await ok(await s.client.request(repo, "GET", `blobs/${digest}`, { signal: AbortSignal.timeout(BIG_TIMEOUT_MS) }, "pull"), 200, "GET 2 GiB");
+    const n = await drain(res);
+    if (n !== blob.size) throw new Error(`pulled ${n} of ${blob.size} bytes`);
+  });
+  ctx.log(`  ${s.name}: 2 GiB pull peak RSS ${(pullRes.peak / MiB).toFixed(0)} MiB${pullRes.error ? ` (error: ${pullRes.error})` : ""}`);
+  return { push, pull: pullRes };
+}
+
+export async function run(ctx: BenchContext): Promise<BenchResult[]> {
+  const kilnServer: KilnServer = await startKiln();
+  let peerServer: PeerRegistry | undefined;
+  if (haveDockerRegistry()) peerServer = await startPeerRegistry();
+  else ctx.log("registry: docker-registry not installed (apt-get install docker-registry): kiln figures only");
+  const servers: Server[] = [{ name: "kiln", client: new RegistryClient(kilnServer.url, { username: "admin", password: ADMIN_TOKEN }), pid: kilnServer.process.pid! }];
+  if (peerServer) servers.push({ name: peerServer.name, client: new RegistryClient(peerServer.url), pid: peerServer.process.pid! });
+  const peerName = peerServer?.name ?? "docker-registry";
+
+  type Key = "mono" | "chunked" | "pull" | "rps";
+  const samples: Record<string, Record<Key, number[]>> = {};
+  const errors: Record<Key, string[]> = { mono: [], chunked: [], pull: [], rps: [] };
+  for (const s of servers) samples[s.name] = { mono: [], chunked: [], pull: [], rps: [] };
+  const attempt = async (s: Server, key: Key, fn: () => Promise<number>) => {
+    try {
+      const v = await fn();
+      samples[s.name][key].push(v);
+      ctx.log(`  ${s.name} ${key}: ${v.toFixed(3)}`);
+    } catch (e) {
+      const msg = `${s.name}: ${(e as Error).message.split("\n")[0]}`;
+      if (!errors[key].includes(msg)) errors[key].push(msg);
+      ctx.log(`  ${s.name} ${key} FAILED: ${msg}`);
+    }
+  };
+
+  try {
+    const buf = randomBytes(BLOB);
+    for (const s of servers) {
+      try { await pushImage(s, "bench/manifest"); } catch (e) { errors.rps.push(`${s.name}: ${(e as Error).message}`); }
+      try { await manifestRps(s, "bench/manifest", 50); } catch { /* warm-up */ }
+    }
+    for (let rep = 0; rep < ctx.reps; rep++) {
+      const order = rep % 2 === 0 ? servers : [...servers].reverse();
+      for (const s of order) {
+        ctx.log(`registry rep ${rep + 1}/${ctx.reps}: ${s.name}`);
+        let digest = stamp(buf, `${s.name}-${rep}-mono`);
+        await attempt(s, "mono", () => timed(() => pushMonolithic(s, "bench/blob", buf, digest)));
+        const pulled = digest;
+        await attempt(s, "pull", () => timed(() => pull(s, "bench/blob", pulled, BLOB)));
+        digest = stamp(buf, `${s.name}-${rep}-chunked`);
+        await attempt(s, "chunked", () => timed(() => pushChunks(s, "bench/blob", buf, digest)));
+        await attempt(s, "rps", () => manifestRps(s, "bench/manifest", MANIFEST_REQUESTS));
+      }
+    }
+  } finally { /* the 200 MB buffer goes out of scope here */ }
+
+  const fig = (key: Key, name: string, what: string, unit: string, note?: (m: number) => string): BenchResult => {
+    const k = samples.kiln[key];
+    const p = peerServer ? samples[peerServer.name][key] : [];
+    const r = result({ name, what, unit, kiln: k, peer: peerServer ? { name: peerName, samples: p } : undefined });
+    const notes = [k.length && note ? note(r.kiln.median) : "", p.length && note && r.peer ? `${peerName}: ${note(r.peer.median)}` : "", ...errors[key].map((e) => `failed: ${e}`)].filter(Boolean);
+    if (notes.length) r.note = notes.join("; ");
+    return r;
+  };
+  const mbps = (secs: number) => `${(BLOB / 1e6 / secs).toFixed(0)} MB/s`;
+  const results: BenchResult[] = [
+    fig("mono", "registry.push.200MB.monolithic", "push a 200 MB blob: POST + one PUT with the body (wall time)", "s", mbps),
+    fig("chunked", "registry.push.200MB.chunked", "push a 200 MB blob: POST + 5 MiB PATCH chunks (Content-Range) + PUT", "s", mbps),
+    fig("pull", "registry.pull.200MB", "pull a 200 MB blob: one GET, body read to the end", "s", mbps),
+    fig("rps", "registry.manifest.rps", `GET manifest by tag, ${MANIFEST_CLIENTS} concurrent clients, ${MANIFEST_REQUESTS} requests`, "req/s"),
+  ];
+
+  // Memory: one 2 GiB push + pull per server (the slowest figure; one sample each).
+  if (BIG > 0) {
+    const blob = new GeneratedBlob(BIG, "bench-big");
+    ctx.log(`registry: 2 GiB digest ${blob.digest()}`);
+    const mem: Record<string, { push: number; pull: number; errors: string[]; idle: number }> = {};
+    for (const s of servers) {
+      const idle = await treeRss(s.pid);
+      const r = await bigPushPull(s, blob, ctx);
+      mem[s.name] = { push: r.push.peak / MiB, pull: r.pull.peak / MiB, idle: idle / MiB, errors: [r.push.error, r.pull.error].filter((e): e is string => !!e) };
+    }
+    for (const dir of ["push", "pull"] as const) {
+      const k = mem.kiln;
+      const p = peerServer ? mem[peerServer.name] : undefined;
+      const r = result({
+        name: `registry.rss.2GiB.${dir}`,
+        what: `server peak RSS (process tree) during a ${BIG / (1024 * MiB)} GiB blob ${dir === "push" ? "push (one streamed PATCH + PUT)" : "pull (one GET)"}`,
+        unit: "MiB", kiln: [k[dir]], peer: p ? { name: peerName, samples: [p[dir]] } : undefined,
+      });
+      const notes = [`kiln idle ${k.idle.toFixed(0)} MiB (wrangler + workerd)`];
+      if (p) notes.push(`${peerName} idle ${p.idle.toFixed(0)} MiB`);
+      for (const [n, m] of Object.entries(mem)) for (const e of m.errors) notes.push(`failed: ${n}: ${e}`);
+      r.note = notes.join("; ");
+      results.push(r);
+    }
+  }
+
+  await kilnServer.stop(true);
+  await peerServer?.stop(true);
+  return results;
+}
