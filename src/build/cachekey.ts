@@ -1,9 +1,8 @@
-/** Cache keys (DESIGN.md "Cache keys"): sha256 of the canonical JSON of what a step's result depends on. */
-import { canonicalJson } from "../oci/image";
-import { sha256Hex } from "../oci/digest";
+/** Cache keys of build steps: src/plan's cacheKeyFor (DESIGN.md "Cache keys"), with kiln's step extras folded in. */
+import { cacheKeyFor as planCacheKeyFor, type CacheSource } from "../plan/cachekey";
 import type { Instruction } from "../dockerfile/types";
 
-export interface CacheKeyInput {
+export interface StepKeyInput {
   /** The previous step's key, or for FROM: "scratch" / the base manifest digest / the source stage's key. */
   parent: string;
   platform: string;
@@ -11,23 +10,32 @@ export interface CacheKeyInput {
   instruction: unknown;
   /** RUN: the env and build args it can see. */
   env?: string[];
-  /** COPY/ADD: sorted (dest, mode, uid, gid, sha256, link target) of every source file. */
-  sources?: unknown[];
+  /** COPY/ADD: every source file (mtimes never count). */
+  sources?: CacheSource[];
   /** COPY --from: the source stage's key (or image manifest digest). */
   fromKey?: string;
-  /** ARG: the values it resolves to. */
+  /** Other inputs the result depends on (ARG values from --build-arg, RUN's argv/workdir/user). */
   values?: unknown;
 }
 
 /** The instruction as it enters a key: no line numbers, no original text. */
-export function keyedInstruction(inst: Instruction): unknown {
+export function keyedInstruction(inst: Instruction): Record<string, unknown> {
   const { location, original, ...rest } = inst as Instruction & { location: unknown; original: unknown };
   void location;
   void original;
   return rest;
 }
 
-export async function cacheKeyFor(input: CacheKeyInput): Promise<string> {
-  const hex = await sha256Hex(new TextEncoder().encode(canonicalJson({ v: 1, ...input })));
+/** `sha256:<hex>` of the step's inputs. */
+export async function cacheKeyFor(input: StepKeyInput): Promise<string> {
+  const instruction = input.values === undefined ? input.instruction : { instruction: input.instruction, values: input.values };
+  const hex = await planCacheKeyFor({
+    parent: input.parent,
+    platform: input.platform,
+    instruction,
+    env: input.env,
+    sources: input.sources,
+    fromKey: input.fromKey,
+  });
   return `sha256:${hex}`;
 }

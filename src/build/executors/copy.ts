@@ -7,6 +7,7 @@ import type { ContextIndex, ContextFile } from "../../context/ingest";
 import { readContextRange } from "../../storage/contexts";
 import { resolveInRoot, rootRelative, cleanPath } from "../../context/paths";
 import type { TarEntry } from "../../oci/tar";
+import type { CacheSource } from "../../plan/cachekey";
 import { loadTree, readLayerFiles, readSmallFile, storeLayer, type FsNode, type FsTree } from "../layers";
 import { StepError, type LayerRef } from "../model";
 
@@ -124,13 +125,23 @@ export function selectSources(src: CopySource, args: string[]): SelectedSource[]
   return out;
 }
 
-/** What a COPY's cache key sees of its sources (mtimes never count). */
-export function sourceDigestList(sel: SelectedSource[]): unknown[] {
-  const list: unknown[] = [];
-  for (const s of sel) {
+/** What a COPY's cache key sees of its sources: (dest, mode, uid, gid, sha256, link) per file; mtimes never count. */
+export function sourceDigestList(sel: SelectedSource[]): CacheSource[] {
+  const list: CacheSource[] = [];
+  for (const [i, s] of sel.entries()) {
     const base = s.node.path;
-    const add = (n: SourceNode) =>
-      list.push([s.arg, base === "" ? n.path : n.path === base ? "" : n.path.slice(base.length + 1), n.type, n.mode, n.uid, n.gid, n.sha256 ?? n.size, n.linkname ?? ""]);
+    const add = (n: SourceNode) => {
+      const rel = base === "" ? n.path : n.path === base ? "" : n.path.slice(base.length + 1);
+      const src: CacheSource = {
+        dest: `${i}:${s.arg}:${rel}`,
+        mode: n.mode,
+        uid: n.uid,
+        gid: n.gid,
+        sha256: n.type === "file" ? (n.sha256 ?? `size:${n.size}`) : n.type,
+      };
+      if (n.linkname !== undefined) src.linkTarget = n.linkname;
+      list.push(src);
+    };
     add(s.node);
     for (const n of s.below) add(n);
   }
