@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createSha256, DigestError, digestOf, hashingStream, hexOf, isDigest, parseDigest, sha256Hex } from "./digest";
+import { createSha256, DigestError, digestOf, hashingStream, hexOf, isDigest, parseDigest, sha256Hex, writableHasher } from "./digest";
 import { bytesEqual, chunkedStream, pseudoText } from "./testing";
 import { collect } from "./tar";
 
@@ -65,5 +65,16 @@ describe("hashingStream", () => {
     const out = await collect(chunkedStream(data, 7777).pipeThrough(stream));
     expect(bytesEqual(out, data)).toBe(true);
     expect(await result).toEqual({ digest: await digestOf(data), size: data.length });
+  });
+});
+
+describe("writableHasher over workerd's DigestStream", () => {
+  it("gives the same digests as crypto.subtle, also for many small writes", async () => {
+    const factory = writableHasher(() => new crypto.DigestStream("SHA-256"));
+    const data = pseudoText(1_000_003, 9);
+    const h = factory();
+    for (let o = 0; o < data.length; o += 1000) h.update(data.subarray(o, o + 1000));
+    expect(await h.digest()).toBe(await digestOf(data));
+    expect(await factory().digest()).toBe("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   });
 });

@@ -185,6 +185,35 @@ export class Sha256 implements Hasher {
 export const createSha256: HasherFactory = () => new Sha256();
 
 /**
+ * Adapts a hashing WritableStream with a `digest` promise (workerd's `crypto.DigestStream`) to a
+ * HasherFactory, without referencing the Workers-only class here:
+ * `const hasher = writableHasher(() => new crypto.DigestStream("SHA-256"))`.
+ * Writes are queued without waiting (DigestStream consumes them promptly); `digest()` closes the stream.
+ */
+export function writableHasher(
+  create: () => { getWriter(): WritableStreamDefaultWriter<ArrayBufferView | ArrayBuffer>; digest: Promise<ArrayBuffer> },
+): HasherFactory {
+  return () => {
+    const stream = create();
+    const writer = stream.getWriter();
+    let failure: unknown = null;
+    return {
+      update(chunk: Uint8Array) {
+        if (chunk.length === 0) return;
+        writer.write(chunk).catch((e) => {
+          failure ??= e;
+        });
+      },
+      async digest() {
+        await writer.close();
+        if (failure) throw failure;
+        return `sha256:${toHex(new Uint8Array(await stream.digest))}`;
+      },
+    };
+  };
+}
+
+/**
  * A pass-through TransformStream that hashes and counts the bytes flowing through it.
  * `result` resolves when the stream is flushed (rejects if it errors or is cancelled).
  */
