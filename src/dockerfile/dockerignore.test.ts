@@ -339,3 +339,83 @@ describe("DockerIgnore as a user sees it", () => {
     expect(d.matches("a/bc")).toBe(false);
   });
 });
+
+describe("DockerIgnore: no pattern can make matching slow", () => {
+  it("many stars against a long name (a backtracking regexp would take ages; Go's RE2 and kiln are linear)", () => {
+    const d = new DockerIgnore(["*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", "**/x/**/x/**/x/**/x/**/x/**/y"]);
+    const t0 = Date.now();
+    expect(d.matches("a".repeat(3000))).toBe(false);
+    expect(d.matches("x/".repeat(1500) + "z")).toBe(false);
+    expect(d.matches("a".repeat(3000) + "b")).toBe(true);
+    expect(d.matches("x/".repeat(300) + "y")).toBe(true);
+    expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it("random patterns and paths: only DockerignoreError, never anything else", () => {
+    let s = 7;
+    const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const alpha = ["a", "b", "/", "*", "**", "?", "[", "]", "^", "-", "\\", "!", ".", "..", " ", "#", "\n", "é"];
+    for (let i = 0; i < 3000; i++) {
+      const text = Array.from({ length: Math.floor(rand() * 30) }, () => alpha[Math.floor(rand() * alpha.length)]).join("");
+      let d: DockerIgnore;
+      try {
+        d = new DockerIgnore(text);
+      } catch (e) {
+        expect(e).toBeInstanceOf(DockerignoreError);
+        continue;
+      }
+      for (let j = 0; j < 5; j++) {
+        const p = Array.from({ length: Math.floor(rand() * 12) }, () => ["a", "b", "/", ".", "é", "*"][Math.floor(rand() * 6)]).join("");
+        expect(typeof d.matches(p)).toBe("boolean");
+        expect(typeof d.canSkipDir(p)).toBe("boolean");
+      }
+    }
+  });
+});
+
+describe("DockerIgnore: the linear matcher equals patternmatcher's regexp (property test)", () => {
+  /** patternmatcher's compile() as a JS RegExp (Go's `.` = [^\n]); only for valid, class-free patterns. */
+  function refRegex(pattern: string): RegExp {
+    let reg = "^";
+    const cps = Array.from(pattern);
+    let k = 0;
+    for (let i = 0; k < cps.length; i++) {
+      const ch = cps[k++];
+      if (ch === "*") {
+        if (cps[k] === "*") {
+          k++;
+          if (cps[k] === "/") k++;
+          reg += k >= cps.length ? "[^\\n]*" : "(?:[^\\n]*/)?";
+        } else reg += "[^/]*";
+      } else if (ch === "?") reg += "[^/]";
+      else if (ch === "\\") reg += "\\u{" + cps[k++].codePointAt(0)!.toString(16) + "}";
+      else reg += "\\u{" + ch.codePointAt(0)!.toString(16) + "}";
+    }
+    return new RegExp(reg + "$", "u");
+  }
+
+  it("4000 random patterns × paths agree", () => {
+    let s = 99;
+    const rand = () => ((s = (s * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const pAlpha = ["a", "b", "/", "*", "**", "?", "\\*", "."];
+    const sAlpha = ["a", "b", "/", "*", "."];
+    let compared = 0;
+    for (let i = 0; i < 4000; i++) {
+      const raw = Array.from({ length: 1 + Math.floor(rand() * 7) }, () => pAlpha[Math.floor(rand() * pAlpha.length)]).join("");
+      let pats;
+      try {
+        pats = parseDockerignore(raw);
+      } catch {
+        continue;
+      }
+      if (pats.length !== 1 || pats[0].exclusion || pats[0].matchType !== "regexp") continue;
+      const re = refRegex(pats[0].pattern);
+      for (let j = 0; j < 4; j++) {
+        const path = Array.from({ length: Math.floor(rand() * 9) }, () => sAlpha[Math.floor(rand() * sAlpha.length)]).join("");
+        expect(pats[0].match(path), `${pats[0].pattern} vs ${path}`).toBe(re.test(path));
+        compared++;
+      }
+    }
+    expect(compared).toBeGreaterThan(3000);
+  });
+});

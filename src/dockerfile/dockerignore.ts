@@ -165,9 +165,64 @@ function checkMatchSyntax(pattern: string): boolean {
 
 // ---------------------------------------------------------------------------------------------
 // patternmatcher compile
+//
+// patternmatcher turns a pattern into a Go regular expression (RE2: linear time). Here the same
+// expression is kept as a list of atoms and matched by a Thompson NFA simulation, O(path × pattern),
+// so no .dockerignore can make matching backtrack exponentially.
 
-function lit(ch: string): string {
-  return `\\u{${ch.codePointAt(0)!.toString(16)}}`;
+/** One code point: literal, class, or "anything but /". */
+type CharTest = (cp: number) => boolean;
+
+type Atom =
+  | { k: "char"; test: CharTest } // one character
+  | { k: "star"; test: CharTest } // zero or more characters (`*` → [^/]*, `**` at the end → .*)
+  | { k: "dirs" }; // `**/` → (.*/)?  any run of characters ending in "/", or nothing
+
+const NOT_SLASH: CharTest = (c) => c !== 0x2f;
+const NOT_NEWLINE: CharTest = (c) => c !== 0x0a; // Go's `.`
+
+function nfaMatch(atoms: readonly Atom[], path: string): boolean {
+  const m = atoms.length;
+  let at = new Uint8Array(m + 1); // "before atom i"
+  let inside = new Uint8Array(m); // inside a `dirs` atom
+  let nextAt = new Uint8Array(m + 1);
+  let nextInside = new Uint8Array(m);
+  const close = () => {
+    for (let i = 0; i < m; i++) {
+      if (!at[i]) continue;
+      const a = atoms[i];
+      if (a.k === "star") at[i + 1] = 1;
+      else if (a.k === "dirs") {
+        at[i + 1] = 1;
+        inside[i] = 1;
+      }
+    }
+  };
+  at[0] = 1;
+  close();
+  for (const ch of path) {
+    const c = ch.codePointAt(0)!;
+    nextAt.fill(0);
+    nextInside.fill(0);
+    let alive = false;
+    for (let i = 0; i < m; i++) {
+      const a = atoms[i];
+      if (at[i]) {
+        if (a.k === "char" && a.test(c)) (nextAt[i + 1] = 1), (alive = true);
+        else if (a.k === "star" && a.test(c)) (nextAt[i] = 1), (alive = true);
+      }
+      if (inside[i] && c !== 0x0a) {
+        nextInside[i] = 1;
+        alive = true;
+        if (c === 0x2f) nextAt[i + 1] = 1;
+      }
+    }
+    if (!alive) return false;
+    [at, nextAt] = [nextAt, at];
+    [inside, nextInside] = [nextInside, inside];
+    close();
+  }
+  return at[m] === 1;
 }
 
 const SHOULD_ESCAPE = new Set([".", "+", "(", ")", "|", "{", "}", "$"]);
@@ -177,7 +232,7 @@ class CompiledPattern implements Pattern {
   readonly exclusion: boolean;
   readonly line: number;
   matchType: MatchType = "exact";
-  private regexp?: RegExp;
+  private atoms: Atom[] = [];
 
   constructor(pattern: string, exclusion: boolean, line: number) {
     this.pattern = pattern;
@@ -186,95 +241,96 @@ class CompiledPattern implements Pattern {
     this.compile();
   }
 
+  // patternmatcher's Pattern.compile (with "/" as the separator)
   private compile(): void {
-    let reg = "^";
+    const atoms: Atom[] = [];
+    const lit = (ch: string) => {
+      const cp = ch.codePointAt(0)!;
+      atoms.push({ k: "char", test: (c) => c === cp });
+    };
     let type: MatchType = "exact";
     const cps = Array.from(this.pattern);
     let k = 0;
     const peek = () => (k < cps.length ? cps[k] : undefined);
-    let inClass = false;
-    let classItems = 0;
     for (let i = 0; k < cps.length; i++) {
       const ch = cps[k++];
-      if (inClass) {
-        // Inside a [...] class (validated by checkMatchSyntax): ranges of (maybe escaped) chars.
-        if (ch === "]" && classItems > 0) {
-          reg += "]";
-          inClass = false;
-          continue;
-        }
-        if (ch === "^" && classItems === 0 && cps[k - 2] === "[") {
-          reg += "^";
-          continue;
-        }
-        let lo = ch;
-        if (lo === "\\") lo = cps[k++];
-        reg += lit(lo);
-        if (peek() === "-") {
-          k++;
-          let hi = cps[k++];
-          if (hi === "\\") hi = cps[k++];
-          if (lo.codePointAt(0)! > hi.codePointAt(0)!) {
-            // Go's regexp rejects an inverted range: filepath.ErrBadPattern when matching.
-            throw new DockerignoreError(`syntax error in pattern ${JSON.stringify(this.pattern)}: invalid character class range ${lo}-${hi}`, this.line || undefined);
-          }
-          reg += "-" + lit(hi);
-        }
-        classItems++;
-        continue;
-      }
       if (ch === "*") {
         if (peek() === "*") {
           k++;
-          if (peek() === "/") k++;
+          if (peek() === "/") k++; // treat **/ as **
           if (peek() === undefined) {
+            // "**" at the end: everything (like .gitignore)
             if (type === "exact") type = "prefix";
             else {
-              reg += "[^\\n]*";
+              atoms.push({ k: "star", test: NOT_NEWLINE });
               type = "regexp";
             }
           } else {
-            reg += "(?:[^\\n]*/)?";
+            atoms.push({ k: "dirs" });
             type = "regexp";
           }
           if (i === 0) type = "suffix";
         } else {
-          reg += "[^/]*";
+          atoms.push({ k: "star", test: NOT_SLASH });
           type = "regexp";
         }
       } else if (ch === "?") {
-        reg += "[^/]";
+        atoms.push({ k: "char", test: NOT_SLASH });
         type = "regexp";
       } else if (SHOULD_ESCAPE.has(ch)) {
-        reg += lit(ch);
+        lit(ch);
       } else if (ch === "\\") {
+        // escapes the next character (filepath.Match rejects a trailing backslash)
         if (peek() !== undefined) {
-          reg += lit(cps[k++]);
+          lit(cps[k++]);
           type = "regexp";
         } else {
-          reg += "\\\\";
+          lit("\\");
         }
       } else if (ch === "[") {
-        reg += "[";
-        inClass = true;
-        classItems = 0;
+        // a character class, validated by checkMatchSyntax: [^]? then (c | c-c)+ then ]
+        let negated = false;
+        if (peek() === "^") {
+          negated = true;
+          k++;
+        }
+        const ranges: [number, number][] = [];
+        while (!(peek() === "]" && ranges.length > 0)) {
+          let lo = cps[k++];
+          if (lo === "\\") lo = cps[k++];
+          let hi = lo;
+          if (peek() === "-") {
+            k++;
+            hi = cps[k++];
+            if (hi === "\\") hi = cps[k++];
+          }
+          const a = lo.codePointAt(0)!;
+          const b = hi.codePointAt(0)!;
+          if (a > b) {
+            // Go's regexp rejects an inverted range: filepath.ErrBadPattern when matching
+            throw new DockerignoreError(`syntax error in pattern ${JSON.stringify(this.pattern)}: invalid character class range ${lo}-${hi}`, this.line || undefined);
+          }
+          ranges.push([a, b]);
+        }
+        k++; // ]
+        atoms.push({
+          k: "char",
+          test: (c) => {
+            let inClass = false;
+            for (const [a, b] of ranges) if (c >= a && c <= b) inClass = true;
+            return inClass !== negated;
+          },
+        });
         type = "regexp";
       } else if (ch === "]") {
-        reg += lit(ch);
+        lit(ch);
         type = "regexp";
       } else {
-        reg += lit(ch);
+        lit(ch);
       }
     }
     this.matchType = type;
-    if (type === "regexp") {
-      reg += "$";
-      try {
-        this.regexp = new RegExp(reg, "u");
-      } catch (e) {
-        throw new DockerignoreError(`syntax error in pattern ${JSON.stringify(this.pattern)}`, this.line || undefined);
-      }
-    }
+    this.atoms = atoms;
   }
 
   match(path: string): boolean {
@@ -290,7 +346,7 @@ class CompiledPattern implements Pattern {
         return suffix[0] === "/" && path === suffix.slice(1);
       }
       case "regexp":
-        return this.regexp!.test(path);
+        return nfaMatch(this.atoms, path);
     }
   }
 }
