@@ -285,6 +285,8 @@ export interface StageGraphNode {
  */
 export function stageDependencies(parsed: ParsedDockerfile, resolved: ResolvedBases, buildArgs: Record<string, string> = {}): StageGraphNode[] {
   const shell = new ShellLex(parsed.escapeToken);
+  const byName = new Map<string, number>();
+  for (const st of parsed.stages) if (st.name !== undefined) byName.set(st.name, st.index);
   const nodes: StageGraphNode[] = [];
   const stageEnvAtEnd: Map<string, string>[] = [];
   for (const st of parsed.stages) {
@@ -302,7 +304,7 @@ export function stageDependencies(parsed: ParsedDockerfile, resolved: ResolvedBa
         for (const p of inst.pairs) env.set(softExpand(shell, p.key, env), softExpand(shell, p.value, env));
       } else if (inst.kind === "COPY" && inst.from !== undefined) {
         const from = expandWord(shell, inst.from, env, inst.location);
-        const target = resolveFromReference(parsed, from, inst.location, true);
+        const target = resolveFromReference(parsed, byName, from, inst.location, true);
         if (target.stage !== undefined) {
           node.dependencies.push({ kind: "copy-from", stage: target.stage, instruction: i, line: inst.location.startLine });
           node.copyFrom.set(i, { stage: target.stage });
@@ -314,7 +316,7 @@ export function stageDependencies(parsed: ParsedDockerfile, resolved: ResolvedBa
         for (const m of inst.mounts) {
           if (m.from === undefined || m.from === "") continue;
           const from = expandWord(shell, m.from, env, inst.location);
-          const target = resolveFromReference(parsed, from, inst.location, false);
+          const target = resolveFromReference(parsed, byName, from, inst.location, false);
           if (target.stage !== undefined) node.dependencies.push({ kind: "mount-from", stage: target.stage, instruction: i, line: inst.location.startLine });
           else node.externalSources.push({ ref: from, instruction: i, line: inst.location.startLine });
         }
@@ -351,7 +353,10 @@ export function argValueInStage(
 }
 
 /** `--from` value → a stage (by index for COPY, else by name) or an image reference. */
-function resolveFromReference(parsed: ParsedDockerfile, from: string, loc: { startLine: number; endLine: number }, allowIndex: boolean): { stage?: number } {
+function resolveFromReference(
+  parsed: ParsedDockerfile,
+  byName: ReadonlyMap<string, number>,
+  from: string, loc: { startLine: number; endLine: number }, allowIndex: boolean): { stage?: number } {
   if (allowIndex && /^[+-]?\d+$/.test(from)) {
     const index = Number.parseInt(from, 10);
     if (index < 0 || index >= parsed.stages.length) {
@@ -359,23 +364,37 @@ function resolveFromReference(parsed: ParsedDockerfile, from: string, loc: { sta
     }
     return { stage: index };
   }
-  const st = findStageByName(parsed, from);
-  return st ? { stage: st.index } : {};
+  const index = byName.get(from.toLowerCase());
+  return index !== undefined ? { stage: index } : {};
 }
 
 function detectCycles(parsed: ParsedDockerfile, nodes: StageGraphNode[]): void {
-  const state = new Array<number>(nodes.length).fill(0); // 0 new, 1 on path, 2 done
-  const visit = (i: number): void => {
-    state[i] = 1;
-    for (const d of nodes[i].dependencies) {
+  // Iterative DFS (a Dockerfile may chain thousands of stages): 0 new, 1 on the path, 2 done.
+  const state = new Uint8Array(nodes.length);
+  for (let root = 0; root < nodes.length; root++) {
+    if (state[root] !== 0) continue;
+    const stack: [number, number][] = [[root, 0]];
+    state[root] = 1;
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      const [i, next] = top;
+      const deps = nodes[i].dependencies;
+      if (next >= deps.length) {
+        state[i] = 2;
+        stack.pop();
+        continue;
+      }
+      top[1]++;
+      const d = deps[next];
       if (state[d.stage] === 1) {
         const st = parsed.stages[d.stage];
         const line = d.kind === "base" ? parsed.stages[i].location.startLine : d.line;
         throw new DockerfileError(`circular dependency detected on stage: ${st.name ?? `stage-${st.index}`}`, line);
       }
-      if (state[d.stage] === 0) visit(d.stage);
+      if (state[d.stage] === 0) {
+        state[d.stage] = 1;
+        stack.push([d.stage, 0]);
+      }
     }
-    state[i] = 2;
-  };
-  for (let i = 0; i < nodes.length; i++) if (state[i] === 0) visit(i);
+  }
 }

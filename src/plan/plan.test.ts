@@ -99,3 +99,14 @@ describe("planBuild", () => {
     expect(planBuild(parseDockerfile("FROM --platform=$BUILDPLATFORM a\n"), { platform: "linux/arm64", buildPlatform: "linux/amd64" }).stages[0].platform).toBe("linux/amd64");
   });
 });
+
+describe("planBuild on long stage chains", () => {
+  it("plans thousands of chained stages without deep recursion", () => {
+    let df = "FROM alpine AS s0\n";
+    for (let i = 1; i < 5000; i++) df += `FROM s${i - 1} AS s${i}\nCOPY --from=s${Math.max(0, i - 2)} /a /a\n`;
+    const plan = planBuild(parseDockerfile(df));
+    expect(plan.stages).toHaveLength(5000);
+    expect(plan.stages[0].index).toBe(0);
+    expect(plan.stages[4999].index).toBe(4999);
+  });
+});

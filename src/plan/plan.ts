@@ -86,16 +86,24 @@ export function planBuild(parsed: ParsedDockerfile, options: PlanOptions = {}): 
   const graph = stageDependencies(parsed, resolved, buildArgs);
   const target = findTargetStage(parsed, options.target);
 
+  // Post-order DFS from the target, dependencies in ascending index order; iterative because a
+  // Dockerfile may chain thousands of stages.
   const order: number[] = [];
-  const seen = new Set<number>();
-  const visit = (i: number): void => {
-    if (seen.has(i)) return;
-    seen.add(i);
-    const deps = [...new Set(graph[i].dependencies.map((d) => d.stage))].sort((a, b) => a - b);
-    for (const d of deps) visit(d);
-    order.push(i);
-  };
-  visit(target.index);
+  const seen = new Set<number>([target.index]);
+  const depsOf = (i: number): number[] => [...new Set(graph[i].dependencies.map((d) => d.stage))].sort((a, b) => a - b);
+  const stack: [number, number[], number][] = [[target.index, depsOf(target.index), 0]];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    if (top[2] >= top[1].length) {
+      order.push(top[0]);
+      stack.pop();
+      continue;
+    }
+    const d = top[1][top[2]++];
+    if (seen.has(d)) continue;
+    seen.add(d);
+    stack.push([d, depsOf(d), 0]);
+  }
 
   const stages = order.map((i): PlannedStage => {
     const st = parsed.stages[i];
