@@ -57,10 +57,16 @@ export class ByteReader {
     await this.stream(n, () => {});
   }
 
-  /** Drains and discards the rest. */
-  async drain(): Promise<void> {
+  /** Reads and discards the rest (up to `limit` more bytes, then cancels). */
+  async drain(limit = Infinity): Promise<void> {
     this.buf = new Uint8Array(0);
-    while (await this.fill()) this.buf = new Uint8Array(0);
+    const stop = this.total + limit;
+    try {
+      while (this.total < stop && (await this.fill())) this.buf = new Uint8Array(0);
+    } catch {
+      /* a broken stream is drained too */
+    }
+    if (!this.done) await this.cancel();
   }
 
   async cancel(reason?: unknown): Promise<void> {

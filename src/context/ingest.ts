@@ -50,6 +50,7 @@ export const DEFAULT_MAX_CONTEXT_BYTES = 2 * 1024 * 1024 * 1024;
 export const MAX_DOCKERFILE_BYTES = 1024 * 1024;
 
 const bad = (message: string) => new ApiError(400, message);
+const DRAIN_ON_REFUSAL = 256 * 1024 * 1024;
 
 export function maxContextBytes(env: Env): number {
   const n = Number(env.KILN_MAX_CONTEXT_BYTES);
@@ -171,6 +172,8 @@ async function ingestTar(
       }
     }
   } catch (err) {
+    // Read what the client still sends (bounded) so the refusal reaches it as a response, not a reset.
+    await br.drain(DRAIN_ON_REFUSAL).catch(() => {});
     if (err instanceof UnsafePathError) throw bad(err.message);
     if (err instanceof TarFormatError) throw bad(`build context is not a valid tar archive: ${err.message}`);
     if (err instanceof ApiError) throw err;
