@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
-import { LEASE_HEADER, type RunResult } from "../build/jobs";
+import { LEASE_HEADER, type RunJob, type RunResult } from "../build/jobs";
 import { validateRunResult, type LeaseOutcome } from "../build/dispatcher";
 import { dispatcherStub, jsonBody } from "./runners";
 
@@ -53,4 +53,24 @@ jobsRoutes.post("/:id/complete", async (c) => {
   if (bad) throw new ApiError(400, bad);
   const outcome = await dispatcherStub(c.env).complete(c.req.param("id"), leaseId, body.result as RunResult);
   return answer(outcome, () => c.json({ ok: true }));
+});
+
+// ---- admin: queue a job by hand and cancel a build's jobs (operations and tests; builds use RPC).
+
+jobsRoutes.post("/", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const job = (await jsonBody(c.req.raw)) as unknown as RunJob;
+  if (typeof job.jobId !== "string" || typeof job.buildId !== "string" || typeof job.stepIndex !== "number" || !Array.isArray(job.args) || !job.platform) {
+    throw new ApiError(400, "body must be a RunJob (jobId, buildId, stepIndex, platform, layers, args, …)");
+  }
+  await dispatcherStub(c.env).enqueue(job);
+  return c.json({ jobId: job.jobId }, 202);
+});
+
+jobsRoutes.post("/cancel", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const body = await jsonBody(c.req.raw);
+  if (typeof body.buildId !== "string") throw new ApiError(400, "buildId is required");
+  await dispatcherStub(c.env).cancelBuild(body.buildId);
+  return c.body(null, 204);
 });

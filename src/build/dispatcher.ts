@@ -70,6 +70,7 @@ interface JobRow {
   forwarded: number;
   forward_attempts: number;
   next_forward_at: number | null;
+  acked: number;
   [key: string]: SqlStorageValue;
 }
 
@@ -147,7 +148,8 @@ export class Dispatcher extends DurableObject<Env> {
         result_json TEXT,
         forwarded INTEGER NOT NULL DEFAULT 0,
         forward_attempts INTEGER NOT NULL DEFAULT 0,
-        next_forward_at INTEGER
+        next_forward_at INTEGER,
+        acked INTEGER NOT NULL DEFAULT 0
       );
       CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, enqueued_at);
       CREATE INDEX IF NOT EXISTS jobs_build ON jobs(build_id);
@@ -155,6 +157,19 @@ export class Dispatcher extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS cancelled_builds (build_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS runners (runner_id TEXT PRIMARY KEY, platforms TEXT NOT NULL, labels TEXT NOT NULL, last_seen INTEGER NOT NULL);
     `);
+    const cols = this.sql.exec<{ name: string }>("PRAGMA table_info(jobs)").toArray().map((c) => c.name);
+    if (!cols.includes("acked")) this.sql.exec("ALTER TABLE jobs ADD COLUMN acked INTEGER NOT NULL DEFAULT 0");
+  }
+
+  /**
+   * A claim answered to a runner that has gone away meanwhile (a long-poll whose client disconnected)
+   * must not hold the job for a whole lease: a fresh lease lasts only this long until the runner
+   * acknowledges it with its first renewal, log or completion, and such an unacknowledged expiry does
+   * not count as a lost attempt.
+   */
+  private ackMs(): number {
+    const v = Number(this.var("KILN_CLAIM_ACK_SECONDS"));
+    return Math.round((Number.isFinite(v) && v > 0 ? v : 10) * 1000);
   }
 
   private var(name: string): string | undefined {
@@ -290,9 +305,9 @@ export class Dispatcher extends DurableObject<Env> {
     );
     if (!pick) return null;
     const leaseId = crypto.randomUUID();
-    const leaseExpiresAt = now + this.leaseMs(req.leaseSeconds);
+    const leaseExpiresAt = now + Math.min(this.leaseMs(req.leaseSeconds), this.ackMs());
     this.sql.exec(
-      "UPDATE jobs SET state = 'leased', runner_id = ?, lease_id = ?, lease_expires_at = ? WHERE job_id = ? AND state = 'queued'",
+      "UPDATE jobs SET state = 'leased', acked = 0, runner_id = ?, lease_id = ?, lease_expires_at = ? WHERE job_id = ? AND state = 'queued'",
       req.runnerId, leaseId, leaseExpiresAt, pick.job_id,
     );
     await this.scheduleAlarm();
@@ -304,6 +319,11 @@ export class Dispatcher extends DurableObject<Env> {
     const expired = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'leased' AND lease_expires_at <= ?", now).toArray();
     if (!expired.length) return;
     for (const r of expired) {
+      if (!r.acked) {
+        // Never acknowledged: the claim most likely did not reach a runner. Not an attempt.
+        this.sql.exec("UPDATE jobs SET state = 'queued', runner_id = NULL, lease_id = NULL, lease_expires_at = NULL WHERE job_id = ?", r.job_id);
+        continue;
+      }
       const attempts = r.attempts + 1;
       if (attempts >= this.maxAttempts()) {
         const result: RunResult = { ok: false, exitCode: null, message: `runner lost the job ${attempts} times (lease expired); giving up` };
@@ -329,6 +349,10 @@ export class Dispatcher extends DurableObject<Env> {
     if (r.state === "cancelled") return { outcome: { ok: false, status: 410, message: "the build was cancelled" } };
     if (r.state !== "leased" || !leaseId || r.lease_id !== leaseId) {
       return { outcome: { ok: false, status: 410, message: "lease lost: the job was re-queued or handed to another runner" } };
+    }
+    if (!r.acked) {
+      this.sql.exec("UPDATE jobs SET acked = 1 WHERE job_id = ?", jobId);
+      r.acked = 1;
     }
     return { row: r };
   }

@@ -28,11 +28,10 @@ export async function executeClaimed(claimed: ClaimedJob, o: WorkerOptions): Pro
   const secrets = Object.values(job.secrets ?? {});
   let gone = "";
 
-  // ---- lease renewal
+  // ---- lease renewal: at once (the server holds a fresh claim only briefly until it is acknowledged),
+  // then often (at most every 2 s) so a cancel is noticed within seconds even when the step is silent.
   let leaseExpiresAt = claimed.leaseExpiresAt;
-  const leaseMs = Math.max(1000, claimed.leaseExpiresAt - Date.now());
-  const renewEvery = Math.max(300, Math.floor(leaseMs / 3));
-  const renewTimer = setInterval(async () => {
+  const renew = async () => {
     try {
       leaseExpiresAt = await o.client.renew(job.jobId, leaseId, o.leaseSeconds);
     } catch (e) {
@@ -40,7 +39,16 @@ export async function executeClaimed(claimed: ClaimedJob, o: WorkerOptions): Pro
       log(`job ${job.jobId}: lease renewal failed: ${(e as Error).message}`);
       if (Date.now() > leaseExpiresAt) { gone = "lease expired"; abort.abort(); }
     }
-  }, renewEvery);
+  };
+  await renew();
+  const leaseMs = Math.max(1000, leaseExpiresAt - Date.now());
+  const renewEvery = Math.max(300, Math.min(2000, Math.floor(leaseMs / 3)));
+  const renewTimer = setInterval(renew, renewEvery);
+  if (gone) {
+    clearInterval(renewTimer);
+    log(`job ${job.jobId}: lost before it started (${gone})`);
+    return null;
+  }
 
   // ---- live logs, batched every 200 ms
   let pending = "";

@@ -123,6 +123,7 @@ describe("dispatcher: leases", () => {
     const j = job("b-expire", 0, a);
     await stub().enqueue(j);
     const first = (await claim("r1", a, { leaseSeconds: 1 }))!;
+    expect((await post(`/v1/jobs/${j.jobId}/lease`, { leaseId: first.leaseId, leaseSeconds: 1 })).status).toBe(200);
     expect(await claim("r2", a)).toBeNull();
     await new Promise((r) => setTimeout(r, 1300));
     const second = (await claim("r2", a, { leaseSeconds: 30 }))!;
@@ -151,7 +152,9 @@ describe("dispatcher: leases", () => {
     const j = job("b-lost", 2, a);
     await stub().enqueue(j);
     for (let i = 0; i < 3; i++) {
-      expect((await claim(`r${i}`, a, { leaseSeconds: 1 }))?.job.jobId).toBe(j.jobId);
+      const got = (await claim(`r${i}`, a, { leaseSeconds: 1 }))!;
+      expect(got.job.jobId).toBe(j.jobId);
+      expect((await post(`/v1/jobs/${j.jobId}/lease`, { leaseId: got.leaseId, leaseSeconds: 1 })).status).toBe(200);
       await new Promise((r) => setTimeout(r, 1100));
     }
     expect(await claim("r9", a)).toBeNull();
@@ -160,6 +163,24 @@ describe("dispatcher: leases", () => {
     expect(f.stepIndex).toBe(2);
     expect(f.result.ok).toBe(false);
     expect(f.result.ok === false && f.result.message).toMatch(/lease expired/);
+  });
+});
+
+describe("dispatcher: unacknowledged claims", () => {
+  it("requeues a claim nobody acknowledged after a short while, without counting an attempt", async () => {
+    const a = arch();
+    const j = job("b-ack", 0, a);
+    await stub().enqueue(j);
+    const got = (await claim("vanished", a, { leaseSeconds: 300 }))!;
+    expect(got.leaseExpiresAt - Date.now()).toBeLessThanOrEqual(10_000);
+    await runInDurableObject(stub(), (_d: Dispatcher, state: DurableObjectState) => {
+      state.storage.sql.exec("UPDATE jobs SET lease_expires_at = ? WHERE job_id = ?", Date.now() - 1, j.jobId);
+    });
+    const again = (await claim("alive", a, { leaseSeconds: 300 }))!;
+    expect(again.job.jobId).toBe(j.jobId);
+    expect((await stub().jobStatus(j.jobId))!.attempts).toBe(0);
+    const renewed = await post(`/v1/jobs/${j.jobId}/lease`, { leaseId: again.leaseId, leaseSeconds: 300 });
+    expect(((await renewed.json()) as { leaseExpiresAt: number }).leaseExpiresAt - Date.now()).toBeGreaterThan(250_000);
   });
 });
 
