@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createSha256, DigestError, digestOf, hashingStream, hexOf, isDigest, parseDigest, sha256Hex, writableHasher } from "./digest";
+import { createSha256, DigestError, digestOf, hashingStream, hashReadable, hexOf, isDigest, parseDigest, sha256Hex, writableHasher } from "./digest";
 import { bytesEqual, chunkedStream, pseudoText } from "./testing";
 import { collect } from "./tar";
 
@@ -76,5 +76,19 @@ describe("writableHasher over workerd's DigestStream", () => {
     for (let o = 0; o < data.length; o += 1000) h.update(data.subarray(o, o + 1000));
     expect(await h.digest()).toBe(await digestOf(data));
     expect(await factory().digest()).toBe("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  });
+});
+
+describe("hashReadable", () => {
+  it("hashes what is read and rejects its result when cancelled", async () => {
+    const data = pseudoText(100_000, 5);
+    const ok = hashReadable(chunkedStream(data, 4096), createSha256);
+    expect(bytesEqual(await collect(ok.stream), data)).toBe(true);
+    expect(await ok.result).toEqual({ digest: await digestOf(data), size: data.length });
+    const cancelled = hashReadable(chunkedStream(data, 4096), createSha256);
+    const r = cancelled.stream.getReader();
+    await r.read();
+    await r.cancel(new Error("client went away"));
+    await expect(cancelled.result).rejects.toThrow(/client went away/);
   });
 });

@@ -215,7 +215,8 @@ export function writableHasher(
 
 /**
  * A pass-through TransformStream that hashes and counts the bytes flowing through it.
- * `result` resolves when the stream is flushed (rejects if it errors or is cancelled).
+ * `result` resolves when the stream is flushed and rejects if it errors; on runtimes without
+ * `Transformer.cancel` a downstream cancel leaves it pending: prefer `hashReadable` then.
  */
 export function hashingStream(hasher: HasherFactory): {
   stream: TransformStream<Uint8Array, Uint8Array>;
@@ -248,5 +249,56 @@ export function hashingStream(hasher: HasherFactory): {
       reject(reason ?? new Error("stream cancelled"));
     },
   } as Transformer<Uint8Array, Uint8Array>);
+  return { stream, result };
+}
+
+/**
+ * Wraps `src` so that reading the returned stream hashes and counts every byte. `result` resolves
+ * after the last byte was read and rejects when `src` errors or the returned stream is cancelled.
+ * Chunks are passed on as they are (no copy).
+ */
+export function hashReadable(
+  src: ReadableStream<Uint8Array>,
+  hasher: HasherFactory,
+): { stream: ReadableStream<Uint8Array>; result: Promise<{ digest: Digest; size: number }> } {
+  const h = hasher();
+  let size = 0;
+  let resolve!: (v: { digest: Digest; size: number }) => void;
+  let reject!: (e: unknown) => void;
+  const result = new Promise<{ digest: Digest; size: number }>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  result.catch(() => {});
+  const reader = src.getReader();
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) {
+              resolve({ digest: (await h.digest()) as Digest, size });
+              controller.close();
+              return;
+            }
+            if (!value || value.length === 0) continue;
+            h.update(value);
+            size += value.length;
+            controller.enqueue(value);
+            return;
+          }
+        } catch (e) {
+          reject(e);
+          throw e;
+        }
+      },
+      async cancel(reason) {
+        reject(reason ?? new Error("stream cancelled"));
+        await reader.cancel(reason).catch(() => {});
+      },
+    },
+    { highWaterMark: 0 },
+  );
   return { stream, result };
 }

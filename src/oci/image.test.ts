@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { digestOf } from "./digest";
 import {
-  appendHistory, appendLayer, buildIndex, buildManifest, canonicalJson, emptyConfig, encodeJson, ImageFormatError,
+  appendHistory, appendLayer, buildIndex, buildManifest, canonicalJson, describeJson, emptyConfig, encodeJson, ImageFormatError,
   isIndexDocument, parseImageConfig, parseManifest, rfc3339, withContainerConfig, type ImageConfig,
 } from "./image";
 import { EMPTY_JSON, MediaType } from "./mediatypes";
@@ -129,4 +129,10 @@ describe("parsing what other tools push", () => {
     expect(() => parseImageConfig('{"os":"linux"}')).toThrow(/architecture/);
     expect(() => parseImageConfig(new Uint8Array([0xff, 0xfe]))).toThrow(ImageFormatError);
   });
+});
+
+it("describeJson gives the stored bytes and a matching descriptor", async () => {
+  const { bytes, descriptor } = await describeJson({ b: 1, a: 2 }, MediaType.OciConfig);
+  expect(new TextDecoder().decode(bytes)).toBe('{"a":2,"b":1}');
+  expect(descriptor).toEqual({ mediaType: MediaType.OciConfig, digest: await digestOf(bytes), size: 13 });
 });

@@ -2,6 +2,7 @@
  * Image config, manifest and index types with pure builders (go-containerregistry style: an image is
  * made by appending to a base, never edited in place; every builder returns a new value).
  */
+import { digestOf } from "./digest";
 import { MediaType } from "./mediatypes";
 
 export interface Platform {
@@ -215,6 +216,12 @@ const encoder = new TextEncoder();
 /** Canonical JSON as UTF-8 bytes (what gets hashed and stored). */
 export function encodeJson(value: unknown): Uint8Array {
   return encoder.encode(canonicalJson(value));
+}
+
+/** Encodes a config, manifest or index and describes it: the bytes to store and their descriptor. */
+export async function describeJson(value: unknown, mediaType: string): Promise<{ bytes: Uint8Array; descriptor: Descriptor }> {
+  const bytes = encodeJson(value);
+  return { bytes, descriptor: { mediaType, digest: await digestOf(bytes), size: bytes.length } };
 }
 
 function decodeJson(bytes: Uint8Array | string, what: string): Record<string, unknown> {

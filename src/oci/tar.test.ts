@@ -204,12 +204,16 @@ describe("reader errors and edge cases", () => {
       put(148, sum.toString(8).padStart(6, "0") + "\0 ");
       return b;
     };
-    const tar = new Uint8Array(512 * 5);
+    const tar = new Uint8Array(512 * 7);
     tar.set(hdr("dev/null", "3"), 0);
     tar.set(hdr("dev/sda", "4"), 512);
     tar.set(hdr("fifo", "6"), 1024);
+    tar.set(hdr("old/", "\0"), 1536);
+    tar.set(hdr("oldfile", "\0"), 2048);
     const got = await readAll(bytesStream(tar));
-    expect(got.map((g) => [g.header.path, g.header.type])).toEqual([["dev/null", "char"], ["dev/sda", "block"], ["fifo", "fifo"]]);
+    expect(got.map((g) => [g.header.path, g.header.type])).toEqual([
+      ["dev/null", "char"], ["dev/sda", "block"], ["fifo", "fifo"], ["old/", "dir"], ["oldfile", "file"],
+    ]);
     expect(got[0].header).toMatchObject({ devmajor: 1, devminor: 3 });
   });
 

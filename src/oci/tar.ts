@@ -263,7 +263,7 @@ export function encodeEntryHeader(e: TarEntry, size: number): Uint8Array[] {
   let mtimeField = mtime;
   if (mtime < 0 || mtime > MAX_OCTAL_11) {
     pax.push(["mtime", String(mtime)]);
-    mtimeField = mtime < 0 ? 0 : 0;
+    mtimeField = 0;
   }
   if (e.xattrs) {
     for (const k of Object.keys(e.xattrs)) pax.push([`SCHILY.xattr.${k}`, e.xattrs[k]]);
@@ -684,7 +684,8 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
       const pax = { ...global, ...local };
       for (const k of Object.keys(pax)) if (pax[k] === "") delete pax[k]; // an empty value unsets
       local = {};
-      const magic = cString(blk, 257, 6);
+      const magic = cString(blk, 257, 6); // "ustar" (POSIX, version "00") or "ustar  " (GNU)
+      const hasDev = magic.startsWith("ustar");
       const version = String.fromCharCode(blk[263], blk[264]);
       const ustar = magic === "ustar" && version === "00";
       let name = cString(blk, 0, 100);
@@ -696,7 +697,7 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
       const linkname = pax.linkpath ?? longLink ?? cString(blk, 157, 100);
       longName = longLink = undefined;
       let type: TarEntryType = TYPES[typeflag] ?? "other";
-      if (typeflag === "0" && !ustar && magic !== "ustar" && path.endsWith("/")) type = "dir"; // v7 directories
+      if ((flagByte === 0 || !hasDev) && typeflag === "0" && path.endsWith("/")) type = "dir"; // old-style directories
       if (pax["GNU.sparse.major"] !== undefined || pax["GNU.sparse.size"] !== undefined) type = "other";
       let size = pax.size !== undefined ? paxInt(pax.size, "size", at) : sizeField;
       if (size < 0) throw new TarError(`tar header at byte ${at}: negative size`);
@@ -715,8 +716,8 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
         linkname,
         uname: pax.uname ?? cString(blk, 265, 32),
         gname: pax.gname ?? cString(blk, 297, 32),
-        devmajor: ustar || magic === "ustar" ? parseNumeric(blk, 329, 8, "devmajor", at) : 0,
-        devminor: ustar || magic === "ustar" ? parseNumeric(blk, 337, 8, "devminor", at) : 0,
+        devmajor: hasDev ? parseNumeric(blk, 329, 8, "devmajor", at) : 0,
+        devminor: hasDev ? parseNumeric(blk, 337, 8, "devminor", at) : 0,
         xattrs,
         pax,
       };
