@@ -1,7 +1,8 @@
 /**
  * Word expansion of typed instructions at build time, field by field as BuildKit's dispatch does
  * (SupportsSingleWordExpansion): RUN, CMD, ENTRYPOINT, SHELL, HEALTHCHECK, ONBUILD and MAINTAINER are
- * left alone (the shell or a later build expands them); RUN's --mount values are expanded.
+ * left alone (the shell or a later build expands them); RUN's --mount values are expanded. COPY --from
+ * and --exclude are taken as written, as BuildKit does.
  */
 import { DockerfileError } from "./errors";
 import { parseMount } from "./instructions";
@@ -45,10 +46,8 @@ function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: W
           ...inst,
           sources: inst.sources.map(word),
           dest: word(inst.dest),
-          exclude: inst.exclude.map(word),
           sourceContents: expandContents(inst.sourceContents, env),
         };
-        if (inst.from !== undefined) out.from = word(inst.from);
         if (inst.chown !== undefined) out.chown = opt(inst.chown);
         if (inst.chmod !== undefined) out.chmod = opt(inst.chmod);
         return out;
@@ -58,7 +57,6 @@ function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: W
           ...inst,
           sources: inst.sources.map(word),
           dest: word(inst.dest),
-          exclude: inst.exclude.map(word),
           sourceContents: expandContents(inst.sourceContents, env),
         };
         if (inst.chown !== undefined) out.chown = opt(inst.chown);

@@ -278,63 +278,41 @@ export interface StageGraphNode {
 
 /**
  * The stage graph: for every stage its base stage, the stages its COPY --from and RUN --mount from=
- * read (by name, or by index for COPY), and the images it reads. `--from` words are expanded with what
- * the Dockerfile itself defines (global args re-declared in the stage, the stage's ARG and ENV, those of
- * its base stages); a base image's own env is not known here. Throws DockerfileError for a stage index
- * out of range and for circular references.
+ * read (by name, or by index for COPY), and the images it reads. Like BuildKit, `--from` is taken as
+ * written (no variable expansion); a name that is no stage is an image. Throws DockerfileError for a
+ * stage index out of range and for circular references (checked over all stages, as BuildKit does).
  */
-export function stageDependencies(parsed: ParsedDockerfile, resolved: ResolvedBases, buildArgs: Record<string, string> = {}): StageGraphNode[] {
-  const shell = new ShellLex(parsed.escapeToken);
+export function stageDependencies(parsed: ParsedDockerfile, resolved: ResolvedBases): StageGraphNode[] {
   const byName = new Map<string, number>();
   for (const st of parsed.stages) if (st.name !== undefined) byName.set(st.name, st.index);
   const nodes: StageGraphNode[] = [];
-  const stageEnvAtEnd: Map<string, string>[] = [];
   for (const st of parsed.stages) {
     const r = resolved.stages[st.index];
     const node: StageGraphNode = { index: st.index, dependencies: [], externalSources: [], copyFrom: new Map() };
-    const env = new Map<string, string>(r.base.kind === "stage" ? stageEnvAtEnd[r.base.index] : []);
     if (r.base.kind === "stage") node.dependencies.push({ kind: "base", stage: r.base.index });
     st.instructions.forEach((inst, i) => {
-      if (inst.kind === "ARG") {
-        for (const pair of inst.args) {
-          const v = argValueInStage(pair, buildArgs, resolved.metaArgs, (w) => softExpand(shell, w, env));
-          if (v !== undefined) env.set(pair.key, v);
-        }
-      } else if (inst.kind === "ENV") {
-        for (const p of inst.pairs) env.set(softExpand(shell, p.key, env), softExpand(shell, p.value, env));
-      } else if (inst.kind === "COPY" && inst.from !== undefined) {
-        const from = expandWord(shell, inst.from, env, inst.location);
-        const target = resolveFromReference(parsed, byName, from, inst.location, true);
+      if (inst.kind === "COPY" && inst.from !== undefined) {
+        const target = resolveFromReference(parsed, byName, inst.from, inst.location, true);
         if (target.stage !== undefined) {
           node.dependencies.push({ kind: "copy-from", stage: target.stage, instruction: i, line: inst.location.startLine });
           node.copyFrom.set(i, { stage: target.stage });
         } else {
-          node.externalSources.push({ ref: from, instruction: i, line: inst.location.startLine });
-          node.copyFrom.set(i, { image: from });
+          node.externalSources.push({ ref: inst.from, instruction: i, line: inst.location.startLine });
+          node.copyFrom.set(i, { image: inst.from });
         }
       } else if (inst.kind === "RUN") {
         for (const m of inst.mounts) {
           if (m.from === undefined || m.from === "") continue;
-          const from = expandWord(shell, m.from, env, inst.location);
-          const target = resolveFromReference(parsed, byName, from, inst.location, false);
+          const target = resolveFromReference(parsed, byName, m.from, inst.location, false);
           if (target.stage !== undefined) node.dependencies.push({ kind: "mount-from", stage: target.stage, instruction: i, line: inst.location.startLine });
-          else node.externalSources.push({ ref: from, instruction: i, line: inst.location.startLine });
+          else node.externalSources.push({ ref: m.from, instruction: i, line: inst.location.startLine });
         }
       }
     });
-    stageEnvAtEnd.push(env);
     nodes.push(node);
   }
   detectCycles(parsed, nodes);
   return nodes;
-}
-
-function softExpand(shell: ShellLex, word: string, env: ReadonlyMap<string, string>): string {
-  try {
-    return shell.processWord(word, env);
-  } catch {
-    return word;
-  }
 }
 
 /**

@@ -88,10 +88,25 @@ describe("planBuild", () => {
     expect(plan.stages.map((s) => s.index)).toEqual([0, 1, 2, 3]);
   });
 
-  it("orders by dependency, not by position in the file", () => {
-    const df = "FROM a AS first\nCOPY --from=later /x /x\nFROM b AS later\n";
-    const plan = planBuild(parseDockerfile(df), { target: "first" });
-    expect(plan.stages.map((s) => s.name)).toEqual(["later", "first"]);
+  it("rejects reading a stage defined later, like BuildKit (only when that stage is planned)", () => {
+    const df = "FROM a AS first\nCOPY --from=later /x /x\nFROM b AS later\nRUN --mount=from=later2,target=/m true\nFROM c AS later2\n";
+    let err: unknown;
+    try {
+      planBuild(parseDockerfile(df), { target: "first" });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(DockerfileError);
+    expect((err as DockerfileError).message).toBe('cannot copy from stage "later", it needs to be defined before current stage "first"');
+    expect((err as DockerfileError).line).toBe(2);
+    try {
+      planBuild(parseDockerfile(df), { target: "later" });
+    } catch (e) {
+      err = e;
+    }
+    expect((err as DockerfileError).message).toContain('cannot mount from stage "later2"');
+    expect((err as DockerfileError).line).toBe(4);
+    expect(planBuild(parseDockerfile(df), { target: "later2" }).stages.map((s) => s.name)).toEqual(["later2"]);
   });
 
   it("includes the target platform", () => {

@@ -4,6 +4,7 @@
  */
 import { DockerfileError } from "../dockerfile/errors";
 import {
+  findStageByName,
   findTargetStage,
   platformArgs,
   resolveStageBases,
@@ -78,12 +79,16 @@ export interface PlanOptions {
   buildPlatform?: string;
 }
 
+function stageLabel(parsed: ParsedDockerfile, i: number): string {
+  return parsed.stages[i].name ?? `stage-${i}`;
+}
+
 /** Plans a build of `target`. Throws DockerfileError for an unknown target or a broken stage graph. */
 export function planBuild(parsed: ParsedDockerfile, options: PlanOptions = {}): BuildPlan {
   const platform = options.platform ?? "linux/amd64";
   const buildArgs = options.buildArgs ?? {};
   const resolved = resolveStageBases(parsed, buildArgs, platformArgs(platform, options.buildPlatform ?? platform));
-  const graph = stageDependencies(parsed, resolved, buildArgs);
+  const graph = stageDependencies(parsed, resolved);
   const target = findTargetStage(parsed, options.target);
 
   // Post-order DFS from the target, dependencies in ascending index order; iterative because a
@@ -103,6 +108,21 @@ export function planBuild(parsed: ParsedDockerfile, options: PlanOptions = {}): 
     if (seen.has(d)) continue;
     seen.add(d);
     stack.push([d, depsOf(d), 0]);
+  }
+
+  // BuildKit dispatches stages in file order: a stage can read (COPY --from, RUN --mount from=) only
+  // stages defined before it.
+  for (const i of [...order].sort((a, b) => a - b)) {
+    for (const d of graph[i].dependencies) {
+      if (d.kind === "base" || d.stage < i) continue;
+      const inst = parsed.stages[i].instructions[d.instruction];
+      const from = inst.kind === "COPY" ? inst.from : inst.kind === "RUN" ? inst.mounts.find((m) => m.from && findStageByName(parsed, m.from)?.index === d.stage)?.from : undefined;
+      const message =
+        d.kind === "copy-from"
+          ? `cannot copy from stage ${JSON.stringify(from)}, it needs to be defined before current stage ${JSON.stringify(stageLabel(parsed, i))}`
+          : `cannot mount from stage ${JSON.stringify(from)} to ${JSON.stringify(stageLabel(parsed, i))}, stage needs to be defined before current command`;
+      throw new DockerfileError(message, d.line);
+    }
   }
 
   const stages = order.map((i): PlannedStage => {
