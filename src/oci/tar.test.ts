@@ -49,7 +49,10 @@ describe("tar writer → reader round trip", () => {
         expect(h.size).toBe(want.length);
         expect(bytesEqual(body, want)).toBe(true);
       }
-      expect(got[11].header.xattrs).toEqual({ "security.capability": "\u0001\u0000" });
+      expect(got[11].header.xattrs).toEqual({
+        "security.capability": new Uint8Array([1, 0, 0, 2, 0x20, 0xff, 0x80, 0]),
+        "user.note": new TextEncoder().encode("héllo"),
+      });
     }
   });
 

@@ -29,8 +29,9 @@ export interface TarEntry {
   /** Symlink target (kept verbatim) or hardlink target (a path in the same archive). */
   linkname?: string;
   body?: ReadableStream<Uint8Array> | Uint8Array;
-  /** Extended attributes, written as PAX `SCHILY.xattr.<name>` records. */
-  xattrs?: Record<string, string>;
+  /** Extended attributes, written as PAX `SCHILY.xattr.<name>` records. Binary values (e.g.
+   *  security.capability) must be Uint8Array: a string is written as its UTF-8 bytes. */
+  xattrs?: Record<string, string | Uint8Array>;
 }
 
 export type TarEntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo" | "other";
@@ -52,8 +53,9 @@ export interface TarHeader {
   gname: string;
   devmajor: number;
   devminor: number;
-  xattrs: Record<string, string>;
-  /** All PAX records that applied to this entry. */
+  /** Extended attributes (PAX `SCHILY.xattr.*`) as raw bytes. */
+  xattrs: Record<string, Uint8Array>;
+  /** All PAX records that applied to this entry (values decoded as UTF-8). */
   pax: Record<string, string>;
 }
 
@@ -169,12 +171,21 @@ function splitUstar(p: string): [string, string] | null {
   return null;
 }
 
-function paxRecord(key: string, value: string): string {
-  const body = ` ${key}=${value}\n`;
-  const bodyLen = encoder.encode(body).length;
+/** One PAX record "<len> <key>=<value>\n" as bytes (the length counts itself). */
+function paxRecord(key: string, value: string | Uint8Array): Uint8Array {
+  const k = encoder.encode(key);
+  const v = typeof value === "string" ? encoder.encode(value) : value;
+  const bodyLen = k.length + v.length + 3; // " " "=" "\n"
   let len = bodyLen + String(bodyLen).length;
   if (String(len).length + bodyLen !== len) len = bodyLen + String(len).length;
-  return `${len}${body}`;
+  const out = new Uint8Array(len);
+  const head = encoder.encode(`${len} `);
+  out.set(head);
+  out.set(k, head.length);
+  out[head.length + k.length] = 0x3d;
+  out.set(v, head.length + k.length + 1);
+  out[len - 1] = 0x0a;
+  return out;
 }
 
 interface HeaderFields {
@@ -232,7 +243,7 @@ export function encodeEntryHeader(e: TarEntry, size: number): Uint8Array[] {
     if (k !== "mtime" && (v < 0 || !Number.isInteger(v))) throw new TarError(`${e.path}: ${k} must be a non-negative integer`);
   }
   const mtime = Math.floor(e.mtime);
-  const pax: [string, string][] = [];
+  const pax: [string, string | Uint8Array][] = [];
   let name = path;
   let prefix = "";
   const split = isAscii(path) ? splitUstar(path) : null;
@@ -272,7 +283,13 @@ export function encodeEntryHeader(e: TarEntry, size: number): Uint8Array[] {
   const header = encodeHeader({ name, prefix, mode, uid, gid, size: sizeField, mtime: mtimeField, typeflag: TYPEFLAG[e.type], linkname });
   if (pax.length === 0) return [header];
   pax.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const records = encoder.encode(pax.map(([k, v]) => paxRecord(k, v)).join(""));
+  const recs = pax.map(([k, v]) => paxRecord(k, v));
+  const records = new Uint8Array(recs.reduce((n, r) => n + r.length, 0));
+  let ro = 0;
+  for (const r of recs) {
+    records.set(r, ro);
+    ro += r.length;
+  }
   // Go's archive/tar names PAX headers "<dir>/PaxHeaders.0/<base>"; do the same (deterministic).
   const base = path.replace(/\/$/, "");
   const slash = base.lastIndexOf("/");
@@ -573,8 +590,8 @@ function isZeroBlock(b: Uint8Array): boolean {
   return true;
 }
 
-/** Parses PAX records ("<len> <key>=<value>\n"...). */
-function parsePax(data: Uint8Array, at: number): Record<string, string> {
+/** Parses PAX records ("<len> <key>=<value>\n"...): values decoded as UTF-8, xattrs also kept raw. */
+function parsePax(data: Uint8Array, at: number, raw: Record<string, Uint8Array>): Record<string, string> {
   const out: Record<string, string> = {};
   let pos = 0;
   while (pos < data.length) {
@@ -585,10 +602,13 @@ function parsePax(data: Uint8Array, at: number): Record<string, string> {
     if (sp === pos || data[sp] !== 0x20 || len <= sp - pos + 1 || pos + len > data.length || data[pos + len - 1] !== 0x0a) {
       throw new TarError(`tar PAX header at byte ${at}: malformed record`);
     }
-    const rec = utf8.decode(data.subarray(sp + 1, pos + len - 1));
-    const eq = rec.indexOf("=");
+    const rec = data.subarray(sp + 1, pos + len - 1);
+    const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw new TarError(`tar PAX header at byte ${at}: malformed record`);
-    out[rec.slice(0, eq)] = rec.slice(eq + 1);
+    const key = utf8.decode(rec.subarray(0, eq));
+    const value = rec.subarray(eq + 1);
+    out[key] = utf8.decode(value);
+    if (key.startsWith("SCHILY.xattr.")) raw[key] = value.slice();
     pos += len;
   }
   return out;
@@ -614,6 +634,8 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
   const br = new ByteReader(stream.getReader());
   const global: Record<string, string> = {};
   let local: Record<string, string> = {};
+  const globalRaw: Record<string, Uint8Array> = {};
+  let localRaw: Record<string, Uint8Array> = {};
   let longName: string | undefined;
   let longLink: string | undefined;
   let finished = false;
@@ -667,9 +689,9 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
       const typeflag = flagByte === 0 ? "0" : String.fromCharCode(flagByte);
       const sizeField = parseNumeric(blk, 124, 12, "size", at);
       if (typeflag === "x" || typeflag === "g") {
-        const recs = parsePax(await readMeta(sizeField, at, "PAX header"), at);
-        if (typeflag === "g") Object.assign(global, recs);
-        else Object.assign(local, recs);
+        const g = typeflag === "g";
+        const recs = parsePax(await readMeta(sizeField, at, "PAX header"), at, g ? globalRaw : localRaw);
+        Object.assign(g ? global : local, recs);
         continue;
       }
       if (typeflag === "L" || typeflag === "K") {
@@ -683,7 +705,9 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
       }
       const pax = { ...global, ...local };
       for (const k of Object.keys(pax)) if (pax[k] === "") delete pax[k]; // an empty value unsets
+      const raw = { ...globalRaw, ...localRaw };
       local = {};
+      localRaw = {};
       const magic = cString(blk, 257, 6); // "ustar" (POSIX, version "00") or "ustar  " (GNU)
       const hasDev = magic.startsWith("ustar");
       const version = String.fromCharCode(blk[263], blk[264]);
@@ -702,8 +726,8 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
       let size = pax.size !== undefined ? paxInt(pax.size, "size", at) : sizeField;
       if (size < 0) throw new TarError(`tar header at byte ${at}: negative size`);
       if (HEADER_ONLY.has(typeflag)) size = 0;
-      const xattrs: Record<string, string> = {};
-      for (const k of Object.keys(pax)) if (k.startsWith("SCHILY.xattr.")) xattrs[k.slice(13)] = pax[k];
+      const xattrs: Record<string, Uint8Array> = {};
+      for (const k of Object.keys(pax)) if (k.startsWith("SCHILY.xattr.") && raw[k]) xattrs[k.slice(13)] = raw[k];
       const header: TarHeader = {
         path,
         type,

@@ -34,7 +34,7 @@ export function sampleEntries(): TarEntry[] {
     { path: "hard", type: "hardlink", linkname: "empty", mode: 0o600, uid: 1000, gid: 1000, mtime: 1700000000 },
     { path: prefixed, type: "file", mode: 0o4755, uid: 0, gid: 0, mtime: 0, body: pseudoText(70000, 3) },
     { path: "./x/.wh..wh..opq", type: "file", mode: 0, uid: 0, gid: 0, mtime: 0 },
-    { path: "/xattr", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 0, xattrs: { "security.capability": "\u0001\u0000" }, body: new Uint8Array(1) },
+    { path: "/xattr", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 0, xattrs: { "security.capability": new Uint8Array([1, 0, 0, 2, 0x20, 0xff, 0x80, 0]), "user.note": "héllo" }, body: new Uint8Array(1) },
   ];
 }
 
@@ -64,9 +64,9 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 export const PINNED = {
   /** writeLayer(sampleEntries()) */
   sampleLayer: {
-    digest: "sha256:00328f4c7c1033f1af7def8bb78343b960c924c0bae8172e6a3c0fe8914012df",
-    diffId: "sha256:577f05b6220f3eee00fcd193e8c1d0181c499b83390479c3a7bc5a784b27108a",
-    size: 24326,
+    digest: "sha256:3195e5ce9068f24add60a60139558acf685cbaf1d9b7977bd3a2b824354451a3",
+    diffId: "sha256:27f557c0718e5d1532629d5a749613c3611d136100e3bda766389f9b2fdd9c80",
+    size: 24365,
     uncompressedSize: 89088,
   },
   /** CompressionStream("gzip") over pseudoText(1 MiB, 42); equals `zlib.gzipSync` (level 6) in Node. */
