@@ -105,7 +105,7 @@ export class BuildCoordinator extends DurableObject<Env> {
   private graph(): BuildGraph {
     if (!this.graphCache) {
       const s = this.spec();
-      this.graphCache = planDockerfile(s.dockerfile, { buildArgs: s.buildArgs, target: s.target, platform: s.platform });
+      this.graphCache = planDockerfile(s.dockerfile, { buildArgs: s.buildArgs, target: s.target, platform: s.platform, onbuild: s.onbuild });
     }
     return this.graphCache;
   }

@@ -13,6 +13,24 @@ export interface PlanOptions {
   buildArgs: Record<string, string>;
   target?: string;
   platform: { os: string; architecture: string; variant?: string };
+  /** ONBUILD triggers of image bases, by stage index: run right after that stage's FROM. */
+  onbuild?: Record<number, string[]>;
+}
+
+/** Parses ONBUILD trigger expressions (`RUN echo hi`) into instructions located at the FROM line. */
+function parseTriggers(triggers: string[], line: number): Instruction[] {
+  const out: Instruction[] = [];
+  for (const t of triggers) {
+    const ast = parse(t + "\n").ast;
+    for (const node of ast.children) {
+      const inst = parseInstruction(node);
+      if (inst.kind === "FROM" || inst.kind === "ONBUILD" || inst.kind === "MAINTAINER") {
+        throw new DockerfileError(`${inst.kind} isn't allowed as an ONBUILD trigger`, line);
+      }
+      out.push({ ...inst, location: { startLine: line, endLine: line } } as Instruction);
+    }
+  }
+  return out;
 }
 
 interface RawStage {
@@ -184,7 +202,8 @@ export function planDockerfile(text: string, opts: PlanOptions): BuildGraph {
     steps.push(fromStep);
     ps.steps.push(fromStep.index);
     let prev = fromStep.index;
-    for (const inst of s.instructions) {
+    const triggers = opts.onbuild?.[i]?.length ? parseTriggers(opts.onbuild[i], s.from.location.startLine) : [];
+    for (const inst of [...triggers, ...s.instructions]) {
       const deps = [prev];
       const froms: string[] = [];
       if (inst.kind === "COPY" && inst.from) froms.push(inst.from);

@@ -72,6 +72,8 @@ export interface BuildSpec {
   platform: { os: string; architecture: string; variant?: string };
   sourceDateEpoch: number;
   secrets?: Record<string, string>;
+  /** ONBUILD triggers of image bases by stage index (resolved when the build started). */
+  onbuild?: Record<number, string[]>;
   createdAt: number;
 }
 

@@ -5,6 +5,7 @@ import { DockerfileError } from "../dockerfile/errors";
 import { ingestContext } from "../context/ingest";
 import { insertBuild } from "../storage/builds";
 import { planDockerfile } from "./frontend";
+import { loadImage } from "./image";
 import type { BuildSpec, BuildStatus } from "./model";
 
 export interface StartBuildOptions {
@@ -88,8 +89,17 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
     dockerfilePath: opts.dockerfilePath,
     dockerfileText: opts.dockerfileText,
   });
+  let onbuild: Record<number, string[]> | undefined;
   try {
-    planDockerfile(context.dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform });
+    const graph = planDockerfile(context.dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform });
+    // ONBUILD triggers of image bases become steps right after their FROM
+    for (const stage of graph.stages) {
+      if (stage.base.kind !== "image") continue;
+      const img = await loadImage(env, stage.base.ref, opts.origin, platform).catch(() => null);
+      const triggers = img?.config.config?.OnBuild ?? [];
+      if (triggers.length) (onbuild ??= {})[stage.index] = [...triggers];
+    }
+    if (onbuild) planDockerfile(context.dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform, onbuild });
   } catch (e) {
     await context.discard();
     if (e instanceof DockerfileError) {
@@ -111,6 +121,7 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
     platform,
     sourceDateEpoch,
     secrets: { ...(opts.secrets ?? {}), ...context.secrets },
+    onbuild,
     createdAt: Date.now(),
   };
   await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });

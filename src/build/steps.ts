@@ -90,9 +90,10 @@ export async function executeStep(ctx: StepContext, step: PlannedStep): Promise<
   const inst = expand(step, step.inst!, parent, lex);
   switch (step.kind) {
     case "metadata": {
-      const values = inst.kind === "ARG" ? inst.args.map((a) => [a.key, ctx.spec.buildArgs[a.key] ?? null]) : undefined;
-      const key = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), values });
       const { state, createdBy } = applyMetadata(parent, inst, ctx.spec.buildArgs, ctx.graph.metaArgs);
+      // ARG: the value it resolves to (default, global or --build-arg) is what later steps see
+      const values = inst.kind === "ARG" ? inst.args.map((a) => [a.key, state.args.find(([k]) => k === a.key)?.[1] ?? null]) : undefined;
+      const key = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), values });
       const extra = { args: state.args, cmdSet: state.cmdSet };
       const hit = await lookup(ctx, key);
       if (hit) return { status: "cached", state: applyEntry(parent, key, hit, extra), layer: hit.layer };
@@ -125,7 +126,10 @@ async function fromStep(ctx: StepContext, step: PlannedStep, platform: string): 
     const img = await loadImage(ctx.env, stage.base.ref, ctx.spec.origin, ctx.spec.platform);
     await ctx.log(`resolved ${stage.base.ref} to ${img.manifestDigest}\n`);
     const key = await cacheKeyFor({ parent: img.manifestDigest, platform, instruction: { kind: "FROM" } });
-    state = { config: img.config, layers: img.layers, key, args: [], cmdSet: false };
+    // the triggers run as the next steps (planned at start); the new image does not inherit them
+    const config = { ...img.config, config: { ...img.config.config } };
+    delete config.config.OnBuild;
+    state = { config, layers: img.layers, key, args: [], cmdSet: false };
   }
   const hit = await lookup(ctx, state.key);
   if (!hit) await putCacheEntry(ctx.env, state.key, { version: 1, layer: null, config: state.config.config as Record<string, unknown>, history: null });

@@ -140,7 +140,7 @@ describe("builds end to end", () => {
       ["ENV APP_HOME=/app", true],
       ["WORKDIR /app", false],
       ["COPY src/ ./ # buildkit", false],
-      ["COPY /run.sh /usr/local/bin/run # buildkit".replace("/run.sh", "run.sh"), false],
+      ["COPY run.sh /usr/local/bin/run # buildkit", false],
       ["COPY conf/*.conf /etc/app/ # buildkit", false],
       ["USER 1000", true],
       ["EXPOSE map[8080/tcp:{}]", true],

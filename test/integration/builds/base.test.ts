@@ -1,0 +1,86 @@
+import { env, runInDurableObject, SELF } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { storeLayer } from "../../../src/build/layers";
+import { ADMIN, build, imageOf, layerEntries, makeTar, postBuild, waitBuild } from "./helpers";
+
+describe("FROM an image in kiln's registry", () => {
+  it("reuses the base's layers and config, resolves --chown names from its /etc/passwd, fires ONBUILD", async () => {
+    const base = await build(
+      {
+        Dockerfile: "FROM scratch\nCOPY etc /etc\nENV BASE=1\nCMD [\"base\"]\nONBUILD COPY trigger.txt /from-trigger.txt\nONBUILD ENV TRIGGERED=yes\n",
+        "etc/passwd": "root:x:0:0::/root:/bin/sh\nsvc:x:501:502::/home/svc:/bin/sh\n",
+        "etc/group": "root:x:0:\nsvc:x:502:\n",
+      },
+      "?tag=base/os:1",
+    );
+    expect(base.status, JSON.stringify(base.error)).toBe("succeeded");
+    const child = await build(
+      { Dockerfile: "FROM base/os:1\nCOPY --chown=svc:svc app.txt /app.txt\n", "app.txt": "app", "trigger.txt": "t" },
+      "?tag=base/child:1",
+    );
+    expect(child.status, JSON.stringify(child.error)).toBe("succeeded");
+    expect(child.steps.map((s) => s.instruction)).toEqual(["FROM base/os:1", "COPY trigger.txt /from-trigger.txt", "ENV TRIGGERED=yes", "COPY --chown=svc:svc app.txt /app.txt"]);
+    const b = await imageOf("base/os", "1");
+    const c = await imageOf("base/child", "1");
+    expect(c.manifest.layers.slice(0, 1)).toEqual(b.manifest.layers);
+    expect(c.manifest.layers).toHaveLength(3);
+    expect(c.config.config.Env).toContain("BASE=1");
+    expect(c.config.config.Env).toContain("TRIGGERED=yes");
+    expect(c.config.config.Cmd).toEqual(["base"]);
+    expect(c.config.config.OnBuild).toBeUndefined();
+    expect(c.config.history).toHaveLength(b.config.history.length + 3);
+    const l = await layerEntries("base/child", c.manifest.layers[2].digest);
+    expect(l["app.txt"]).toMatchObject({ uid: 501, gid: 502 });
+  });
+
+  it("FROM another registry is a clear error on the FROM step", async () => {
+    const b = await build({ Dockerfile: "FROM ghcr.io/acme/tool:1\nENV A=1\n" });
+    expect(b.status).toBe("failed");
+    expect(b.error).toMatchObject({ step: 1, line: 1 });
+    expect(b.error!.message).toBe("pulling from other registries is not supported yet: ghcr.io/acme/tool:1");
+  });
+});
+
+describe("RUN steps", () => {
+  async function startRunBuild(tag: string, v = "2") {
+    const res = await postBuild(await makeTar({ Dockerfile: "FROM scratch\nARG V=2\nRUN make all\nCMD [\"x\"]\n" }), `?tag=${tag}&build-arg=V=${v}`);
+    const { id } = (await res.json()) as { id: string };
+    const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
+    let jobId: string | null = null;
+    for (let i = 0; i < 200 && !jobId; i++) {
+      jobId = await runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ job_id: string | null }>("SELECT job_id FROM steps WHERE idx = 3").one().job_id);
+      if (!jobId) await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(jobId).toBeTruthy();
+    return { id, stub, jobId: jobId! };
+  }
+
+  it("the runner's result becomes a layer with docker's history; the rebuild is cached", async () => {
+    const { id, stub, jobId } = await startRunBuild("run/ok:1");
+    const layer = await storeLayer(env, [{ path: "out.txt", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 0, body: new TextEncoder().encode("built") }]);
+    await stub.runStepFinished(jobId, 3, { ok: true, layer });
+    const b = await waitBuild(id);
+    expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
+    expect(b.steps[2]).toMatchObject({ status: "done", layer: layer.digest });
+    const { config, manifest } = await imageOf("run/ok", "1");
+    expect(manifest.layers.map((l) => l.digest)).toEqual([layer.digest]);
+    expect(config.history.map((h: { created_by: string }) => h.created_by)).toEqual(["ARG V=2", "RUN |1 V=2 /bin/sh -c make all # buildkit", 'CMD ["x"]']);
+    const again = await build({ Dockerfile: "FROM scratch\nARG V=2\nRUN make all\nCMD [\"x\"]\n" }, "?tag=run/ok:2");
+    expect(again.steps.map((s) => s.status)).toEqual(["cached", "cached", "cached", "cached"]);
+    expect(again.image!.digest).toBe(b.image!.digest);
+  });
+
+  it("a failed RUN fails the build with the step's line and skips the rest", async () => {
+    const { id, stub, jobId } = await startRunBuild("run/fail:1", "3");
+    await stub.appendLog(3, "make: *** No rule to make target 'all'.  Stop.\n");
+    await stub.runStepFinished(jobId, 3, { ok: false, exitCode: 2, message: 'process "/bin/sh -c make all" did not complete successfully: exit code: 2' });
+    await stub.runStepFinished(jobId, 3, { ok: true, layer: null }); // late duplicates are ignored
+    const b = await waitBuild(id);
+    expect(b.status).toBe("failed");
+    expect(b.steps.map((s) => s.status).slice(2)).toEqual(["failed", "skipped"]);
+    expect(b.error).toEqual({ message: 'process "/bin/sh -c make all" did not complete successfully: exit code: 2', step: 3, line: 3 });
+    const ev = await SELF.fetch(`http://kiln.test/v1/builds/${id}/events`, { headers: ADMIN });
+    const text = await ev.text();
+    expect(text).toContain("No rule to make target");
+  });
+});
