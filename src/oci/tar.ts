@@ -28,6 +28,7 @@ export interface TarEntry {
   size?: number;
   /** Symlink target (kept verbatim) or hardlink target (a path in the same archive). */
   linkname?: string;
+  /** Passed on without copying when large: do not modify a Uint8Array body after handing it over. */
   body?: ReadableStream<Uint8Array> | Uint8Array;
   /** Extended attributes, written as PAX `SCHILY.xattr.<name>` records. Binary values (e.g.
    *  security.capability) must be Uint8Array: a string is written as its UTF-8 bytes. */
