@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
-import { DockerfileError, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
+import { DockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
 import { planBuild } from "../plan/index";
 
 /** Largest Dockerfile the check endpoint reads. */
@@ -126,6 +126,15 @@ function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
       ...(req.platform ? { platform: req.platform } : {}),
     });
     const planned = new Map(plan.stages.map((s) => [s.index, s]));
+    const checks = [
+      ...parsed.warnings.map((w) => ({
+        rule: "NoEmptyContinuation",
+        message: w.message,
+        line: w.line,
+        url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/",
+      })),
+      ...lintDockerfile(parse(req.dockerfile).ast, parsed),
+    ].sort((a, b) => a.line - b.line);
     return {
       status: 200,
       body: {
@@ -154,7 +163,7 @@ function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
           };
         }),
         buildOrder: plan.stages.map((s) => s.index),
-        warnings: parsed.warnings,
+        warnings: checks,
       },
     };
   } catch (e) {

@@ -31,6 +31,8 @@ export {
 } from "./stages";
 export type { Platform, StageDependency, StageGraphNode, ExternalSource } from "./stages";
 export { expandInstruction } from "./expand";
+export { lintDockerfile } from "./lint";
+export type { LintWarning } from "./lint";
 export { runCommand, withShell, DEFAULT_SHELL } from "./run";
 export type { RunCommand, RunFile } from "./run";
 export { parseGoDuration } from "./flags";

@@ -26,9 +26,10 @@ describe("parseDockerfile: stages and global args", () => {
     ]);
   });
 
-  it("warns about duplicate stage names", () => {
-    const p = parseDockerfile("FROM a AS x\nFROM b AS X\n");
-    expect(p.warnings).toEqual([{ message: 'Duplicate stage name "x", first defined on line 1', line: 2 }]);
+  it("keeps duplicate stage names (a later one shadows an earlier one for --from and --target)", () => {
+    const p = parseDockerfile("FROM a AS x\nFROM b AS X\nFROM c\nCOPY --from=x / /\n");
+    const g = stageDependencies(p, resolveStageBases(p, {}, platformArgs()));
+    expect(g[2].dependencies.map((d) => d.stage)).toEqual([1]);
   });
 });
 

@@ -23,7 +23,6 @@ export function parseDockerfile(text: string, options: ParseDockerfileOptions = 
   const globalArgs: ArgInstruction[] = [];
   const stages: Stage[] = [];
   const outWarnings = warnings.map((w) => ({ message: w.message, line: w.line }));
-  const seenNames = new Map<string, number>();
 
   for (const node of ast.children) {
     const inst = parseInstruction(node);
@@ -35,15 +34,7 @@ export function parseDockerfile(text: string, options: ParseDockerfileOptions = 
         location: inst.location,
         original: inst.original,
       };
-      if (inst.name !== undefined) {
-        stage.name = inst.name;
-        const prev = seenNames.get(inst.name);
-        if (prev !== undefined) {
-          outWarnings.push({ message: `Duplicate stage name "${inst.name}", first defined on line ${prev}`, line: inst.location.startLine });
-        } else {
-          seenNames.set(inst.name, inst.location.startLine);
-        }
-      }
+      if (inst.name !== undefined) stage.name = inst.name;
       if (inst.platform !== undefined) stage.platform = inst.platform;
       stages.push(stage);
       continue;

@@ -78,3 +78,18 @@ describe("POST /v1/dockerfile/check", () => {
     expect(big.status).toBe(413);
   });
 });
+
+describe("POST /v1/dockerfile/check: build checks", () => {
+  it("returns BuildKit-style check warnings with rule names and lines", async () => {
+    const res = await SELF.fetch(URL_, { method: "POST", body: "FROM alpine as Build\nRUN a \\\n\n  b\nCMD ./run\n" });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { warnings: { rule: string; line: number; url: string }[] };
+    expect(body.warnings.map((w) => [w.rule, w.line])).toEqual([
+      ["FromAsCasing", 1],
+      ["StageNameCasing", 1],
+      ["NoEmptyContinuation", 4],
+      ["JSONArgsRecommended", 5],
+    ]);
+    expect(body.warnings[0].url).toBe("https://docs.docker.com/go/dockerfile/rule/from-as-casing/");
+  });
+});
