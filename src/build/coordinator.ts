@@ -41,7 +41,7 @@ type StepRow = {
 
 const TERMINAL = new Set<BuildStatus>(["succeeded", "failed", "cancelled"]);
 const FINISHED = new Set<StepStatus>(["done", "cached"]);
-const WATCHDOG_MS = 30_000;
+const WATCHDOG_MS = 10_000;
 const enc = new TextEncoder();
 
 /**

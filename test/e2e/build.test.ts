@@ -192,4 +192,39 @@ describe("builds end to end", () => {
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/absolute path/);
     expect(r2ObjectCount(kiln.stateDir)).toBe(before);
   });
+
+  it("a build survives a restart of the server and continues from its persisted state", async () => {
+    const { randomBytes } = await import("node:crypto");
+    const dir = contextDir({
+      Dockerfile: "FROM scratch\nCOPY big1.bin /big1.bin\nCOPY big2.bin /big2.bin\nCOPY big3.bin /big3.bin\nENV DONE=1\n",
+      "big1.bin": randomBytes(24 * 1024 * 1024),
+      "big2.bin": randomBytes(24 * 1024 * 1024),
+      "big3.bin": randomBytes(24 * 1024 * 1024),
+    });
+    const server = await startKiln();
+    let restarted: KilnServer | undefined;
+    try {
+      const res = await submitBuild(server.url, ADMIN_TOKEN, dir, { tag: "e2e/restart:1" });
+      const { id } = (await res.json()) as { id: string };
+      expect(res.status).toBe(202);
+      // stop the server while the build is in its COPY steps
+      for (let i = 0; i < 400; i++) {
+        const b = (await (await fetch(`${server.url}/v1/builds/${id}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { steps: { status: string }[] };
+        if (b.steps.some((s) => s.status === "running" && b.steps.indexOf(s) >= 1)) break;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      await server.stop();
+      restarted = await startKiln({ stateDir: server.stateDir });
+      const { waitForBuild } = await import("./helpers");
+      const done = await waitForBuild(restarted.url, ADMIN_TOKEN, id, 180_000);
+      expect(done.status, JSON.stringify(done.error)).toBe("succeeded");
+      expect(done.steps.map((s) => s.status).every((s) => s === "done" || s === "cached")).toBe(true);
+      const m = await fetch(`${restarted.url}/v2/e2e/restart/manifests/1`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, accept: "application/vnd.oci.image.manifest.v1+json" } });
+      expect(m.status).toBe(200);
+      expect(((await m.json()) as { layers: unknown[] }).layers).toHaveLength(3);
+    } finally {
+      await server.stop();
+      await restarted?.stop(true);
+    }
+  });
 });
