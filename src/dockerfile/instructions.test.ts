@@ -188,3 +188,11 @@ describe("instruction errors carry their line", () => {
     expect([e.line, e.endLine]).toEqual([2, 4]);
   });
 });
+
+describe("RUN --mount with variables", () => {
+  it("defers values with variables to build time, and rejects variables in from", () => {
+    const r = one("RUN --mount=type=$KIND,target=$DIR true", "RUN");
+    expect(r.mountSpecs).toEqual(["type=$KIND,target=$DIR"]);
+    expect(failure("FROM a\nRUN --mount=from=$STAGE,target=/x true").message).toBe("'from' doesn't support variable expansion, define alias stage instead");
+  });
+});

@@ -429,11 +429,13 @@ function parseUint(v: string, radix: 8 | 10, what: string): number {
 
 /**
  * One `--mount` value (BuildKit's parseMount). `expand`, when given, is applied to every value
- * (at build time, with the stage's env).
+ * (at build time, with the stage's env). Without it (parse time), values with variables are left for
+ * later and the checks that depend on them are skipped; `from` never takes variables (BuildKit).
  */
 export function parseMount(spec: string, expand?: (word: string) => string): RunMount {
   const m: RunMount = { type: "bind", readOnly: false };
   let roAuto = true;
+  let deferred = false;
   for (const field of readCsvRecord(spec)) {
     const eq = field.indexOf("=");
     const key = (eq < 0 ? field : field.slice(0, eq)).toLowerCase();
@@ -460,7 +462,15 @@ export function parseMount(spec: string, expand?: (word: string) => string): Run
       }
     }
     let value = field.slice(eq + 1);
-    if (expand) value = expand(value);
+    if (key === "from") {
+      const dollar = value.indexOf("$");
+      if (dollar >= 0 && dollar !== value.length - 1) throw new Error("'from' doesn't support variable expansion, define alias stage instead");
+    } else if (expand) {
+      value = expand(value);
+    } else if (value.includes("$")) {
+      deferred = true;
+      continue;
+    }
     switch (key) {
       case "type": {
         const t = value.toLowerCase() as MountType;
@@ -530,6 +540,7 @@ export function parseMount(spec: string, expand?: (word: string) => string): Run
       }
     }
   }
+  if (deferred) return m;
   const fileInfoAllowed = m.type === "secret" || m.type === "ssh" || m.type === "cache";
   if (!fileInfoAllowed) {
     if (m.mode !== undefined) throw new Error(`mode not allowed for ${JSON.stringify(m.type)} type mounts`);
