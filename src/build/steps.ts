@@ -214,7 +214,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
   const remoteArgs = inst.sources.filter((s) => isAdd && /^https?:\/\//i.test(s));
   let selected: SelectedSource[] = [];
   try {
-    selected = selectSources(source, localArgs);
+    selected = selectSources(source, localArgs, inst.exclude);
   } catch (e) {
     if (e instanceof StepError && !from) throw e;
     throw e;

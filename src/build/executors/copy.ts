@@ -8,6 +8,7 @@ import { readContextRange } from "../../storage/contexts";
 import { resolveInRoot, rootRelative, cleanPath } from "../../context/paths";
 import type { TarEntry } from "../../oci/tar";
 import type { CacheSource } from "../../plan/cachekey";
+import { DockerIgnore } from "../../dockerfile/dockerignore";
 import { loadTree, readLayerFiles, readSmallFile, storeLayer, type FsNode, type FsTree } from "../layers";
 import { StepError, type LayerRef } from "../model";
 
@@ -96,8 +97,10 @@ export interface SelectedSource {
 }
 
 /** Resolves COPY source arguments against a source fs (wildcards, symlinks kept inside the root). */
-export function selectSources(src: CopySource, args: string[]): SelectedSource[] {
+export function selectSources(src: CopySource, args: string[], exclude: string[] = []): SelectedSource[] {
   const out: SelectedSource[] = [];
+  const ex = exclude.length ? new DockerIgnore(exclude) : undefined;
+  const excluded = (p: string, base: string) => !!ex && (ex.matches(p) || (base !== "" && p.startsWith(base + "/") && ex.matches(p.slice(base.length + 1))));
   const links = linkLookup(src.nodes);
   const below = (dir: string) => {
     const prefix = dir ? dir + "/" : "";
@@ -119,7 +122,8 @@ export function selectSources(src: CopySource, args: string[]): SelectedSource[]
       const resolved = resolveInRoot(links, m, true);
       const node = src.nodes.get(resolved);
       if (!node) throw new StepError(`failed to compute cache key: failed to calculate checksum: "/${rel}": not found`);
-      out.push({ arg: m, node, below: node.type === "dir" ? below(resolved) : [] });
+      if (matches.length > 1 && excluded(m, "")) continue;
+      out.push({ arg: m, node, below: node.type === "dir" ? below(resolved).filter((n) => !excluded(n.path, resolved)) : [] });
     }
   }
   return out;

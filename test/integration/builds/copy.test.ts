@@ -106,6 +106,36 @@ describe("COPY", () => {
     expect(l1["o"].body).toContain("app:x:1234");
   });
 
+  it("--exclude drops matching files; independent stages build concurrently and feed the last one", async () => {
+    const b = await build(
+      {
+        ...ctx,
+        Dockerfile: [
+          "FROM scratch AS one",
+          "COPY a.conf /one.conf",
+          "FROM scratch AS two",
+          "COPY b.conf /two.conf",
+          "FROM scratch",
+          "COPY --exclude=*.conf --exclude=app/sub . /all/",
+          "COPY --from=one /one.conf /x/",
+          "COPY --from=two /two.conf /x/",
+          "",
+        ].join("\n"),
+      },
+      "?tag=copy/f:1",
+    );
+    expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
+    expect(b.steps.map((s) => s.stage)).toEqual(["one", "one", "two", "two", "stage-2", "stage-2", "stage-2", "stage-2"]);
+    const { manifest } = await imageOf("copy/f", "1");
+    expect(manifest.layers).toHaveLength(3);
+    const all = await layerEntries("copy/f", manifest.layers[0].digest);
+    expect(Object.keys(all).filter((p) => p.endsWith(".conf"))).toEqual([]);
+    expect(Object.keys(all)).toContain("all/app/main.txt");
+    expect(Object.keys(all)).not.toContain("all/app/sub/deep.txt");
+    const x = await layerEntries("copy/f", manifest.layers[2].digest);
+    expect(Object.keys(x)).toEqual(["x/two.conf"]);
+  });
+
   it("ADD extracts a local tar archive", async () => {
     const { makeTar } = await import("./helpers");
     const inner = await makeTar({ "pkg/": { type: "dir" }, "pkg/x.txt": "X" }, { gzip: true });
