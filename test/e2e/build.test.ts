@@ -227,4 +227,33 @@ describe("builds end to end", () => {
       await restarted?.stop(true);
     }
   });
+
+  it("ADD of an http URL verifies --checksum and stores the file 0600 under the URL's name", async () => {
+    const http = await import("node:http");
+    const { createHash } = await import("node:crypto");
+    const body = "downloaded tool\n";
+    const srv = http.createServer((req, res) => {
+      if (req.url === "/files/tool.txt") res.end(body);
+      else { res.statusCode = 404; res.end("no"); }
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const port = (srv.address() as import("node:net").AddressInfo).port;
+    const good = `sha256:${createHash("sha256").update(body).digest("hex")}`;
+    try {
+      const ok = await build(kiln.url, ADMIN_TOKEN, contextDir({ Dockerfile: `FROM scratch\nADD --checksum=${good} http://127.0.0.1:${port}/files/tool.txt /opt/\n` }), { tag: "e2e/add:1" });
+      expect(ok.status, JSON.stringify(ok.error)).toBe("succeeded");
+      const m = (await (await fetch(`${kiln.url}/v2/e2e/add/manifests/1`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, accept: "application/vnd.oci.image.manifest.v1+json" } })).json()) as { layers: { digest: string }[] };
+      const blob = Buffer.from(await (await fetch(`${kiln.url}/v2/e2e/add/blobs/${m.layers[0].digest}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).arrayBuffer());
+      const listing = execFileSync("tar", ["-tzvf", "-"], { input: blob, encoding: "utf8" });
+      expect(listing).toMatch(/-rw------- 0\/0 .* opt\/tool\.txt/);
+      const bad = await build(kiln.url, ADMIN_TOKEN, contextDir({ Dockerfile: `FROM scratch\nADD --checksum=sha256:${"0".repeat(64)} http://127.0.0.1:${port}/files/tool.txt /opt/\n` }));
+      expect(bad.status).toBe("failed");
+      expect(bad.error).toMatchObject({ step: 2, line: 2 });
+      expect(bad.error!.message).toMatch(/digest mismatch/);
+      const missing = await build(kiln.url, ADMIN_TOKEN, contextDir({ Dockerfile: `FROM scratch\nADD http://127.0.0.1:${port}/nope /opt/\n` }));
+      expect(missing.error!.message).toMatch(/404/);
+    } finally {
+      srv.close();
+    }
+  });
 });
