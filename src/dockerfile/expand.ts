@@ -5,7 +5,7 @@
  * and --exclude are taken as written, as BuildKit does.
  */
 import { DockerfileError } from "./errors";
-import { parseMount } from "./instructions";
+import { checkSignal, parseMount } from "./instructions";
 import { ShellError, ShellLex } from "./shell";
 import type { Instruction, SourceContent, WordExpander } from "./types";
 
@@ -35,8 +35,11 @@ function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: W
         return { ...inst, path: word(inst.path) };
       case "USER":
         return { ...inst, user: word(inst.user) };
-      case "STOPSIGNAL":
-        return { ...inst, signal: word(inst.signal) };
+      case "STOPSIGNAL": {
+        const signal = word(inst.signal);
+        checkSignal(signal);
+        return { ...inst, signal };
+      }
       case "VOLUME":
         return { ...inst, volumes: inst.volumes.map(word) };
       case "EXPOSE":

@@ -105,6 +105,8 @@ describe("typed instructions", () => {
     expect(one("USER app:app", "USER").user).toBe("app:app");
     expect(one("WORKDIR /src/app", "WORKDIR").path).toBe("/src/app");
     expect(one("STOPSIGNAL SIGTERM", "STOPSIGNAL").signal).toBe("SIGTERM");
+    expect(one("STOPSIGNAL 9", "STOPSIGNAL").signal).toBe("9");
+    expect(one("STOPSIGNAL rtmin+3", "STOPSIGNAL").signal).toBe("rtmin+3");
     expect(one("MAINTAINER Jane <jane@example.com>", "MAINTAINER").maintainer).toBe("Jane <jane@example.com>");
   });
 
@@ -168,6 +170,7 @@ describe("instruction errors carry their line", () => {
     ["ONBUILD unknown", "FROM a\nONBUILD FOO x\n", 2, /unknown instruction: FOO/],
     ["RUN bad network", "FROM a\nRUN --network=bridge x\n", 2, /unsupported network mode "bridge"/],
     ["RUN bad security", "FROM a\nRUN --security=root x\n", 2, /security "root" is not valid/],
+    ["STOPSIGNAL invalid", "FROM a\nSTOPSIGNAL SIGBOGUS\n", 2, /Invalid signal: SIGBOGUS/],
     ["multi-line instruction", "FROM a\nRUN --mount=type=cache \\\n  true\n", 2, /mount type cache requires a target/],
   ];
   for (const [name, text, line, message] of cases) {

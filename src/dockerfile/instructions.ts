@@ -300,6 +300,7 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
     case "stopsignal": {
       if (args.length !== 1) throw new Error("STOPSIGNAL requires exactly one argument");
       parseFlags(node, flagsOf(node));
+      if (!args[0].includes("$")) checkSignal(args[0]);
       return { kind: "STOPSIGNAL", ...base(node), signal: args[0] };
     }
     case "arg": {
@@ -565,4 +566,22 @@ function parseSize(v: string): number {
   if (!m) throw new Error(`invalid size: '${v}'`);
   const mult: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4, p: 1024 ** 5 };
   return Math.floor(Number(m[1]) * mult[m[2].toLowerCase()]);
+}
+
+const SIGNALS = new Set(
+  "ABRT ALRM BUS CHLD CLD CONT FPE HUP ILL INT IO IOT KILL PIPE POLL PROF PWR QUIT SEGV STKFLT STOP SYS TERM TRAP TSTP TTIN TTOU URG USR1 USR2 VTALRM WINCH XCPU XFSZ RTMIN RTMAX".split(" "),
+);
+for (let i = 1; i <= 15; i++) {
+  SIGNALS.add(`RTMIN+${i}`);
+  SIGNALS.add(`RTMAX-${i}`);
+}
+
+/** moby/sys/signal ParseSignal: a positive number or a Linux signal name, with or without SIG. */
+export function checkSignal(raw: string): void {
+  if (/^[+-]?\d+$/.test(raw)) {
+    if (Number.parseInt(raw, 10) <= 0) throw new Error(`Invalid signal: ${raw}`);
+    return;
+  }
+  const name = raw.toUpperCase().replace(/^SIG/, "");
+  if (!SIGNALS.has(name)) throw new Error(`Invalid signal: ${raw}`);
 }

@@ -172,7 +172,7 @@ describe("expandInstruction", () => {
       "CMD echo $APP",
       'ENTRYPOINT ["$APP"]',
       "ARG A=$V",
-      "STOPSIGNAL $SIG",
+      "STOPSIGNAL ${SIG:-SIGQUIT}",
       "RUN --mount=type=cache,target=$APP/cache true",
       "HEALTHCHECK CMD curl $APP",
     ].join("\n") + "\n",
@@ -196,7 +196,7 @@ describe("expandInstruction", () => {
     });
     expect(byKind("ADD")).toMatchObject({ checksum: "1.2" });
     expect(byKind("ARG")).toMatchObject({ args: [{ key: "A", value: "1.2" }] });
-    expect(byKind("STOPSIGNAL")).toMatchObject({ signal: "" });
+    expect(byKind("STOPSIGNAL")).toMatchObject({ signal: "SIGQUIT" });
     expect(byKind("RUN", 1)).toMatchObject({ mounts: [{ type: "cache", target: "/srv/app/cache" }] });
   });
 
