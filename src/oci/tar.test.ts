@@ -151,6 +151,13 @@ describe("reading archives made by GNU tar", () => {
     });
   }
 
+  it("reads GNU base-256 numbers (uid 3000000, gid 4000000 from `tar --format=gnu --owner=3000000`)", async () => {
+    const tar = await gunzip("H4sIAAAAAAACA+3Ouw3CUBAEwEuhitcA0tkcdkQxJAhSPjmlEVEXxtQAEmImWe1Gu4/Py8lQFbdXWT3uc24X8/62jq42fY1jVua0D3110fIL3+J6vuxOrcWfOhyXAQAAAAAAAAAAwO95AqMFtMAAKAAA");
+    const [f] = await readAll(bytesStream(tar));
+    expect(f.header).toMatchObject({ path: "f", uid: 3000000, gid: 4000000, size: 3, mtime: 1700000000 });
+    expect(new TextDecoder().decode(f.body)).toBe("hi\n");
+  });
+
   it("skips bodies that were not read", async () => {
     const tar = await gunzip(PAX_TAR);
     const paths: string[] = [];
