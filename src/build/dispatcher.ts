@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import type { ClaimedJob, ClaimRequest, JobLayer, RunJob, RunResult } from "./jobs";
+import { linkBlob } from "../storage/blobs";
 
 /**
  * The queue of RUN jobs handed to runners (issue 5). One instance: `env.DISPATCHER.idFromName("default")`.
@@ -231,8 +232,22 @@ export class Dispatcher extends DurableObject<Env> {
 
   // ---- RPC for the BuildCoordinator ----
 
-  /** Queues a RUN job (idempotent by jobId: a job already known is left as it is). */
+  /**
+   * Queues a RUN job (idempotent by jobId: a job already known is left as it is). The job's layers
+   * (rootfs and bind-mount sources) are linked into `job.repository` first, so the runner can fetch
+   * them with the job's registry token before any image of the build is pushed.
+   */
   async enqueue(job: RunJob): Promise<void> {
+    if (this.row(job.jobId)) return;
+    const digests = new Set([...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.digest));
+    for (const digest of digests) {
+      try {
+        await linkBlob(this.env, job.repository, digest);
+      } catch (err) {
+        // The runner reports a clear BLOB_UNKNOWN for the step when it cannot fetch the layer.
+        console.error("dispatcher: cannot link layer", digest, "to", job.repository, err);
+      }
+    }
     if (this.row(job.jobId)) return;
     const now = Date.now();
     const cancelled = this.sql.exec("SELECT 1 FROM cancelled_builds WHERE build_id = ?", job.buildId).toArray().length > 0;

@@ -12,7 +12,8 @@ import type { JobLayer, RunJob } from "../../src/build/jobs";
 import type { JobStatus } from "../../src/build/dispatcher";
 import { diffEntries, writeLayerFile } from "../../src/runner/differ";
 import { readTar } from "../../src/runner/tar";
-import { ADMIN_TOKEN, ROOT, startKiln, type KilnServer } from "./server";
+import { ADMIN_TOKEN, startKiln, type KilnServer } from "./server";
+import { startRunner, wipeRunnerDir, type RunnerProcess } from "./runner-helpers";
 
 const BUSYBOX = ["/bin/busybox", "/usr/bin/busybox"].find((p) => existsSync(p));
 const canRun = process.getuid?.() === 0 && spawnSync("runc", ["--version"]).status === 0 && !!BUSYBOX;
@@ -20,48 +21,6 @@ if (!canRun) console.warn("runner-protocol tests skipped: need root, runc and bu
 
 const REPO = "e2e/runner";
 const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
-
-export interface RunnerProcess {
-  child: ChildProcess;
-  workDir: string;
-  output: () => string;
-  /** SIGTERM (or the given signal) to the runner's process group; waits for it to exit. */
-  stop(signal?: NodeJS.Signals): Promise<void>;
-}
-
-/** Starts `src/runner/main.ts` as its own process group. */
-export async function startRunner(server: string, opts: { workDir?: string; leaseSeconds?: number; token?: string; runnerId?: string } = {}): Promise<RunnerProcess> {
-  const workDir = opts.workDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), "kiln-runner-e2e-")));
-  const args = ["--import", "tsx", path.join(ROOT, "src/runner/main.ts"), "--server", server, "--token", opts.token ?? ADMIN_TOKEN, "--work-dir", workDir];
-  if (opts.leaseSeconds) args.push("--lease-seconds", String(opts.leaseSeconds));
-  if (opts.runnerId) args.push("--runner-id", opts.runnerId);
-  const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let out = "";
-  child.stdout!.on("data", (d) => { out += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
-  child.stderr!.on("data", (d) => { out += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
-  return {
-    child, workDir, output: () => out,
-    async stop(signal: NodeJS.Signals = "SIGTERM") {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise((r) => child.once("exit", r));
-      try { process.kill(-child.pid!, signal); } catch {}
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-      try { process.kill(-child.pid!, "SIGKILL"); } catch {}
-    },
-  };
-}
-
-/** Kills containers a SIGKILLed runner left running, unmounts and removes its work dir. */
-export async function wipeRunnerDir(workDir: string): Promise<void> {
-  const runcRoot = path.join(workDir, "runc");
-  for (const id of spawnSync("runc", ["--root", runcRoot, "list", "-q"]).stdout?.toString().split("\n").filter(Boolean) ?? []) {
-    spawnSync("runc", ["--root", runcRoot, "kill", id, "KILL"]);
-    spawnSync("runc", ["--root", runcRoot, "delete", "-f", id]);
-  }
-  const mounts = (await fs.readFile("/proc/self/mountinfo", "utf8")).split("\n").map((l) => l.split(" ")[4]).filter((m) => m?.startsWith(workDir));
-  for (const m of mounts.sort((a, b) => b.length - a.length)) spawnSync("umount", ["-l", m]);
-  await fs.rm(workDir, { recursive: true, force: true });
-}
 
 async function pushBlob(server: string, repo: string, file: string, digest: string, size: number): Promise<void> {
   const start = await fetch(`${server}/v2/${repo}/blobs/uploads/`, { method: "POST", headers: auth });
