@@ -100,6 +100,7 @@ describe("typed instructions", () => {
 
   it("EXPOSE, VOLUME (JSON or words), USER, WORKDIR, STOPSIGNAL, MAINTAINER", () => {
     expect(one("EXPOSE 8080 80/tcp", "EXPOSE").ports).toEqual(["80/tcp", "8080"]);
+    expect(one("EXPOSE 7000-7010/udp 127.0.0.1:8080:80 $PORT", "EXPOSE").ports).toEqual(["$PORT", "127.0.0.1:8080:80", "7000-7010/udp"]);
     expect(one('VOLUME ["/a", "/b"]', "VOLUME").volumes).toEqual(["/a", "/b"]);
     expect(one("VOLUME /a /b", "VOLUME").volumes).toEqual(["/a", "/b"]);
     expect(one("USER app:app", "USER").user).toBe("app:app");
@@ -171,6 +172,8 @@ describe("instruction errors carry their line", () => {
     ["RUN bad network", "FROM a\nRUN --network=bridge x\n", 2, /unsupported network mode "bridge"/],
     ["RUN bad security", "FROM a\nRUN --security=root x\n", 2, /security "root" is not valid/],
     ["STOPSIGNAL invalid", "FROM a\nSTOPSIGNAL SIGBOGUS\n", 2, /Invalid signal: SIGBOGUS/],
+    ["EXPOSE bad port", "FROM a\nEXPOSE 80 http\n", 2, /invalid containerPort: http/],
+    ["EXPOSE bad proto", "FROM a\nEXPOSE 80/tpc\n", 2, /invalid proto: tpc/],
     ["multi-line instruction", "FROM a\nRUN --mount=type=cache \\\n  true\n", 2, /mount type cache requires a target/],
   ];
   for (const [name, text, line, message] of cases) {

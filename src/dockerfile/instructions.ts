@@ -279,6 +279,7 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
     case "expose": {
       if (args.length === 0) throw new Error("EXPOSE requires at least one argument");
       parseFlags(node, flagsOf(node));
+      for (const p of args) if (!p.includes("$")) checkPortSpec(p);
       return { kind: "EXPOSE", ...base(node), ports: [...args].sort() };
     }
     case "user": {
@@ -584,4 +585,18 @@ export function checkSignal(raw: string): void {
   }
   const name = raw.toUpperCase().replace(/^SIG/, "");
   if (!SIGNALS.has(name)) throw new Error(`Invalid signal: ${raw}`);
+}
+
+/** docker/go-connections nat.ParsePortSpec's checks for `[ip:[hostPort]:]containerPort[-end][/proto]`. */
+export function checkPortSpec(spec: string): void {
+  const slash = spec.lastIndexOf("/");
+  const proto = slash >= 0 ? spec.slice(slash + 1) : "tcp";
+  const rest = slash >= 0 ? spec.slice(0, slash) : spec;
+  if (!["tcp", "udp", "sctp"].includes(proto.toLowerCase())) throw new Error(`invalid proto: ${proto}`);
+  const container = rest.slice(rest.lastIndexOf(":") + 1);
+  const m = /^(\d+)(?:-(\d+))?$/.exec(container);
+  if (!m) throw new Error(`invalid containerPort: ${container}`);
+  const lo = Number(m[1]);
+  const hi = m[2] === undefined ? lo : Number(m[2]);
+  if (lo > 65535 || hi > 65535 || hi < lo) throw new Error(`invalid range specified for container port: ${container}`);
 }
