@@ -3,10 +3,11 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import os from "node:os";
+import { gunzipSync } from "node:zlib";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, have, startKiln, type KilnServer } from "./server";
-import { BUSYBOX, containerSandbox, contextDir, credsArg, registryCreds, skopeo, startTlsGuard, submitBuild, waitForBuild, type BuildResult, type ContainerSandbox, type Credentials, type TlsGuard } from "./helpers";
+import { BUSYBOX, containerSandbox, contextDir, credsArg, registryCreds, skopeo, startTlsGuard, submitBuild, tarOf, waitForBuild, type BuildResult, type ContainerSandbox, type Credentials, type TlsGuard } from "./helpers";
 import { startRunner, wipeRunnerDir, type RunnerProcess } from "./runner-helpers";
 
 const canRun = process.getuid?.() === 0 && have("runc") && existsSync(BUSYBOX) && have("skopeo") && have("umoci");
@@ -177,6 +178,53 @@ describe.skipIf(!canRun)("RUN steps end to end", () => {
     const b = await waitForBuild(kiln.url, ADMIN_TOKEN, id);
     expect(b.status).toBe("cancelled");
     expect(spawnSync("pgrep", ["-f", "sleep 300"]).status).not.toBe(0);
+  });
+
+  it("a secret used in RUN appears in no layer, no log and no config", async () => {
+    const secret = "kiln-e2e-s3cr3t-9f1c";
+    const dir = contextDir({
+      Dockerfile: [...BASE,
+        "RUN --mount=type=secret,id=token grep -q '^kiln-e2e-s3' /run/secrets/token && echo secret-ok && cat /run/secrets/token | wc -c > /secret-length",
+        "RUN --mount=type=secret,id=token,env=TOKEN test -n \"$TOKEN\" && echo env-ok",
+        "",
+      ].join("\n"),
+      busybox: busybox(),
+    });
+    execFileSync("chmod", ["0755", path.join(dir, "busybox")]);
+    const boundary = `kiln-${Date.now()}`;
+    const body = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="secrets"\r\nContent-Type: application/json\r\n\r\n${JSON.stringify({ token: secret })}\r\n`),
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="context"; filename="context.tar"\r\nContent-Type: application/x-tar\r\n\r\n`),
+      await tarOf(dir),
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const res = await fetch(`${kiln.url}/v1/builds?tag=e2e/secret:1`, {
+      method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": `multipart/form-data; boundary=${boundary}` }, body,
+    });
+    const started = (await res.json()) as { id: string };
+    expect(res.status, JSON.stringify(started)).toBe(202);
+    const b = await waitForBuild(kiln.url, ADMIN_TOKEN, started.id);
+    expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
+    const log = await buildLog(kiln.url, started.id);
+    expect(log).toContain("secret-ok");
+    expect(log).toContain("env-ok");
+    expect(log).not.toContain(secret);
+    expect(JSON.stringify(b)).not.toContain(secret);
+
+    // Every blob of the image (config and each layer, uncompressed) is free of the secret.
+    const layout = path.join(tmp, "layout-secret");
+    const copy = await skopeo(sb, ["copy", "--src-creds", credsArg(creds), "--src-tls-verify=false", `docker://${guard.host}/e2e/secret:1`, `oci:${layout}:img`]);
+    expect(copy.code, copy.stderr).toBe(0);
+    const blobs = readdirSync(path.join(layout, "blobs/sha256"));
+    expect(blobs.length).toBeGreaterThan(3);
+    for (const blob of blobs) {
+      const raw = readFileSync(path.join(layout, "blobs/sha256", blob));
+      const text = raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw).toString("latin1") : raw.toString("latin1");
+      expect(text.includes(secret), `blob ${blob}`).toBe(false);
+    }
+    const rootfs = await rootfsOf("e2e/secret:1");
+    expect(readFileSync(path.join(rootfs, "secret-length"), "utf8").trim()).toBe(String(secret.length));
+    expect(existsSync(path.join(rootfs, "run"))).toBe(false);
   });
 
   it("a RUN --mount=type=cache directory is still there for the next build on the same runner", async () => {
