@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
-import { DockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
+import { checkLiteralValues, DockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
 import { planBuild } from "../plan/index";
 
 /** Largest Dockerfile the check endpoint reads. */
@@ -125,6 +125,22 @@ function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
       ...(req.target ? { target: req.target } : {}),
       ...(req.platform ? { platform: req.platform } : {}),
     });
+    // Values BuildKit would only reject while building (signals, ports), for the stages that get built.
+    const late: DockerfileError[] = [];
+    for (const st of plan.stages) {
+      for (const pi of st.instructions) {
+        try {
+          checkLiteralValues(pi.instruction);
+        } catch (e) {
+          if (e instanceof DockerfileError) late.push(e);
+          else throw e;
+        }
+      }
+    }
+    if (late.length > 0) {
+      late.sort((a, b) => a.line - b.line);
+      return { status: 400, body: { ok: false, error: errorJson(late[0]), errors: late.map(errorJson) } };
+    }
     const planned = new Map(plan.stages.map((s) => [s.index, s]));
     const checks = [
       ...parsed.warnings.map((w) => ({

@@ -5,7 +5,7 @@
  * and --exclude are taken as written, as BuildKit does.
  */
 import { DockerfileError } from "./errors";
-import { checkSignal, parseMount } from "./instructions";
+import { checkPortSpec, checkSignal, parseMount } from "./instructions";
 import { ShellError, ShellLex } from "./shell";
 import type { Instruction, SourceContent, WordExpander } from "./types";
 
@@ -42,8 +42,11 @@ function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: W
       }
       case "VOLUME":
         return { ...inst, volumes: inst.volumes.map(word) };
-      case "EXPOSE":
-        return { ...inst, ports: inst.ports.flatMap((p) => shell.processWords(p, env)) };
+      case "EXPOSE": {
+        const ports = inst.ports.flatMap((p) => shell.processWords(p, env));
+        for (const p of ports) checkPortSpec(p);
+        return { ...inst, ports };
+      }
       case "COPY": {
         const out: typeof inst = {
           ...inst,

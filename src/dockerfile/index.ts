@@ -14,7 +14,7 @@
 export { parse } from "./parser";
 export { dumpBuildkit } from "./dump";
 export { DockerfileError } from "./errors";
-export { parseInstruction, parseMount, INSTRUCTION_NAMES } from "./instructions";
+export { parseInstruction, parseMount, checkLiteralValues, checkSignal, checkPortSpec, INSTRUCTION_NAMES } from "./instructions";
 export type { FromInstruction } from "./instructions";
 export {
   parseDockerfile,

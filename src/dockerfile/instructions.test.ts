@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { DockerfileError } from "./errors";
+import { checkLiteralValues } from "./instructions";
 import { parseDockerfile } from "./stages";
 import type { Instruction } from "./types";
 
@@ -171,9 +172,6 @@ describe("instruction errors carry their line", () => {
     ["ONBUILD unknown", "FROM a\nONBUILD FOO x\n", 2, /unknown instruction: FOO/],
     ["RUN bad network", "FROM a\nRUN --network=bridge x\n", 2, /unsupported network mode "bridge"/],
     ["RUN bad security", "FROM a\nRUN --security=root x\n", 2, /security "root" is not valid/],
-    ["STOPSIGNAL invalid", "FROM a\nSTOPSIGNAL SIGBOGUS\n", 2, /Invalid signal: SIGBOGUS/],
-    ["EXPOSE bad port", "FROM a\nEXPOSE 80 http\n", 2, /invalid containerPort: http/],
-    ["EXPOSE bad proto", "FROM a\nEXPOSE 80/tpc\n", 2, /invalid proto: tpc/],
     ["multi-line instruction", "FROM a\nRUN --mount=type=cache \\\n  true\n", 2, /mount type cache requires a target/],
   ];
   for (const [name, text, line, message] of cases) {
@@ -200,5 +198,28 @@ describe("RUN --mount with variables", () => {
     const r = one("RUN --mount=type=$KIND,target=$DIR true", "RUN");
     expect(r.mountSpecs).toEqual(["type=$KIND,target=$DIR"]);
     expect(failure("FROM a\nRUN --mount=from=$STAGE,target=/x true").message).toBe("'from' doesn't support variable expansion, define alias stage instead");
+  });
+});
+
+describe("checkLiteralValues (build-time errors found early)", () => {
+  const check = (body: string) => {
+    try {
+      checkLiteralValues(insts(body)[0]);
+    } catch (e) {
+      return e as DockerfileError;
+    }
+    return undefined;
+  };
+  it("accepts valid signals and ports, and values with variables", () => {
+    for (const ok of ["STOPSIGNAL SIGTERM", "STOPSIGNAL 9", "STOPSIGNAL rtmin+3", "STOPSIGNAL $SIG", "EXPOSE 80 443/tcp 7000-7010/udp 127.0.0.1:8080:80", "EXPOSE ${PORT}"]) {
+      expect(check(ok)).toBeUndefined();
+    }
+  });
+  it("rejects bad signals and port specs with the line", () => {
+    expect(check("STOPSIGNAL SIGBOGUS")).toMatchObject({ message: "Invalid signal: SIGBOGUS", line: 2 });
+    expect(check("STOPSIGNAL 0")?.message).toBe("Invalid signal: 0");
+    expect(check("EXPOSE 80 http")?.message).toBe("invalid containerPort: http");
+    expect(check("EXPOSE 80/tpc")?.message).toBe("invalid proto: tpc");
+    expect(check("EXPOSE 70000")?.message).toContain("invalid range");
   });
 });

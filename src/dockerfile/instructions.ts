@@ -279,7 +279,6 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
     case "expose": {
       if (args.length === 0) throw new Error("EXPOSE requires at least one argument");
       parseFlags(node, flagsOf(node));
-      for (const p of args) if (!p.includes("$")) checkPortSpec(p);
       return { kind: "EXPOSE", ...base(node), ports: [...args].sort() };
     }
     case "user": {
@@ -301,7 +300,6 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
     case "stopsignal": {
       if (args.length !== 1) throw new Error("STOPSIGNAL requires exactly one argument");
       parseFlags(node, flagsOf(node));
-      if (!args[0].includes("$")) checkSignal(args[0]);
       return { kind: "STOPSIGNAL", ...base(node), signal: args[0] };
     }
     case "arg": {
@@ -599,4 +597,18 @@ export function checkPortSpec(spec: string): void {
   const lo = Number(m[1]);
   const hi = m[2] === undefined ? lo : Number(m[2]);
   if (lo > 65535 || hi > 65535 || hi < lo) throw new Error(`invalid range specified for container port: ${container}`);
+}
+
+/**
+ * Errors BuildKit only finds while building (STOPSIGNAL's signal, EXPOSE's ports), found early for
+ * values without variables. Throws DockerfileError at the instruction.
+ */
+export function checkLiteralValues(inst: Instruction): void {
+  try {
+    if (inst.kind === "STOPSIGNAL" && !inst.signal.includes("$")) checkSignal(inst.signal);
+    if (inst.kind === "EXPOSE") for (const p of inst.ports) if (!p.includes("$")) for (const w of p.split(/\s+/)) checkPortSpec(w);
+  } catch (e) {
+    const loc = inst.location;
+    throw new DockerfileError((e as Error).message, loc.startLine, loc.endLine !== loc.startLine ? { endLine: loc.endLine } : {});
+  }
 }

@@ -93,3 +93,17 @@ describe("POST /v1/dockerfile/check: build checks", () => {
     expect(body.warnings[0].url).toBe("https://docs.docker.com/go/dockerfile/rule/from-as-casing/");
   });
 });
+
+describe("POST /v1/dockerfile/check: build-time errors found early", () => {
+  it("rejects an invalid STOPSIGNAL and EXPOSE in a stage that gets built", async () => {
+    const res = await SELF.fetch(URL_, { method: "POST", body: "FROM a\nEXPOSE 80/tpc\nSTOPSIGNAL SIGNOPE\n" });
+    expect(res.status).toBe(400);
+    const body = (await res.json()) as CheckErr;
+    expect(body.errors).toEqual([
+      { message: "invalid proto: tpc", line: 2 },
+      { message: "Invalid signal: SIGNOPE", line: 3 },
+    ]);
+    const unused = await SELF.fetch(URL_, { method: "POST", body: "FROM a AS unused\nSTOPSIGNAL SIGNOPE\nFROM b\n" });
+    expect(unused.status).toBe(200);
+  });
+});
