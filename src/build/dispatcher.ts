@@ -181,6 +181,10 @@ export class Dispatcher extends DurableObject<Env> {
     const v = Number(this.var("KILN_DISPATCH_PREFER_MS"));
     return Number.isFinite(v) && v >= 0 ? v : 2000;
   }
+  private hostNetworkWaitMs(): number {
+    const v = Number(this.var("KILN_HOST_NETWORK_WAIT_MS"));
+    return Number.isFinite(v) && v >= 0 ? v : 30_000;
+  }
   private maxAttempts(): number {
     const v = Number(this.var("KILN_JOB_MAX_ATTEMPTS"));
     return Number.isInteger(v) && v > 0 ? v : 3;
@@ -239,6 +243,7 @@ export class Dispatcher extends DurableObject<Env> {
    */
   async enqueue(job: RunJob): Promise<void> {
     if (this.row(job.jobId)) return;
+    this.prune(Date.now());
     const digests = new Set([...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.digest));
     for (const digest of digests) {
       try {
@@ -260,6 +265,18 @@ export class Dispatcher extends DurableObject<Env> {
     );
     await this.scheduleAlarm();
     this.wake();
+  }
+
+  private lastPrune = 0;
+  /** Forgets finished jobs, cancellations and runners after a day (at most once an hour). */
+  private prune(now: number): void {
+    if (now - this.lastPrune < 3600_000) return;
+    this.lastPrune = now;
+    const day = now - 24 * 3600_000;
+    this.sql.exec("DELETE FROM jobs WHERE enqueued_at < ? AND (state = 'cancelled' OR (state = 'done' AND forwarded = 1))", day);
+    this.sql.exec("DELETE FROM cancelled_builds WHERE at < ?", day);
+    this.sql.exec("DELETE FROM build_runner WHERE at < ?", day);
+    this.sql.exec("DELETE FROM runners WHERE last_seen < ?", now - 7 * 24 * 3600_000);
   }
 
   /** Cancels every job of a build that is not finished; later enqueues of it are cancelled at once. */
@@ -315,8 +332,14 @@ export class Dispatcher extends DurableObject<Env> {
     const now = Date.now();
     this.expireLeases(now);
     const candidates = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'queued' ORDER BY enqueued_at, step_index").toArray();
+    const hostWait = this.hostNetworkWaitMs();
     const pick = candidates.find(
-      (r) => platformMatches(r.platform, req.platforms) && (!r.preferred_runner || r.preferred_runner === req.runnerId || r.hold_until <= now),
+      (r) =>
+        platformMatches(r.platform, req.platforms) &&
+        (!r.preferred_runner || r.preferred_runner === req.runnerId || r.hold_until <= now) &&
+        // --network=host steps wait for a runner that allows it; after a while any runner takes them
+        // (and fails them with a clear message) so the build does not hang.
+        (r.network !== "host" || req.allowHostNetwork === true || now - r.enqueued_at >= hostWait),
     );
     if (!pick) return null;
     const leaseId = crypto.randomUUID();

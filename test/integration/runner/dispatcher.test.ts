@@ -96,6 +96,14 @@ describe("dispatcher: claim", () => {
     expect(Date.now() - started).toBeLessThan(5000);
   });
 
+  it("gives --network=host steps to runners that allow host networking", async () => {
+    const a = arch();
+    const j = job("b-host", 0, a, { network: "host" });
+    await stub().enqueue(j);
+    expect(await claim("plain", a)).toBeNull();
+    expect((await claim("hosty", a, { allowHostNetwork: true }))?.job.jobId).toBe(j.jobId);
+  });
+
   it("lists runners it has seen", async () => {
     const a = arch();
     await claim(`seen-${a}`, a);
