@@ -223,3 +223,38 @@ describe("checkLiteralValues (build-time errors found early)", () => {
     expect(check("EXPOSE 70000")?.message).toContain("invalid range");
   });
 });
+
+describe("BuildKit's instructions/parse_test cases", () => {
+  it("exactly-one-argument, at-least-one-argument and destination errors", () => {
+    for (const cmd of ["MAINTAINER", "WORKDIR", "USER", "STOPSIGNAL"]) expect(failure(`FROM a\n${cmd}\n`).message).toBe(`${cmd} requires exactly one argument`);
+    for (const cmd of ["ENV", "LABEL", "ONBUILD", "HEALTHCHECK", "EXPOSE", "VOLUME"]) expect(failure(`FROM a\n${cmd}\n`).message).toBe(`${cmd} requires at least one argument`);
+    for (const cmd of ["ADD", "COPY"]) {
+      expect(failure(`FROM a\n${cmd} arg1\n`).message).toBe(`${cmd} requires at least two arguments, but only one was provided. Destination could not be determined`);
+    }
+  });
+
+  it("HEALTHCHECK CMD shell form", () => {
+    expect(one("HEALTHCHECK CMD hello world", "HEALTHCHECK").test).toEqual(["CMD-SHELL", "hello world"]);
+    expect(failure("FROM a\nHEALTHCHECK --interval=50ns CMD x\n").message).toContain("cannot be less than 1ms");
+    expect(one("HEALTHCHECK --interval=1ms CMD x", "HEALTHCHECK").interval).toBe(1e6);
+  });
+
+  it("doc comments of stages and args", () => {
+    const p = parseDockerfile("# foo sets foo\nARG foo=bar\n\n# base defines first stage\nFROM busybox AS base\n# this is irrelevant\nARG foo\n# bar defines bar\n# baz is something else\nARG bar baz=123\n");
+    expect(p.stages[0].comment).toBe("defines first stage");
+    expect(p.globalArgs[0].args[0]).toEqual({ key: "foo", value: "bar", comment: "sets foo" });
+    const [a1, a2] = p.stages[0].instructions;
+    expect(a1.kind === "ARG" && a1.args).toEqual([{ key: "foo" }]);
+    expect(a2.kind === "ARG" && a2.args).toEqual([
+      { key: "bar", comment: "defines bar" },
+      { key: "baz", value: "123", comment: "is something else" },
+    ]);
+  });
+
+  it("error cases", () => {
+    expect(failure("FROM a\nCOPY\t\n\t\tquux \\\n      bar").message).toContain("COPY requires at least two arguments");
+    expect(failure("FROM a\nMAINTAINER --boo joe@example.com\n").message).toContain("unknown flag: boo");
+    expect(failure("FROM a\nFOO bar\n").message).toContain("unknown instruction: FOO");
+    expect(failure("FROM a\nfoo bar\n").message).toContain("unknown instruction: foo");
+  });
+});

@@ -17,6 +17,7 @@ export interface FromInstruction {
   baseName: string;
   name?: string;
   platform?: string;
+  comment?: string;
   location: Location;
   original: string;
 }
@@ -217,6 +218,8 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
       const out: FromInstruction = { kind: "FROM", baseName: args[0], location: loc(node), original: node.original.trim() };
       if (name) out.name = name;
       if (optional(platform.value)) out.platform = platform.value;
+      const comment = docComment(node.comments, name);
+      if (comment) out.comment = comment;
       return out;
     }
     case "onbuild": {
@@ -307,9 +310,11 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
       parseFlags(node, flagsOf(node));
       const pairs = args.map((a) => {
         const eq = a.indexOf("=");
-        if (eq < 0) return { key: a };
         if (eq === 0) throw new Error("ARG names can not be blank");
-        return { key: a.slice(0, eq), value: a.slice(eq + 1) };
+        const pair: { key: string; value?: string; comment?: string } = eq < 0 ? { key: a } : { key: a.slice(0, eq), value: a.slice(eq + 1) };
+        const comment = docComment(node.comments, pair.key);
+        if (comment) pair.comment = comment;
+        return pair;
       });
       return { kind: "ARG", ...base(node), args: pairs };
     }
@@ -326,6 +331,13 @@ function parseNode(node: InstructionNode): Instruction | FromInstruction {
   }
   const hint = suggest(node.cmd, INSTRUCTION_NAMES);
   throw new ColumnError(`unknown instruction: ${node.cmd}` + (hint ? ` (did you mean ${hint.toLowerCase()}?)` : ""), node.column);
+}
+
+/** BuildKit's getComment: the comment line that starts with `name `, without that prefix. */
+function docComment(comments: string[], name: string | undefined): string | undefined {
+  if (!name) return undefined;
+  for (const line of comments) if (line.startsWith(name + " ")) return line.slice(name.length + 1);
+  return undefined;
 }
 
 const MIN_DURATION_NS = 1e6;

@@ -35,6 +35,7 @@ export function parseDockerfile(text: string, options: ParseDockerfileOptions = 
         original: inst.original,
       };
       if (inst.name !== undefined) stage.name = inst.name;
+      if (inst.comment !== undefined) stage.comment = inst.comment;
       if (inst.platform !== undefined) stage.platform = inst.platform;
       stages.push(stage);
       continue;

@@ -116,7 +116,8 @@ export interface MaintainerInstruction extends InstructionBase {
 
 export interface ArgInstruction extends InstructionBase {
   kind: "ARG";
-  args: { key: string; value?: string }[];
+  /** `comment`: the doc comment above the ARG that starts with the arg's name (`# NAME does x`). */
+  args: { key: string; value?: string; comment?: string }[];
 }
 
 export interface ExposeInstruction extends InstructionBase {
@@ -217,6 +218,8 @@ export interface Stage {
   location: Location;
   /** The FROM instruction as written. */
   original: string;
+  /** Doc comment above FROM that starts with the stage name (`# build compiles the app`). */
+  comment?: string;
 }
 
 export interface ParsedDockerfile {
