@@ -256,4 +256,20 @@ describe("builds end to end", () => {
       srv.close();
     }
   });
+
+  it("GET /v1/builds/:id/events streams step, log and done events live through wrangler dev", async () => {
+    const dir = contextDir({ Dockerfile: "FROM scratch\nCOPY f /f\nCOPY missing /m\n", f: "f" });
+    const res = await submitBuild(kiln.url, ADMIN_TOKEN, dir, { tag: "e2e/sse:1" });
+    const { id } = (await res.json()) as { id: string };
+    const ev = await fetch(`${kiln.url}/v1/builds/${id}/events`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}`, accept: "text/event-stream" } });
+    expect(ev.status).toBe(200);
+    expect(ev.headers.get("content-type")).toContain("text/event-stream");
+    const text = await ev.text(); // ends after `done`
+    const frames = text.trim().split("\n\n").map((f) => ({ event: /^event: (.*)$/m.exec(f)![1], data: JSON.parse(/^data: (.*)$/m.exec(f)![1]) }));
+    expect(frames.filter((f) => f.event === "step").length).toBeGreaterThanOrEqual(6);
+    expect(frames.some((f) => f.event === "log" && f.data.step === 3 && /missing/.test(f.data.text))).toBe(true);
+    const done = frames[frames.length - 1];
+    expect(done.event).toBe("done");
+    expect(done.data).toMatchObject({ id, status: "failed", error: { step: 3, line: 3 } });
+  });
 });
