@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import type { ClaimedJob, ClaimRequest, JobLayer, RunJob, RunResult } from "./jobs";
+import type { ClaimedJob, ClaimRequest, JobLayer, JobState, JobStatus, RunJob, RunResult } from "./jobs";
 import { linkBlob } from "../storage/blobs";
 
 /**
@@ -19,20 +19,7 @@ export interface RunStepSink {
   appendLog(stepIndex: number, text: string): Promise<unknown>;
 }
 
-export type JobState = "queued" | "leased" | "done" | "cancelled";
-
-export interface JobStatus {
-  jobId: string;
-  buildId: string;
-  stepIndex: number;
-  state: JobState;
-  runnerId: string | null;
-  leaseId: string | null;
-  leaseExpiresAt: number | null;
-  attempts: number;
-  result: RunResult | null;
-  forwarded: boolean;
-}
+export type { JobState, JobStatus } from "./jobs";
 
 export interface RunnerInfo {
   runnerId: string;

@@ -97,3 +97,19 @@ export interface CompleteJobRequest {
   leaseId: string;
   result: RunResult;
 }
+
+/** State of a job in the Dispatcher (GET /v1/jobs/:id, admin). */
+export type JobState = "queued" | "leased" | "done" | "cancelled";
+
+export interface JobStatus {
+  jobId: string;
+  buildId: string;
+  stepIndex: number;
+  state: JobState;
+  runnerId: string | null;
+  leaseId: string | null;
+  leaseExpiresAt: number | null;
+  attempts: number;
+  result: RunResult | null;
+  forwarded: boolean;
+}
