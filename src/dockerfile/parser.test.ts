@@ -151,3 +151,22 @@ describe("parse: forms and flags", () => {
     expect(parseError("# only\n\n").line).toBe(2);
   });
 });
+
+describe("BuildKit's parser_test cases", () => {
+  it("warns on empty continuation lines, not on comment lines inside a continuation", () => {
+    const { warnings } = parse(
+      "\nFROM alpine:3.6\n\nRUN something \\\n\n    following \\\n\n    more\n\nRUN another \\\n\n    thing\nRUN non-indented \\\n# this is a comment\n   after-comment\n\nRUN indented \\\n    # this is an indented comment\n    comment\n\t",
+    );
+    expect(warnings.map((w) => w.message)).toEqual([
+      "Empty continuation line found in: RUN something     following     more",
+      "Empty continuation line found in: RUN another     thing",
+    ]);
+  });
+
+  it("rejects lines longer than BuildKit's 64 KiB scanner limit", () => {
+    const e = parseError(`\n\t\tFROM image\n\t\tLABEL test=${"a".repeat(65536)}\n`);
+    expect(e.message).toBe("dockerfile line greater than max allowed size of 65535");
+    expect(e.line).toBe(3);
+    expect(parse(`FROM image\nLABEL test=${"a".repeat(60000)}\n`).ast.children).toHaveLength(2);
+  });
+});

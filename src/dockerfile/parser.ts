@@ -97,10 +97,25 @@ function trimContinuation(line: string, st: ParserState): [string, boolean] {
   return [line, true];
 }
 
+/** BuildKit reads lines with bufio.Scanner's default 64 KiB token limit. */
+const MAX_LINE_BYTES = 64 * 1024;
+const encoder = new TextEncoder();
+
+function checkLineLengths(lines: string[]): void {
+  for (let i = 0; i < lines.length; i++) {
+    const l = lines[i];
+    if (l.length * 3 <= MAX_LINE_BYTES) continue;
+    if (l.length > MAX_LINE_BYTES || encoder.encode(l).byteLength > MAX_LINE_BYTES) {
+      throw new DockerfileError(`dockerfile line greater than max allowed size of ${MAX_LINE_BYTES - 1}`, i + 1);
+    }
+  }
+}
+
 /** Parses a whole Dockerfile. Throws DockerfileError (with the line) on invalid input. */
 export function parse(text: string): ParseResult {
   const st = new ParserState();
   const lines = scanLines(text);
+  checkLineLengths(lines);
   const children: InstructionNode[] = [];
   const warnings: Warning[] = [];
   let comments: string[] = [];
