@@ -33,6 +33,26 @@ describe("FROM an image in kiln's registry", () => {
     expect(l["app.txt"]).toMatchObject({ uid: 501, gid: 502 });
   });
 
+  it("COPY --from an image in kiln's registry and COPY <<heredoc", async () => {
+    const base = await build({ Dockerfile: "FROM scratch\nCOPY --chown=3:4 f.txt /data/f.txt\n", "f.txt": "from image" }, "?tag=base/files:1");
+    expect(base.status, JSON.stringify(base.error)).toBe("succeeded");
+    const b = await build({ Dockerfile: "FROM scratch\nCOPY --from=base/files:1 /data /copied\nCOPY <<EOF /etc/motd\nhello\nEOF\n" }, "?tag=base/usefiles:1");
+    expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
+    const { manifest, config } = await imageOf("base/usefiles", "1");
+    const l0 = await layerEntries("base/usefiles", manifest.layers[0].digest);
+    expect(l0["copied/f.txt"]).toMatchObject({ body: "from image", uid: 3, gid: 4 });
+    const l1 = await layerEntries("base/usefiles", manifest.layers[1].digest);
+    expect(l1["etc/motd"]).toMatchObject({ body: "hello\n", mode: 0o644 });
+    expect(config.history[1].created_by).toBe("COPY <<EOF /etc/motd # buildkit");
+  });
+
+  it("GET /v1/builds lists builds with their image digest", async () => {
+    const b = await build({ Dockerfile: "FROM scratch\nENV L=1\n" }, "?tag=base/listed:1");
+    const res = await SELF.fetch("http://kiln.test/v1/builds?repository=base/listed", { headers: ADMIN });
+    const { builds } = (await res.json()) as { builds: { id: string; status: string; digest: string; tags: string[] }[] };
+    expect(builds[0]).toMatchObject({ id: b.id, status: "succeeded", digest: b.image!.digest, tags: ["base/listed:1"] });
+  });
+
   it("FROM another registry is a clear error on the FROM step", async () => {
     const b = await build({ Dockerfile: "FROM ghcr.io/acme/tool:1\nENV A=1\n" });
     expect(b.status).toBe("failed");
