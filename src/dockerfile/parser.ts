@@ -460,6 +460,8 @@ function parseString(rest: string): LineResult {
   return { args: [rest] };
 }
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
 class NotStringArrayError extends Error {
   constructor() {
     super("when using JSON array syntax, arrays must be comprised of strings only");
@@ -496,7 +498,8 @@ function parseJSON(rest: string): string[] | undefined {
   }
   if (!Array.isArray(value)) return undefined;
   for (const v of value) if (typeof v !== "string") throw new NotStringArrayError();
-  return value as string[];
+  // Go's decoder turns unpaired surrogate escapes into U+FFFD.
+  return (value as string[]).map((v) => v.replace(LONE_SURROGATE, "\ufffd"));
 }
 
 function parseMaybeJSON(rest: string): LineResult {

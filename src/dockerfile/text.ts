@@ -88,7 +88,7 @@ export function goQuote(s: string): string {
       case 0x0b: out += "\\v"; continue;
     }
     if (cp < 0x20 || cp === 0x7f) out += "\\x" + cp.toString(16).padStart(2, "0");
-    else if (cp >= 0xd800 && cp <= 0xdfff) out += "\\ufffd";
+    else if (cp >= 0xd800 && cp <= 0xdfff) out += "\ufffd";
     else if (cp < 0x10000) out += "\\u" + cp.toString(16).padStart(4, "0");
     else out += "\\U" + cp.toString(16).padStart(8, "0");
   }
