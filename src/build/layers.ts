@@ -7,6 +7,7 @@ import { writeLayer } from "../oci/layer";
 import type { TarEntry } from "../oci/tar";
 import { MediaType } from "../oci/mediatypes";
 import { getBlob, putBlobComputed } from "../storage/blobs";
+import { getLayerIndex, putLayerIndex } from "../storage/cache";
 import type { LayerRef } from "./model";
 
 export const LAYER_MEDIA_TYPE = MediaType.OciLayerGzip as string;
@@ -36,6 +37,11 @@ export type FsTree = Map<string, FsNode>;
 
 const headerCache = new Map<string, FsNode[]>();
 
+function remember(digest: string, nodes: FsNode[]): void {
+  if (headerCache.size > 200) headerCache.clear();
+  headerCache.set(digest, nodes);
+}
+
 function normalizeLayerPath(p: string): string {
   return p.split("/").filter((s) => s && s !== ".").join("/");
 }
@@ -43,6 +49,12 @@ function normalizeLayerPath(p: string): string {
 async function layerHeaders(env: Env, layer: LayerRef, li: number): Promise<FsNode[]> {
   const cached = headerCache.get(layer.digest);
   if (cached) return cached.map((n) => ({ ...n, layer: li }));
+  const stored = await getLayerIndex(env, layer.digest);
+  if (stored) {
+    const nodes = stored as FsNode[];
+    remember(layer.digest, nodes);
+    return nodes.map((n) => ({ ...n, layer: li }));
+  }
   const blob = await getBlob(env, layer.digest);
   if (!blob) throw new Error(`layer ${layer.digest} is missing from the blob store`);
   let s: ReadableStream<Uint8Array> = blob.body;
@@ -62,8 +74,8 @@ async function layerHeaders(env: Env, layer: LayerRef, li: number): Promise<FsNo
       layer: li,
     });
   }
-  if (headerCache.size > 200) headerCache.clear();
-  headerCache.set(layer.digest, out);
+  remember(layer.digest, out);
+  await putLayerIndex(env, layer.digest, out).catch((e) => console.error("storing a layer index failed", e));
   return out;
 }
 

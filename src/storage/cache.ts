@@ -44,3 +44,21 @@ export async function getCacheEntry(env: Env, key: string): Promise<CacheEntry |
 export async function putCacheEntry(env: Env, key: string, entry: CacheEntry): Promise<void> {
   await env.BUCKET.put(keyOf(key), JSON.stringify(entry), { httpMetadata: { contentType: "application/json" } });
 }
+
+/**
+ * The headers of a layer's tar (path, type, mode, owner, size, link), computed once per layer so
+ * COPY/WORKDIR into an image need not decompress its layers again: `layer-index/sha256/<hex>`.
+ */
+export async function getLayerIndex(env: Env, layerDigest: string): Promise<unknown[] | null> {
+  const obj = await env.BUCKET.get(`layer-index/${layerDigest.replace(":", "/")}`);
+  if (!obj) return null;
+  try {
+    return (await obj.json()) as unknown[];
+  } catch {
+    return null;
+  }
+}
+
+export async function putLayerIndex(env: Env, layerDigest: string, nodes: unknown[]): Promise<void> {
+  await env.BUCKET.put(`layer-index/${layerDigest.replace(":", "/")}`, JSON.stringify(nodes), { httpMetadata: { contentType: "application/json" } });
+}
