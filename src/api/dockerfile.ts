@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
-import { checkLiteralValues, DockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
+import { checkLiteralValues, DockerfileError, formatDockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
 import { planBuild } from "../plan/index";
 
 /** Largest Dockerfile the check endpoint reads. */
@@ -139,7 +139,7 @@ function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
     }
     if (late.length > 0) {
       late.sort((a, b) => a.line - b.line);
-      return { status: 400, body: { ok: false, error: errorJson(late[0]), errors: late.map(errorJson) } };
+      return { status: 400, body: { ok: false, error: errorJson(late[0]), errors: late.map(errorJson), excerpt: formatDockerfileError(late[0], req.dockerfile) } };
     }
     const planned = new Map(plan.stages.map((s) => [s.index, s]));
     const checks = [
@@ -185,7 +185,7 @@ function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
   } catch (e) {
     if (!(e instanceof DockerfileError)) throw e;
     const errors = collectErrors(req.dockerfile, e);
-    return { status: 400, body: { ok: false, error: errorJson(e), errors: errors.map(errorJson) } };
+    return { status: 400, body: { ok: false, error: errorJson(e), errors: errors.map(errorJson), excerpt: formatDockerfileError(e, req.dockerfile) } };
   }
 }
 

@@ -13,7 +13,7 @@
  */
 export { parse } from "./parser";
 export { dumpBuildkit } from "./dump";
-export { DockerfileError } from "./errors";
+export { DockerfileError, formatDockerfileError } from "./errors";
 export { parseInstruction, parseMount, checkLiteralValues, checkSignal, checkPortSpec, INSTRUCTION_NAMES } from "./instructions";
 export type { FromInstruction } from "./instructions";
 export {

@@ -14,6 +14,7 @@ interface CheckErr {
   ok: false;
   error: { message: string; line?: number; column?: number };
   errors: { message: string; line: number }[];
+  excerpt: string;
 }
 
 describe("POST /v1/dockerfile/check", () => {
@@ -60,6 +61,7 @@ describe("POST /v1/dockerfile/check", () => {
     expect(body.error.message).toContain("unknown instruction: COPPY");
     expect(body.errors.map((e) => e.line)).toEqual([3, 4]);
     expect(body.errors[1].message).toContain("unknown flag: chwon");
+    expect(body.excerpt).toContain("   3 | >>> COPPY a b");
   });
 
   it("reports an unknown target and a parse error", async () => {
