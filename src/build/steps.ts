@@ -5,6 +5,7 @@
 import type { Env } from "../env";
 import { ShellError, ShellLex } from "../dockerfile/shell";
 import { DockerfileError } from "../dockerfile/errors";
+import { chompHeredocContent } from "../dockerfile/parser";
 import type { AddInstruction, CopyInstruction, Instruction, RunInstruction } from "../dockerfile/types";
 import type { ContextIndex } from "../context/ingest";
 import { cleanPath, resolveInRoot } from "../context/paths";
@@ -97,7 +98,12 @@ export async function executeStep(ctx: StepContext, step: PlannedStep): Promise<
       const extra = { args: state.args, cmdSet: state.cmdSet };
       const hit = await lookup(ctx, key);
       if (hit) return { status: "cached", state: applyEntry(parent, key, hit, extra), layer: hit.layer };
-      const entry: CacheEntry = { version: 1, layer: null, config: state.config.config as Record<string, unknown>, history: history(ctx, createdBy, true) as Record<string, unknown> };
+      const entry: CacheEntry = {
+        version: 1,
+        layer: null,
+        config: state.config.config as Record<string, unknown>,
+        history: createdBy ? (history(ctx, createdBy, true) as Record<string, unknown>) : null,
+      };
       if (inst.kind === "MAINTAINER") entry.author = inst.maintainer;
       return { status: "done", state: await commit(ctx, parent, key, entry, extra) };
     }
@@ -268,7 +274,9 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
       });
       layer = await writeCopyLayer(ctx.env, files, source, mtime, tmpPrefix);
     }
-    const createdBy = `${inst.kind} ${[...inst.sources, ...inst.sourceContents.map((s) => `<<${s.path}`)].join(" ")} ${inst.dest} # buildkit`;
+    // BuildKit's commit message: the flags that change the result, then sources and dest
+    const flags = [(inst as CopyInstruction).parents ? "--parents" : "", inst.chown ? `--chown=${inst.chown}` : "", inst.chmod ? `--chmod=${inst.chmod}` : ""].filter(Boolean);
+    const createdBy = `${inst.kind} ${[...flags, ...inst.sources, ...inst.sourceContents.map((s) => `<<${s.path}`)].join(" ")} ${inst.dest} # buildkit`;
     const state = await commit(ctx, parent, remoteKey, {
       version: 1,
       layer,
@@ -291,11 +299,14 @@ export function runCommandString(args: string[], state: ImageState): string {
 async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: RunInstruction, platform: string): Promise<StepOutcome> {
   const c = parent.config.config ?? {};
   let args: string[];
-  if (inst.prependShell) {
-    let cmd = inst.args.join(" ");
-    if (inst.heredocs.length) cmd = `${cmd}\n${inst.heredocs.map((h) => h.content).join("")}`.trimEnd();
-    args = [...shellOf(c), cmd];
-  } else args = [...inst.args];
+  args = [...inst.args];
+  if (inst.heredocs.length && inst.prependShell && args.length === 1) {
+    // BuildKit: `RUN <<EOF` alone runs the document's text; anything more complex is handed to the shell whole
+    const only = inst.heredocs.length === 1 && /^<<-?(["']?)[A-Za-z0-9_]+\1$/.test(args[0].trim());
+    const data = (h: (typeof inst.heredocs)[number]) => (h.chomp ? chompHeredocContent(h.content) : h.content);
+    args = only ? [data(inst.heredocs[0])] : [args[0] + inst.heredocs.map((h) => `\n${data(h)}${h.name}`).join("")];
+  }
+  if (inst.prependShell) args = [...shellOf(c), args.join(" ")];
   const imageEnv = c.Env ?? [];
   const envNames = new Set(imageEnv.map((e) => e.slice(0, e.indexOf("="))));
   const env = [...imageEnv, ...parent.args.filter(([k, v]) => v !== undefined && !envNames.has(k)).map(([k, v]) => `${k}=${v}`)];

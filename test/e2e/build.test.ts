@@ -139,8 +139,8 @@ describe("builds end to end", () => {
     expect(config.history.map((h: { created_by: string; empty_layer?: boolean }) => [h.created_by, !!h.empty_layer])).toEqual([
       ["ENV APP_HOME=/app", true],
       ["WORKDIR /app", false],
-      ["COPY src/ ./ # buildkit", false],
-      ["COPY run.sh /usr/local/bin/run # buildkit", false],
+      ["COPY --chown=1000:1000 src/ ./ # buildkit", false],
+      ["COPY --chmod=0755 run.sh /usr/local/bin/run # buildkit", false],
       ["COPY conf/*.conf /etc/app/ # buildkit", false],
       ["USER 1000", true],
       ["EXPOSE map[8080/tcp:{}]", true],

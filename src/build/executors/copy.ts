@@ -202,7 +202,7 @@ export async function resolveChown(env: Env, spec: string, layers: LayerRef[], t
 }
 
 export function parseChmod(spec: string): number {
-  if (!/^[0-7]{1,4}$/.test(spec)) throw new StepError(`invalid chmod parameter: ${spec} (only octal modes are supported)`);
+  if (!/^[0-7]{1,5}$/.test(spec) || parseInt(spec, 8) > 0o7777) throw new StepError(`invalid chmod parameter: '${spec}'. it should be octal string and between 0 and 07777`);
   return parseInt(spec, 8);
 }
 

@@ -139,6 +139,7 @@ export function applyMetadata(
     case "CMD": {
       const cmd = inst.prependShell ? [...shellOf(c), ...inst.args] : [...inst.args];
       c.Cmd = cmd;
+      c.ArgsEscaped = true; // as BuildKit sets it (Docker image spec compatibility)
       cmdSet = true;
       createdBy = `CMD ${goQuoteList(cmd)}`;
       break;
@@ -176,7 +177,7 @@ export function applyMetadata(
     }
     case "ONBUILD":
       c.OnBuild = [...(c.OnBuild ?? []), inst.expression];
-      createdBy = `ONBUILD ${inst.expression}`;
+      createdBy = ""; // BuildKit records no history entry for ONBUILD
       break;
     default:
       throw new Error(`not a metadata instruction: ${inst.kind}`);

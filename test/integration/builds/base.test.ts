@@ -103,4 +103,24 @@ describe("RUN steps", () => {
     const text = await ev.text();
     expect(text).toContain("No rule to make target");
   });
+
+  it("the RunJob carries docker's argv (SHELL, heredoc), env with build args, workdir, user and the layers below", async () => {
+    const df = "FROM scratch\nCOPY f /f\nARG REL=7\nENV HOME=/root\nWORKDIR /src\nUSER 10:10\nSHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]\nRUN <<EOF\necho $REL > /out\nEOF\n";
+    const res = await postBuild(await makeTar({ Dockerfile: df, f: "x" }), "?tag=run/job:1");
+    const { id } = (await res.json()) as { id: string };
+    const dispatcher = env.DISPATCHER.get(env.DISPATCHER.idFromName("default"));
+    let job: any;
+    for (let i = 0; i < 200 && !job; i++) {
+      const rows = await runInDurableObject(dispatcher, (_o, state) => state.storage.sql.exec<{ job_json: string }>("SELECT job_json FROM jobs WHERE build_id = ?", id).toArray());
+      job = rows[0] ? JSON.parse(rows[0].job_json) : undefined;
+      if (!job) await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(job).toBeTruthy();
+    expect(job.args).toEqual(["/bin/ash", "-eo", "pipefail", "-c", "echo $REL > /out\n"]);
+    expect(job.env).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "REL=7"]);
+    expect(job).toMatchObject({ workdir: "/src", user: "10:10", network: "none", repository: "run/job", stepIndex: 8, buildId: id, sourceDateEpoch: 0 });
+    expect(job.layers).toHaveLength(2); // COPY f and the WORKDIR mkdir
+    expect(job.registryToken).toBeTypeOf("string");
+    await SELF.fetch(`http://kiln.test/v1/builds/${id}`, { method: "DELETE", headers: ADMIN });
+  });
 });

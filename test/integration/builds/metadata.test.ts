@@ -53,8 +53,8 @@ describe("metadata steps", () => {
       'ENTRYPOINT ["/app"]',
       'CMD ["--serve"]',
       "SHELL [/bin/bash -c]",
-      "ONBUILD RUN echo child",
     ]);
+    expect(config.config.ArgsEscaped).toBe(true);
     expect(config.history.every((h: { empty_layer?: boolean }) => h.empty_layer === true)).toBe(true);
   });
 
