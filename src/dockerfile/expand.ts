@@ -27,10 +27,9 @@ function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: W
       case "LABEL":
         return { ...inst, pairs: inst.pairs.map((p) => ({ key: word(p.key), value: word(p.value) })) };
       case "ARG":
-        return {
-          ...inst,
-          args: inst.args.map((a) => (a.value === undefined ? { key: word(a.key) } : { key: word(a.key), value: word(a.value) })),
-        };
+        // BuildKit expands only the defaults, with the env at this point; a --build-arg value replaces
+        // the default unexpanded (see argValueInStage).
+        return { ...inst, args: inst.args.map((a) => (a.value === undefined ? a : { ...a, value: word(a.value) })) };
       case "WORKDIR":
         return { ...inst, path: word(inst.path) };
       case "USER":
