@@ -10,7 +10,7 @@ import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from "./tar";
 import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./extract";
-import { getXattrs, OPAQUE_XATTR } from "./xattr";
+import { listXattrs, OPAQUE_XATTR } from "./xattr";
 
 export interface DiffEntry {
   header: TarHeader;
@@ -40,17 +40,24 @@ export const isWhiteoutDevice = (st: Stats) => st.isCharacterDevice() && st.rdev
 /** The entries of the layer an upperdir stands for, in archive order. */
 export async function diffEntries(upper: string, sourceDateEpoch: number): Promise<DiffEntry[]> {
   const tree = await listTree(upper);
-  const dirs = tree.filter((t) => t.st.isDirectory());
+  // One batch for every entry's xattrs: overlay's opaque marker, and the ones a layer carries
+  // (file capabilities, user.*), never overlay's own bookkeeping or SELinux labels.
+  const allXattrs = await listXattrs(tree.map((t) => path.join(upper, t.rel)));
   const opaque = new Set<string>();
-  const values = await getXattrs(dirs.map((d) => path.join(upper, d.rel)), OPAQUE_XATTR);
-  values.forEach((v, i) => { if (v && v.toString() === "y") opaque.add(dirs[i].rel); });
+  const keptXattrs = new Map<string, Record<string, Buffer>>();
+  tree.forEach((t, i) => {
+    const xa = allXattrs[i];
+    if (t.st.isDirectory() && xa[OPAQUE_XATTR]?.toString() === "y") opaque.add(t.rel);
+    const kept = Object.entries(xa).filter(([k]) => !k.startsWith("trusted.overlay.") && k !== "security.selinux");
+    if (kept.length) keptXattrs.set(t.rel, Object.fromEntries(kept));
+  });
 
   const clamp = (st: Stats) => Math.min(Math.floor(st.mtimeMs / 1000), sourceDateEpoch);
   const links = new Map<string, string>();
   const entries: DiffEntry[] = [];
   const whiteoutHeader = (rel: string, mtime: number): TarHeader => ({ path: rel, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime });
   for (const { rel, st } of tree) {
-    const base = { path: rel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, mtime: clamp(st) };
+    const base = { path: rel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, mtime: clamp(st), xattrs: keptXattrs.get(rel) };
     if (isWhiteoutDevice(st)) {
       const dir = path.posix.dirname(rel);
       const name = `${WHITEOUT_PREFIX}${path.posix.basename(rel)}`;

@@ -14,7 +14,7 @@ import { LayerStore } from "../../src/runner/layers";
 import { mountOverlay, unmount } from "../../src/runner/rootfs";
 import { removeJobDir, runStep, type StepOutcome } from "../../src/runner/step";
 import { encodeHeader, END_OF_ARCHIVE, padding, readTar, type TarHeader } from "../../src/runner/tar";
-import { getXattrs } from "../../src/runner/xattr";
+import { getXattrs, setXattrs } from "../../src/runner/xattr";
 
 const isRoot = process.getuid?.() === 0;
 const haveRunc = spawnSync("runc", ["--version"]).status === 0;
@@ -117,6 +117,7 @@ describe.skipIf(!isRoot)("upperdir differ", () => {
       await fs.writeFile(path.join(merged, "new/dir/a"), "aaa");
       await fs.link(path.join(merged, "new/dir/a"), path.join(merged, "new/b"));
       await fs.symlink("dir/a", path.join(merged, "new/link"));
+      await setXattrs([{ path: path.join(merged, "new/b"), name: "user.kiln", value: "v1" }]);
     } finally {
       await unmount(merged);
     }
@@ -136,14 +137,20 @@ describe.skipIf(!isRoot)("upperdir differ", () => {
       "replaced/new file 1",
     ]);
     expect(entries.every((e) => e.header.mtime === 0)).toBe(true);
+    expect(entries.find((e) => e.header.path === "new/b")!.header.xattrs).toEqual({ "user.kiln": Buffer.from("v1") });
+    expect(entries.find((e) => e.header.path === "replaced")!.header.xattrs).toBeUndefined();
 
     // The layer file reads back to the same entries, and it is reproducible.
     const l1 = await writeLayerFile(entries, path.join(base, "l1.tar.gz"));
     const l2 = await writeLayerFile(await diffEntries(upper, 0), path.join(base, "l2.tar.gz"));
     expect(l2.digest).toBe(l1.digest);
     const back: string[] = [];
+    const dest = await fs.mkdtemp(path.join(tmp, "back-"));
     for await (const e of readTar(createReadStream(l1.path).pipe(zlib.createGunzip()))) back.push(e.header.path);
     expect(back).toEqual(entries.map((e) => e.header.path));
+    await extractLayer(createReadStream(l1.path).pipe(zlib.createGunzip()), dest);
+    expect((await getXattrs([path.join(dest, "new/b")], "user.kiln"))[0]?.toString()).toBe("v1");
+    expect((await getXattrs([path.join(dest, "replaced")], "trusted.overlay.opaque"))[0]?.toString()).toBe("y");
   });
 });
 
