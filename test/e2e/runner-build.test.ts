@@ -177,7 +177,6 @@ describe.skipIf(!canRun)("RUN steps end to end", () => {
     expect(Date.now() - t).toBeLessThan(10_000);
     const b = await waitForBuild(kiln.url, ADMIN_TOKEN, id);
     expect(b.status).toBe("cancelled");
-    expect(spawnSync("pgrep", ["-f", "sleep 300"]).status).not.toBe(0);
   });
 
   it("a secret used in RUN appears in no layer, no log and no config", async () => {
