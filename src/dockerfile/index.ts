@@ -32,6 +32,7 @@ export {
 export type { Platform, StageDependency, StageGraphNode, ExternalSource } from "./stages";
 export { expandInstruction } from "./expand";
 export { lintDockerfile } from "./lint";
+export { parseOnbuildTriggers } from "./onbuild";
 export type { LintWarning } from "./lint";
 export { runCommand, withShell, DEFAULT_SHELL } from "./run";
 export type { RunCommand, RunFile } from "./run";
