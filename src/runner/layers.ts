@@ -74,7 +74,10 @@ export class LayerStore {
   /** The unpacked directory of a layer, fetching and unpacking it when it is not cached. */
   async ensure(layer: JobLayer, opts: FetchOptions): Promise<string> {
     const dest = this.pathOf(layer.diffId);
-    if (await this.has(layer.diffId)) return dest;
+    if (await this.has(layer.diffId)) {
+      await this.markUsed(layer.diffId);
+      return dest;
+    }
     let p = this.pending.get(layer.diffId);
     if (!p) {
       p = this.fetchAndUnpack(layer, opts, dest).finally(() => this.pending.delete(layer.diffId));
@@ -100,6 +103,7 @@ export class LayerStore {
       if (diffId !== layer.diffId) throw new LayerError(`layer ${layer.digest}: uncompressed content has diffID ${diffId}, expected ${layer.diffId}`);
       try {
         await fs.rename(tmp, dest);
+        await this.markUsed(layer.diffId);
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
         if (code !== "ENOTEMPTY" && code !== "EEXIST") throw e;
@@ -127,9 +131,65 @@ export class LayerStore {
     if (await this.has(diffId)) return false;
     try {
       await fs.rename(dir, this.pathOf(diffId));
+      await this.markUsed(diffId);
       return true;
     } catch {
       return false;
     }
   }
+
+  private usedDir(): string {
+    return path.join(this.dir, ".used");
+  }
+
+  /** Notes that a layer was used now (least recently used layers go first in gc). */
+  async markUsed(diffId: string): Promise<void> {
+    await fs.mkdir(this.usedDir(), { recursive: true });
+    const f = path.join(this.usedDir(), LayerStore.hexOf(diffId));
+    const now = new Date();
+    await fs.utimes(f, now, now).catch(async () => { await fs.writeFile(f, ""); });
+  }
+
+  /**
+   * Removes least recently used layers until the store holds at most `maxBytes`, never one in `keep`
+   * (the diffIDs running jobs use). Returns the diffIDs removed.
+   */
+  async gc(maxBytes: number, keep: Set<string>): Promise<string[]> {
+    const names = (await fs.readdir(this.dir).catch(() => [] as string[])).filter((n) => /^[a-f0-9]{64}$/.test(n));
+    const layers: { hex: string; used: number; size: number }[] = [];
+    for (const hex of names) {
+      const used = (await fs.stat(path.join(this.usedDir(), hex)).catch(() => null))?.mtimeMs ?? 0;
+      layers.push({ hex, used, size: await duBytes(path.join(this.dir, hex)) });
+    }
+    let total = layers.reduce((n, l) => n + l.size, 0);
+    const removed: string[] = [];
+    for (const l of layers.sort((a, b) => a.used - b.used)) {
+      if (total <= maxBytes) break;
+      const diffId = `sha256:${l.hex}`;
+      if (keep.has(diffId) || this.pending.has(diffId)) continue;
+      // Rename first so a concurrent job never sees a half-deleted layer.
+      const trash = path.join(this.dir, `.tmp-gc-${l.hex}-${process.pid}`);
+      try {
+        await fs.rename(path.join(this.dir, l.hex), trash);
+      } catch {
+        continue;
+      }
+      await fs.rm(trash, { recursive: true, force: true });
+      await fs.rm(path.join(this.usedDir(), l.hex), { force: true });
+      total -= l.size;
+      removed.push(diffId);
+    }
+    return removed;
+  }
+}
+
+/** Disk usage of a directory tree in bytes (`du -sb`). */
+async function duBytes(dir: string): Promise<number> {
+  return await new Promise((resolve) => {
+    const p = spawn("du", ["-sb", dir], { stdio: ["ignore", "pipe", "ignore"] });
+    let out = "";
+    p.stdout.on("data", (d) => { out += d; });
+    p.on("close", () => resolve(Number(out.split(/\s/)[0]) || 0));
+    p.on("error", () => resolve(0));
+  });
 }

@@ -22,12 +22,14 @@ export interface RunnerOptions {
   platforms: string[];
   /** Stop after this many jobs (tests). */
   maxJobs?: number;
+  /** Upper bound of the layer cache in bytes (least recently used layers go first). */
+  cacheMaxBytes: number;
 }
 
-const USAGE = "usage: kiln runner --server URL --token TOKEN [--work-dir DIR] [--concurrency N] [--allow-host-network] [--lease-seconds S] [--runner-id ID]";
+const USAGE = "usage: kiln runner --server URL --token TOKEN [--work-dir DIR] [--concurrency N] [--allow-host-network] [--cache-max-gb G] [--lease-seconds S] [--runner-id ID]";
 
 export function parseRunnerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): RunnerOptions {
-  const o: Partial<RunnerOptions> & { platforms: string[] } = { concurrency: 1, allowHostNetwork: false, platforms: [] };
+  const o: Partial<RunnerOptions> & { platforms: string[] } = { concurrency: 1, allowHostNetwork: false, platforms: [], cacheMaxBytes: 20 * 2 ** 30 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.startsWith("--") && a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
@@ -46,6 +48,12 @@ export function parseRunnerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       case "--runner-id": o.runnerId = value(); break;
       case "--platform": o.platforms.push(value()); break;
       case "--max-jobs": o.maxJobs = Number(value()); break;
+      case "--cache-max-gb": {
+        const gb = Number(value());
+        if (!Number.isFinite(gb) || gb < 0) throw new Error("--cache-max-gb must be a non-negative number");
+        o.cacheMaxBytes = Math.round(gb * 2 ** 30);
+        break;
+      }
       case "-h": case "--help": throw new Error(USAGE);
       default: throw new Error(`unknown option ${a}\n${USAGE}`);
     }
@@ -91,6 +99,7 @@ export async function startRunner(o: RunnerOptions, signal?: AbortSignal): Promi
   const store = new LayerStore(o.workDir);
   log(`${runnerId} serving ${o.server} (${o.platforms.join(", ")}; work dir ${o.workDir}; concurrency ${o.concurrency})`);
   let jobs = 0;
+  const inUse = new Map<string, number>();
   const loop = async (slot: number) => {
     let backoff = 500;
     while (!signal?.aborted && (o.maxJobs === undefined || jobs < o.maxJobs)) {
@@ -110,7 +119,18 @@ export async function startRunner(o: RunnerOptions, signal?: AbortSignal): Promi
       const { job } = claimed;
       log(`job ${job.jobId}: build ${job.buildId} step ${job.stepIndex}: ${JSON.stringify(job.args)}`);
       const started = Date.now();
-      const result = await executeClaimed(claimed, { client, store, workDir: o.workDir, allowHostNetwork: o.allowHostNetwork, leaseSeconds: o.leaseSeconds, log });
+      const used = [...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.diffId);
+      for (const d of used) inUse.set(d, (inUse.get(d) ?? 0) + 1);
+      let result;
+      try {
+        result = await executeClaimed(claimed, { client, store, workDir: o.workDir, allowHostNetwork: o.allowHostNetwork, leaseSeconds: o.leaseSeconds, log });
+      } finally {
+        for (const d of used) { const n = (inUse.get(d) ?? 1) - 1; if (n > 0) inUse.set(d, n); else inUse.delete(d); }
+      }
+      // The step's own layer (its warm rootfs) counts as just used; the oldest layers go when over budget.
+      store.gc(o.cacheMaxBytes, new Set(inUse.keys())).then((gone) => {
+        if (gone.length) log(`layer cache: removed ${gone.length} least recently used layer(s)`);
+      }).catch((e) => log(`layer cache gc failed: ${(e as Error).message}`));
       const took = ((Date.now() - started) / 1000).toFixed(1);
       if (!result) log(`job ${job.jobId}: abandoned after ${took}s`);
       else if (result.ok) log(`job ${job.jobId}: done in ${took}s${result.layer ? `, layer ${result.layer.digest}` : ", no changes"}`);

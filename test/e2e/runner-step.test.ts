@@ -296,4 +296,15 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
     expect(o.output).toContain("ro\n");
     expect(o.layer).toBeNull();
   });
+
+  it("evicts least recently used layers beyond the cache budget, never those in use", async () => {
+    const { layer: extra } = await layerOf(job(["/bin/sh", "-c", "echo gc > /gc"], [busyboxLayer, shellLayer]));
+    await store.markUsed(busyboxLayer.diffId);
+    const removed = await store.gc(0, new Set([shellLayer.diffId, busyboxLayer.diffId]));
+    expect(removed).toContain(extra.diffId);
+    expect(removed).not.toContain(shellLayer.diffId);
+    expect(await store.has(extra.diffId)).toBe(false);
+    expect(await store.has(busyboxLayer.diffId)).toBe(true);
+    expect(await store.has(shellLayer.diffId)).toBe(true);
+  });
 });
