@@ -7,13 +7,16 @@
 //   - COPY of a 256 MiB context into an image, against `tar -c ctx | gzip -6 | sha256sum`
 // kiln's time is the client's wall time from the start of POST /v1/builds (context streamed by `tar -c`
 // as it is read from disk) until the build's SSE `done` event; buildah's is the wall time of the process.
-//   BENCH_BUILD_REPS=3   repetitions (default min(BENCH_REPS, 3): the module must stay under 10 minutes)
+//   BENCH_BUILD_REPS=3        repetitions (default min(BENCH_REPS, 3))
+//   BENCH_BUILD_BUDGET_S=540  no new repetition starts when it would end past this (the module stays < 10 min)
+//   BENCH_BUILD_PARTS=copy-only,busybox-run,10-step,big   run only these figures
+//   KILN_BENCH_VERBOSE=1      show wrangler dev and runner output
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { ADMIN_TOKEN, ROOT, startKiln, type KilnServer } from "../test/e2e/server";
+import { ADMIN_TOKEN, ROOT, freePort, type KilnServer } from "../test/e2e/server";
 import { containerSandbox, type ContainerSandbox } from "../test/e2e/helpers/containers";
 import type { BuildResult } from "../test/e2e/helpers/builds";
 import { buildFixtures, type BuildFixtures } from "./fixtures/builds";
@@ -22,12 +25,14 @@ import { result, stats, type BenchContext, type BenchResult } from "./types";
 const BUILD_TIMEOUT_MS = 300_000;
 /** How often the SSE stream ended before `done` (then GET polling every 100 ms measured the end). */
 let sseCut = 0;
+/** How often the 250 ms GET poll saw the end before the SSE stream did. */
+let pollWon = 0;
 const CLK_TCK = Number(spawnSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).stdout.trim()) || 100;
 
 // ---------------------------------------------------------------------------------------------------
 // CPU accounting from /proc
 
-interface ProcTimes { ppid: number; self: number; children: number }
+interface ProcTimes { ppid: number; comm: string; self: number; children: number }
 
 function procTable(): Map<number, ProcTimes> {
   const out = new Map<number, ProcTimes>();
@@ -37,24 +42,36 @@ function procTable(): Map<number, ProcTimes> {
       const stat = readFileSync(`/proc/${name}/stat`, "utf8");
       const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       // fields after comm: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14)
-      out.set(Number(name), { ppid: Number(f[1]), self: (Number(f[11]) + Number(f[12])) / CLK_TCK, children: (Number(f[13]) + Number(f[14])) / CLK_TCK });
+      out.set(Number(name), { ppid: Number(f[1]), comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), self: (Number(f[11]) + Number(f[12])) / CLK_TCK, children: (Number(f[13]) + Number(f[14])) / CLK_TCK });
     } catch { /* exited */ }
   }
   return out;
 }
 
-/** CPU seconds (user+sys) of a live process tree, including children it has reaped. */
-function treeCpu(rootPid: number | undefined): number {
-  if (!rootPid) return 0;
+/** CPU seconds (user+sys) of a live process tree, including children it has reaped, by command name. */
+function treeCpuBy(rootPid: number | undefined): Map<string, number> {
+  const by = new Map<string, number>();
+  if (!rootPid) return by;
   const table = procTable();
-  let total = 0;
   for (const [pid, t] of table) {
     for (let p: number | undefined = pid, hops = 0; p && hops < 64; p = table.get(p)?.ppid, hops++) {
-      if (p === rootPid) { total += t.self + t.children; break; }
+      if (p === rootPid) { by.set(t.comm, (by.get(t.comm) ?? 0) + t.self + t.children); break; }
     }
   }
+  return by;
+}
+
+function treeCpu(rootPid: number | undefined): number {
+  let total = 0;
+  for (const v of treeCpuBy(rootPid).values()) total += v;
   return total;
 }
+
+const cpuDelta = (a: Map<string, number>, b: Map<string, number>) => {
+  const d = new Map<string, number>();
+  for (const [k, v] of b) d.set(k, v - (a.get(k) ?? 0));
+  return d;
+};
 
 /** CPU seconds of this process's reaped children (buildah, tar, gzip, sh…). */
 function reapedChildrenCpu(): number {
@@ -72,6 +89,8 @@ interface KilnRun {
   build: BuildResult;
   /** CPU seconds of the kiln server tree (wrangler + workerd) during the build. */
   serverCpu: number;
+  /** The same by process name (workerd, node = wrangler/miniflare). */
+  serverCpuBy: Map<string, number>;
   /** CPU seconds of the runner tree during the build (0 without a runner). */
   runnerCpu: number;
 }
@@ -117,8 +136,71 @@ async function stopRunner(child: ChildProcess | undefined, dir: string | undefin
   rmSync(dir, { recursive: true, force: true });
 }
 
-async function startKilnInstance(withRunner: boolean): Promise<KilnInstance> {
-  const server = await startKiln();
+/**
+ * The Worker bundled once (`wrangler deploy --dry-run --outdir`): `wrangler dev` runs this snapshot with
+ * --no-bundle, so edits to src/ during the bench neither reload the server mid-request nor change what
+ * is measured.
+ */
+let bundle: string | undefined;
+
+function bundleWorker(): string {
+  if (bundle) return bundle;
+  const out = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-bundle-"));
+  const r = spawnSync(path.join(ROOT, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", out], {
+    cwd: ROOT, encoding: "utf8", env: { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
+  });
+  if (r.status !== 0 || !existsSync(path.join(out, "index.js"))) throw new Error(`wrangler deploy --dry-run failed: ${r.stderr}${r.stdout}`);
+  bundle = path.join(out, "index.js");
+  return bundle;
+}
+
+/** startKiln() of test/e2e/server.ts, on the bundled snapshot (see bundleWorker). */
+async function startKilnSnapshot(): Promise<KilnServer> {
+  const stateDir = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-state-"));
+  const port = await freePort();
+  const wrangler = path.join(ROOT, "node_modules", ".bin", "wrangler");
+  const env = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
+  const mig = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", stateDir], { cwd: ROOT, env, encoding: "utf8" });
+  if (mig.status !== 0) throw new Error(`migrations failed: ${mig.stderr}${mig.stdout}`);
+  const inspectorPort = await freePort();
+  const args = ["dev", bundleWorker(), "--no-bundle", "--config", path.join(ROOT, "wrangler.toml"), "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir,
+    "--show-interactive-dev-session=false", "--inspector-port", String(inspectorPort), "--var", `KILN_ADMIN_TOKEN:${ADMIN_TOKEN}`];
+  const child = spawn(wrangler, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let output = "";
+  const onData = (d: Buffer) => { output += d; if (process.env.KILN_BENCH_VERBOSE) process.stderr.write(d); };
+  child.stdout!.on("data", onData);
+  child.stderr!.on("data", onData);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${output}`);
+    try {
+      if ((await fetch(`${url}/healthz`)).ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`kiln did not start: ${output}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  inspectorPorts.set(url, inspectorPort);
+  return {
+    url, port, stateDir, process: child,
+    async stop(wipe = false) {
+      if (/Reloading local server/.test(output)) reloads++;
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once("exit", r));
+        try { process.kill(-child.pid!, "SIGTERM"); } catch { /* gone */ }
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+        try { process.kill(-child.pid!, "SIGKILL"); } catch { /* gone */ }
+      }
+      if (wipe) rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
+let reloads = 0;
+/** Server URL → its workerd inspector port (for CPU profiles). */
+export const inspectorPorts = new Map<string, number>();
+
+export async function startKilnInstance(withRunner: boolean): Promise<KilnInstance> {
+  const server = await startKilnSnapshot();
   if (!withRunner) return { server };
   try {
     const r = await startRunner(server);
@@ -129,7 +211,7 @@ async function startKilnInstance(withRunner: boolean): Promise<KilnInstance> {
   }
 }
 
-async function stopKilnInstance(k: KilnInstance): Promise<void> {
+export async function stopKilnInstance(k: KilnInstance): Promise<void> {
   await stopRunner(k.runner, k.runnerDir);
   await k.server.stop(true);
 }
@@ -170,9 +252,9 @@ async function pollDone(url: string, id: string, signal: AbortSignal, everyMs: n
 }
 
 /** Streams `tar -c dir` into POST /v1/builds and waits for the build to end. Throws unless it succeeded. */
-async function kilnBuild(k: KilnInstance, dir: string, query: Record<string, string>): Promise<KilnRun> {
+export async function kilnBuild(k: KilnInstance, dir: string, query: Record<string, string>): Promise<KilnRun> {
   const url = k.server.url;
-  const cpu0 = treeCpu(k.server.process.pid);
+  const cpu0 = treeCpuBy(k.server.process.pid);
   const rcpu0 = treeCpu(k.runner?.pid);
   const t0 = performance.now();
   const tar = spawn("tar", ["-C", dir, "--sort=name", "-cf", "-", "."], { stdio: ["ignore", "pipe", "pipe"] });
@@ -184,9 +266,11 @@ async function kilnBuild(k: KilnInstance, dir: string, query: Record<string, str
     body: Readable.toWeb(tar.stdout!) as unknown as ReadableStream<Uint8Array>,
     duplex: "half",
   } as RequestInit);
-  const body = (await res.json()) as { id?: string; error?: { message: string } };
+  const text = await res.text();
+  let body: { id?: string; error?: { message: string } } = {};
+  try { body = JSON.parse(text); } catch { /* reported below */ }
   const upload = (performance.now() - t0) / 1000;
-  if (res.status !== 202 || !body.id) throw new Error(`POST /v1/builds: ${res.status} ${JSON.stringify(body)} ${tarErr}`);
+  if (res.status !== 202 || !body.id) throw new Error(`POST /v1/builds: ${res.status} ${text.slice(0, 500)} ${tarErr}`);
   const ac = new AbortController();
   let build: BuildResult;
   try {
@@ -195,17 +279,19 @@ async function kilnBuild(k: KilnInstance, dir: string, query: Record<string, str
       if (!b) sseCut++;
       return b ?? pollDone(url, body.id!, ac.signal, 100);
     });
-    build = await Promise.race([sse, pollDone(url, body.id, ac.signal, 2000)]);
+    const poll = pollDone(url, body.id, ac.signal, 250).then((b) => { if (!ac.signal.aborted) pollWon++; return b; });
+    build = await Promise.race([sse, poll]);
   } finally {
     ac.abort();
   }
   const total = (performance.now() - t0) / 1000;
-  const serverCpu = treeCpu(k.server.process.pid) - cpu0;
+  const serverCpuBy = cpuDelta(cpu0, treeCpuBy(k.server.process.pid));
+  const serverCpu = [...serverCpuBy.values()].reduce((a, b) => a + b, 0);
   const runnerCpu = k.runner ? treeCpu(k.runner.pid) - rcpu0 : 0;
   if (build.status !== "succeeded") {
     throw new Error(`kiln build ${body.id} ${build.status}: ${JSON.stringify(build.error ?? build.steps?.filter((s) => s.status === "failed"))}`);
   }
-  return { total, upload, build, serverCpu, runnerCpu };
+  return { total, upload, build, serverCpu, serverCpuBy, runnerCpu };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -323,7 +409,7 @@ function kilnProfile(runs: KilnRun[]): string {
   const statuses = runs[0].build.steps?.map((s) => s.status).join("/") ?? "";
   const parts = [
     `kiln: POST→202 (upload+ingest) ${sec(upload)}, 202→done ${sec(after)} (steps' durationMs sum ${Math.round(stepSum)} ms; slowest ${steps.slice(0, 2).map((s) => `[${s.k}] ${Math.round(s.ms)} ms`).join(", ")})`,
-    `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))}`,
+    `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))} (${["workerd", "node"].map((c) => `${c === "node" ? "wrangler/miniflare node" : c} ${sec(med(runs.map((r) => r.serverCpuBy.get(c) ?? 0)))}`).join(", ")})`,
   ];
   const rc = med(runs.map((r) => r.runnerCpu));
   if (rc > 0) parts.push(`runner CPU ${sec(rc)}`);
@@ -337,6 +423,7 @@ function peerProfile(name: string, runs: PeerRun[]): string {
 
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   const reps = Number(process.env.BENCH_BUILD_REPS ?? Math.min(ctx.reps, 3));
+  const budgetS = Number(process.env.BENCH_BUILD_BUDGET_S ?? 540);
   const parts = process.env.BENCH_BUILD_PARTS?.split(",").map((p) => p.trim()).filter(Boolean);
   const want = (key: string) => !parts || parts.includes(key);
   const missing = ["buildah", "runc", "tar", "gzip", "sha256sum"].filter((c) => spawnSync("sh", ["-c", `command -v ${c}`]).status !== 0);
@@ -419,7 +506,14 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   };
 
   if (!missing.length) {
+    const loop0 = performance.now();
     for (let rep = 0; rep < reps; rep++) {
+      const elapsed = (performance.now() - t0) / 1000;
+      const perRep = rep ? (performance.now() - loop0) / 1000 / rep : 0;
+      if (rep > 0 && elapsed + perRep > budgetS) {
+        ctx.log(`bench builds: stopping after ${rep} repetition(s): another would pass the ${budgetS} s budget (BENCH_BUILD_BUDGET_S)`);
+        break;
+      }
       if (rep % 2 === 0) { await runKiln(rep); await runPeer(rep); }
       else { await runPeer(rep); await runKiln(rep); }
     }
@@ -458,7 +552,10 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       note: note || undefined,
     }));
   }
+  if (reloads) ctx.log(`bench builds: wrangler dev reloaded the Worker during ${reloads} server run(s)`);
+  if (bundle) rmSync(path.dirname(bundle), { recursive: true, force: true });
   if (sseCut) ctx.log(`bench builds: the SSE stream ended before \`done\` ${sseCut} time(s); GET polling every 100 ms took over`);
+  if (pollWon) ctx.log(`bench builds: the 250 ms GET poll saw the end before the SSE \`done\` event ${pollWon} time(s)`);
   if (missing.length) for (const r of out) r.note = `not run: missing ${missing.join(", ")}`;
   ctx.log(`bench builds: done in ${Math.round((performance.now() - t0) / 1000)} s`);
   return out;
