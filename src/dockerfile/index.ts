@@ -8,6 +8,7 @@
  *   stageDependencies(parsed, resolved)  stage graph (base, COPY --from, RUN --mount from=)
  *   expandInstruction(inst, env, shell)  the fields BuildKit expands, at build time
  *   runCommand(run, shell)               RUN's argv with BuildKit's heredoc rules
+ *   new StageEnv(baseEnv, opts)          ENV/ARG bookkeeping of a stage (config env vs build env)
  *
  * Every error is a DockerfileError { message, line, column? }.
  */
@@ -33,6 +34,8 @@ export type { Platform, StageDependency, StageGraphNode, ExternalSource } from "
 export { expandInstruction } from "./expand";
 export { lintDockerfile } from "./lint";
 export { parseOnbuildTriggers } from "./onbuild";
+export { StageEnv, DEFAULT_PATH_ENV } from "./env";
+export type { StageEnvOptions } from "./env";
 export type { LintWarning } from "./lint";
 export { runCommand, withShell, DEFAULT_SHELL } from "./run";
 export type { RunCommand, RunFile } from "./run";
