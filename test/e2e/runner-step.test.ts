@@ -4,6 +4,7 @@ import { spawnSync } from "node:child_process";
 import { createReadStream, existsSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
+import { createHash } from "node:crypto";
 import path from "node:path";
 import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -204,6 +205,18 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
 
   afterAll(async () => {
     for (const o of outcomes) await removeJobDir(o.jobDir).catch(() => {});
+  });
+
+  it("unpacks zstd and uncompressed layers too", async () => {
+    const tar = tarOf([{ h: H("z", "dir") }, { h: H("z/file", "file"), data: "zstd!" }]);
+    const sha = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+    const plain: JobLayer = { digest: sha(tar), diffId: sha(tar), mediaType: "application/vnd.oci.image.layer.v1.tar", size: tar.length };
+    expect(await fs.readFile(path.join(await store.unpack(plain, once(tar)), "z/file"), "utf8")).toBe("zstd!");
+    await fs.rm(store.pathOf(plain.diffId), { recursive: true });
+    const z = spawnSync("zstd", ["-q", "-c"], { input: tar });
+    if (z.status !== 0) return; // no zstd binary here
+    const zl: JobLayer = { digest: sha(z.stdout), diffId: sha(tar), mediaType: "application/vnd.oci.image.layer.v1.tar+zstd", size: z.stdout.length };
+    expect(await fs.readFile(path.join(await store.unpack(zl, once(z.stdout)), "z/file"), "utf8")).toBe("zstd!");
   });
 
   it("rejects a layer whose content does not match its digest", async () => {
