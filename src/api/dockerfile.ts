@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
-import { checkLiteralValues, DockerfileError, formatDockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction } from "../dockerfile/index";
+import { checkLiteralValues, DockerfileError, formatDockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction, parsePlatform } from "../dockerfile/index";
 import { planBuild } from "../plan/index";
 
 /** Largest Dockerfile the check endpoint reads. */
@@ -63,6 +63,18 @@ function stringRecord(v: unknown, what: string): Record<string, string> {
 }
 
 async function readCheckRequest(req: Request, url: URL): Promise<CheckRequest> {
+  const out = await readCheckRequestUnchecked(req, url);
+  if (out.platform !== undefined) {
+    try {
+      parsePlatform(out.platform);
+    } catch (e) {
+      throw new BadRequest((e as Error).message);
+    }
+  }
+  return out;
+}
+
+async function readCheckRequestUnchecked(req: Request, url: URL): Promise<CheckRequest> {
   const text = await readBody(req);
   const type = (req.headers.get("content-type") ?? "").toLowerCase();
   const buildArgs: Record<string, string> = {};

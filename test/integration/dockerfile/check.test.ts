@@ -109,3 +109,14 @@ describe("POST /v1/dockerfile/check: build-time errors found early", () => {
     expect(unused.status).toBe(200);
   });
 });
+
+describe("POST /v1/dockerfile/check: options", () => {
+  it("uses the platform for the predefined args and rejects a malformed one", async () => {
+    const ok = await SELF.fetch(URL_ + "?platform=linux/arm64", { method: "POST", body: "FROM golang:${TARGETARCH}\n".replace("${TARGETARCH}", "1-${TARGETARCH}") });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { stages: { resolvedBase: string }[] }).stages[0].resolvedBase).toBe("golang:1-arm64");
+    const bad = await SELF.fetch(URL_ + "?platform=linux//", { method: "POST", body: "FROM a\n" });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as CheckErr).error.message).toContain("invalid platform");
+  });
+});
