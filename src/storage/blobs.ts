@@ -6,7 +6,7 @@
 import type { Env } from "../env";
 import { OciError } from "../errors";
 import { blobKey, parseDigest, requireDigest, type Digest } from "./digest";
-import { Meter, SINGLE_PUT_MAX, drain, putFixed, spool } from "./streams";
+import { Meter, SINGLE_PUT_MAX, hashStream, isBadDigest, putFixed, spool } from "./streams";
 
 export async function statBlob(env: Env, digest: string): Promise<{ size: number } | null> {
   const row = await env.DB.prepare("SELECT size FROM blobs WHERE digest = ?").bind(digest).first<{ size: number }>();
@@ -19,9 +19,9 @@ export async function getBlob(env: Env, digest: string, range?: { offset: number
   return env.BUCKET.get(blobKey(d), range ? { range } : undefined);
 }
 
-function digestMismatch(d: Digest, actual: string): OciError {
+function digestMismatch(d: Digest, actual?: string): OciError {
   return new OciError("DIGEST_INVALID", "the uploaded content does not match the digest", {
-    detail: { expected: d.string, actual: `${d.algorithm}:${actual}` },
+    detail: actual ? { expected: d.string, actual: `${d.algorithm}:${actual}` } : { expected: d.string },
   });
 }
 
@@ -37,31 +37,25 @@ async function recordBlob(env: Env, digest: string, size: number): Promise<void>
 /**
  * Writes `body` to the blob's final key so that nothing becomes readable unless its digest matches:
  * a single put carries the expected checksum (R2 refuses the put on mismatch, leaving any existing
- * object untouched); a multipart upload is completed only after the digest was checked.
+ * object untouched); a multipart upload (unknown or huge size) is completed only after the digest
+ * was checked.
  */
-async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<Uint8Array>, size?: number): Promise<number> {
+async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<Uint8Array>, size?: number, bodyHasLength = false): Promise<number> {
   const key = blobKey(d);
-  const meter = new Meter(d.webAlgorithm);
   const checksum: R2PutOptions = d.algorithm === "sha256" ? { sha256: d.hex } : { sha512: d.hex };
   if (size !== undefined && size <= SINGLE_PUT_MAX) {
     try {
-      await putFixed(bucket, key, body, size, meter, checksum);
+      await putFixed(bucket, key, body, size, checksum, bodyHasLength);
     } catch (err) {
-      if (meter.size !== size) throw sizeMismatch(size, meter.size);
-      if (meter.finished) {
-        const hex = await meter.hex();
-        if (hex !== d.hex) throw digestMismatch(d, hex);
+      if (isBadDigest(err)) throw digestMismatch(d);
+      if ((err as { pipeError?: unknown }).pipeError !== undefined || /FixedLengthStream|expected|length/i.test(String(err))) {
+        throw new OciError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
       }
       throw err;
     }
-    const hex = await meter.hex();
-    if (hex !== d.hex) {
-      // Only reachable if the store ignored the checksum: never leave the bad bytes behind.
-      await bucket.delete(key);
-      throw digestMismatch(d, hex);
-    }
     return size;
   }
+  const meter = new Meter(d.webAlgorithm);
   const r = await spool(bucket, body, key, meter);
   const hex = await meter.hex();
   if (hex !== d.hex || (size !== undefined && meter.size !== size)) {
@@ -74,14 +68,15 @@ async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<U
   return meter.size;
 }
 
-/** Reads `body` only to check it hashes to `d` (the blob is already stored). */
-async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, size?: number): Promise<number> {
-  const meter = new Meter(d.webAlgorithm);
-  await drain(body, meter);
-  const hex = await meter.hex();
+/** Reads `body` only to check it hashes to `d` (the blob is already stored, `stored` bytes long). */
+async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, stored: number, size?: number): Promise<number> {
+  if (size !== undefined && size !== stored) {
+    body.cancel().catch(() => {});
+    throw sizeMismatch(size, stored);
+  }
+  const hex = await hashStream(body, d.webAlgorithm);
   if (hex !== d.hex) throw digestMismatch(d, hex);
-  if (size !== undefined && meter.size !== size) throw sizeMismatch(size, meter.size);
-  return meter.size;
+  return stored;
 }
 
 /**
@@ -90,11 +85,19 @@ async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, size?: nu
  * blob is never rewritten. Does not link the blob to any repository (see linkBlob).
  */
 export async function putBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size?: number): Promise<{ digest: string; size: number }> {
+  return storeBlobVerified(env, body, digest, size, false);
+}
+
+/** putBlobVerified for a body that already is a known-length stream of `size` bytes (FixedLengthStream, R2 body). */
+export async function putBlobVerifiedSized(env: Env, body: ReadableStream<Uint8Array>, digest: string, size: number): Promise<{ digest: string; size: number }> {
+  return storeBlobVerified(env, body, digest, size, true);
+}
+
+async function storeBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size: number | undefined, bodyHasLength: boolean): Promise<{ digest: string; size: number }> {
   const d = requireDigest(digest);
-  if (await statBlob(env, digest)) {
-    return { digest, size: await verifyOnly(d, body, size) };
-  }
-  const written = await writeVerified(env.BUCKET, d, body, size);
+  const stored = await statBlob(env, digest);
+  if (stored) return { digest, size: await verifyOnly(d, body, stored.size, size) };
+  const written = await writeVerified(env.BUCKET, d, body, size, bodyHasLength);
   await recordBlob(env, digest, written);
   return { digest, size: written };
 }
@@ -124,7 +127,7 @@ export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>
     try {
       const tmp = await bucket.get(tmpKey);
       if (!tmp) throw new Error("temporary blob vanished");
-      await writeVerified(bucket, d, tmp.body, size);
+      await writeVerified(bucket, d, tmp.body, size, true);
     } finally {
       await bucket.delete(tmpKey);
     }

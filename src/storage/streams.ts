@@ -1,7 +1,7 @@
 /**
- * Streaming helpers between request bodies and R2 with bounded memory: hashing while passing
- * bytes through, fixed-length puts, and re-chunking a stream of unknown length into equal
- * multipart parts.
+ * Streaming helpers between request bodies and R2 with bounded memory. Hot paths avoid per-chunk
+ * JavaScript (request bodies arrive in ~4 KiB chunks): bytes are piped natively, verified by R2's
+ * checksum on put, or read in whole parts with a BYOB reader.
  */
 import { toHex } from "./digest";
 
@@ -10,33 +10,23 @@ export const PART_SIZE = 8 * 1024 * 1024;
 /** Largest object written with a single put (R2 limit is just under 5 GiB). */
 export const SINGLE_PUT_MAX = 4.5 * 1024 * 1024 * 1024;
 
-/** Counts and (optionally) hashes the bytes that flow through `transform`. */
+/** Counts and (optionally) hashes bytes fed to it in large pieces. */
 export class Meter {
   size = 0;
   finished = false;
   private readonly digestStream?: DigestStream;
   private readonly writer?: WritableStreamDefaultWriter<ArrayBuffer | ArrayBufferView>;
-  readonly transform: TransformStream<Uint8Array, Uint8Array>;
 
   constructor(algorithm?: "SHA-256" | "SHA-512") {
     if (algorithm) {
       this.digestStream = new crypto.DigestStream(algorithm);
       this.writer = this.digestStream.getWriter();
     }
-    this.transform = new TransformStream<Uint8Array, Uint8Array>({
-      transform: async (chunk, controller) => {
-        await this.update(chunk);
-        controller.enqueue(chunk);
-      },
-      flush: async () => {
-        await this.finish();
-      },
-    });
   }
 
   async update(chunk: Uint8Array): Promise<void> {
     this.size += chunk.byteLength;
-    if (this.writer) await this.writer.write(chunk);
+    if (this.writer && chunk.byteLength > 0) await this.writer.write(chunk);
   }
 
   async finish(): Promise<void> {
@@ -45,58 +35,90 @@ export class Meter {
     if (this.writer) await this.writer.close();
   }
 
-  /** Hex digest of everything seen; only after the stream finished. */
+  /** Hex digest of everything seen; only after finish(). */
   async hex(): Promise<string> {
     if (!this.digestStream || !this.finished) throw new Error("digest not available");
     return toHex(await this.digestStream.digest);
   }
 }
 
+/** Hex digest of a whole stream, hashed natively (no per-chunk JavaScript). */
+export async function hashStream(body: ReadableStream<Uint8Array>, algorithm: "SHA-256" | "SHA-512"): Promise<string> {
+  const ds = new crypto.DigestStream(algorithm);
+  await body.pipeTo(ds);
+  return toHex(await ds.digest);
+}
+
+type PartReader = { read(into: Uint8Array): Promise<{ filled: Uint8Array; done: boolean }>; cancel(reason?: unknown): Promise<void> };
+
+/** Reads into a caller buffer as much as possible: workerd's BYOB readAtLeast when the stream allows, else chunk by chunk. */
+function partReader(body: ReadableStream<Uint8Array>): PartReader {
+  try {
+    const byob = body.getReader({ mode: "byob" }) as ReadableStreamBYOBReader;
+    if (typeof (byob as { readAtLeast?: unknown }).readAtLeast === "function") {
+      return {
+        async read(into) {
+          const { value, done } = await byob.readAtLeast(into.byteLength, into);
+          return { filled: value ?? new Uint8Array(0), done: done || !value || value.byteLength < into.byteLength };
+        },
+        cancel: (r) => byob.cancel(r),
+      };
+    }
+    byob.releaseLock();
+  } catch {
+    // not a byte stream: fall through
+  }
+  const reader = body.getReader();
+  let pending: Uint8Array | null = null;
+  return {
+    async read(into) {
+      let pos = 0;
+      for (;;) {
+        if (!pending) {
+          const { value, done } = await reader.read();
+          if (done) return { filled: into.subarray(0, pos), done: true };
+          pending = value;
+        }
+        const n = Math.min(pending.byteLength, into.byteLength - pos);
+        into.set(pending.subarray(0, n), pos);
+        pos += n;
+        pending = n < pending.byteLength ? pending.subarray(n) : null;
+        if (pos === into.byteLength) return { filled: into, done: false };
+      }
+    },
+    cancel: (r) => reader.cancel(r),
+  };
+}
+
 /**
- * Reads `body` to its end in PART_SIZE pieces. A body that fits in one part comes back as `small`
- * (nothing written); a larger one is written as multipart parts to `key` (left open: the caller
- * completes or aborts it) or, with key null, only counted/hashed and dropped.
+ * Reads `body` to its end in PART_SIZE pieces (feeding `meter`). A body that fits in one part comes
+ * back as `small` (nothing written); a larger one is written as multipart parts to `key`, left open:
+ * the caller completes or aborts it.
  */
 export async function spool(
   bucket: R2Bucket,
   body: ReadableStream<Uint8Array>,
-  key: string | null,
+  key: string,
   meter: Meter,
 ): Promise<{ small?: Uint8Array; upload?: R2MultipartUpload; parts: R2UploadedPart[] }> {
-  const reader = body.getReader();
-  let buf = new Uint8Array(PART_SIZE);
-  let pos = 0;
+  const reader = partReader(body);
   let upload: R2MultipartUpload | undefined;
   const parts: R2UploadedPart[] = [];
-  let overflowed = false;
   try {
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      await meter.update(value);
-      let off = 0;
-      while (off < value.byteLength) {
-        const n = Math.min(PART_SIZE - pos, value.byteLength - off);
-        buf.set(value.subarray(off, off + n), pos);
-        pos += n;
-        off += n;
-        if (pos === PART_SIZE) {
-          overflowed = true;
-          if (key !== null) {
-            upload ??= await bucket.createMultipartUpload(key);
-            parts.push(await upload.uploadPart(parts.length + 1, buf));
-            buf = new Uint8Array(PART_SIZE);
-          }
-          pos = 0;
-        }
+      const { filled, done } = await reader.read(new Uint8Array(PART_SIZE));
+      await meter.update(filled);
+      if (done && parts.length === 0 && !upload) {
+        await meter.finish();
+        return { small: filled, parts };
       }
+      if (filled.byteLength > 0) {
+        upload ??= await bucket.createMultipartUpload(key);
+        parts.push(await upload.uploadPart(parts.length + 1, filled));
+      }
+      if (done) break;
     }
     await meter.finish();
-    if (!overflowed) return { small: buf.subarray(0, pos), parts };
-    if (key !== null && pos > 0) {
-      upload ??= await bucket.createMultipartUpload(key);
-      parts.push(await upload.uploadPart(parts.length + 1, buf.subarray(0, pos)));
-    }
     return { upload, parts };
   } catch (err) {
     reader.cancel(err).catch(() => {});
@@ -105,26 +127,43 @@ export async function spool(
   }
 }
 
-/** Puts `body` of exactly `size` bytes at `key` (single put through FixedLengthStream). */
+/**
+ * Puts `body` of exactly `size` bytes at `key`, piped natively through a FixedLengthStream
+ * (or put as is when `body` already is a known-length stream, e.g. from concatObjects).
+ */
 export async function putFixed(
   bucket: R2Bucket,
   key: string,
   body: ReadableStream<Uint8Array>,
   size: number,
-  meter: Meter,
   options: R2PutOptions = {},
-): Promise<void> {
+  bodyHasLength = false,
+): Promise<{ pipeError?: unknown }> {
+  if (bodyHasLength) {
+    await bucket.put(key, body, options);
+    return {};
+  }
   const fixed = new FixedLengthStream(size);
-  const piping = body.pipeThrough(meter.transform).pipeTo(fixed.writable);
+  const piping = body.pipeTo(fixed.writable);
   const putting = bucket.put(key, fixed.readable, options);
   const [p, q] = await Promise.allSettled([piping, putting]);
-  if (q.status === "rejected") throw q.reason;
+  if (q.status === "rejected") throw Object.assign(q.reason as object, { pipeError: p.status === "rejected" ? p.reason : undefined });
   if (p.status === "rejected") throw p.reason;
+  return {};
 }
 
-/** Concatenates R2 objects into one stream, read one object at a time. */
-export function concatObjects(bucket: R2Bucket, keys: string[]): ReadableStream<Uint8Array> {
-  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
+/** Whether an R2 put failed because the bytes did not match the given checksum. */
+export function isBadDigest(err: unknown): boolean {
+  return /BadDigest|10037|checksum you specified did not match/i.test(String((err as Error)?.message ?? err));
+}
+
+/**
+ * Concatenates R2 objects (`size` bytes in total) into one stream of known length, read one object
+ * at a time. (Written straight into a FixedLengthStream: piping an IdentityTransformStream into
+ * one stalls in workerd.)
+ */
+export function concatObjects(bucket: R2Bucket, keys: string[], size: number): ReadableStream<Uint8Array> {
+  const { readable, writable } = new FixedLengthStream(size);
   (async () => {
     try {
       for (const key of keys) {
@@ -137,16 +176,5 @@ export function concatObjects(bucket: R2Bucket, keys: string[]): ReadableStream<
       await writable.abort(err).catch(() => {});
     }
   })();
-  return readable;
-}
-
-/** Drains a stream through `meter` (counting/hashing only). */
-export async function drain(body: ReadableStream<Uint8Array>, meter: Meter): Promise<void> {
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    await meter.update(value);
-  }
-  await meter.finish();
+  return readable as ReadableStream<Uint8Array>;
 }

@@ -5,7 +5,7 @@
  */
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { linkBlob, putBlobVerified } from "./blobs";
+import { linkBlob, putBlobVerified, putBlobVerifiedSized } from "./blobs";
 import { requireDigest } from "./digest";
 import { Meter, SINGLE_PUT_MAX, concatObjects, putFixed, spool } from "./streams";
 
@@ -38,20 +38,16 @@ export async function getUpload(env: Env, repo: string, id: string): Promise<Upl
 
 /** Writes a chunk to `key`; returns its length. `length` known → one fixed-length put; unknown → spooled in parts. */
 async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Array>, length: number | undefined): Promise<number> {
-  const meter = new Meter();
   if (length !== undefined && length <= SINGLE_PUT_MAX) {
     try {
-      await putFixed(bucket, key, body, length, meter);
-    } catch (err) {
-      if (meter.size !== length) {
-        throw new OciError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, {
-          detail: { expected: length, received: meter.size },
-        });
-      }
-      throw err;
+      await putFixed(bucket, key, body, length);
+    } catch {
+      await bucket.delete(key).catch(() => {});
+      throw new OciError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length } });
     }
     return length;
   }
+  const meter = new Meter();
   const r = await spool(bucket, body, key, meter);
   if (length !== undefined && meter.size !== length) {
     await r.upload?.abort().catch(() => {});
@@ -161,7 +157,7 @@ export async function finishUpload(
     if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength });
     const keys = await chunkKeys(env, session.id);
     try {
-      result = await putBlobVerified(env, concatObjects(env.BUCKET, keys), digest, session.size);
+      result = await putBlobVerifiedSized(env, concatObjects(env.BUCKET, keys, session.size), digest, session.size);
     } catch (err) {
       if (err instanceof OciError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, keys);
       throw err;
