@@ -55,10 +55,16 @@ export async function executeClaimed(claimed: ClaimedJob, o: WorkerOptions): Pro
   let tail = "";
   let sending: Promise<void> = Promise.resolve();
   const decoder = new TextDecoder();
-  const flush = () => {
+  // A secret split across two batches must not slip through: hold back as many characters as the
+  // longest secret minus one until the next batch (or the end).
+  const holdBack = Math.max(0, ...secrets.map((x) => x.length - 1));
+  const flush = (final = true) => {
     if (!pending) return sending;
-    const text = redact(pending, secrets);
-    pending = "";
+    const redacted = redact(pending, secrets);
+    const cut = final ? redacted.length : Math.max(0, redacted.length - holdBack);
+    const text = redacted.slice(0, cut);
+    pending = redacted.slice(cut);
+    if (!text) return sending;
     sending = sending.then(async () => {
       if (gone) return;
       try {
@@ -70,11 +76,11 @@ export async function executeClaimed(claimed: ClaimedJob, o: WorkerOptions): Pro
     });
     return sending;
   };
-  const logTimer = setInterval(flush, 200);
+  const logTimer = setInterval(() => void flush(false), 200);
   const output = (s: string) => {
     pending += s;
-    tail = (tail + s).slice(-TAIL);
-    if (pending.length > 256 * 1024) void flush();
+    tail = (tail + s).slice(-(TAIL + holdBack));
+    if (pending.length > 256 * 1024) void flush(false);
   };
 
   let result: RunResult | null = null;
@@ -98,7 +104,9 @@ export async function executeClaimed(claimed: ClaimedJob, o: WorkerOptions): Pro
       signal: abort.signal,
     });
     jobDir = outcome.jobDir;
-    const outTail = redact(tail, secrets).trimEnd();
+    const redactedTail = redact(tail, secrets);
+    // When the window was cut, drop its first (partial) line.
+    const outTail = (redactedTail.length > TAIL ? redactedTail.slice(-TAIL).replace(/^[^\n]*\n/, "") : redactedTail).trimEnd();
     switch (outcome.status) {
       case "cancelled":
         log(`job ${job.jobId}: stopped (${gone || "cancelled"})`);
