@@ -85,3 +85,15 @@ export function streamOf(data: Uint8Array, pieces = 7919): ReadableStream<Uint8A
     },
   });
 }
+
+/** Creates an API token with `scopes` (admin call) and returns Basic credentials for it. */
+export async function basicForScopes(name: string, scopes: string[]): Promise<string> {
+  const res = await SELF.fetch(`${BASE}/v1/tokens`, {
+    method: "POST",
+    headers: { authorization: "Bearer kiln-test-admin", "content-type": "application/json" },
+    body: JSON.stringify({ name, scopes }),
+  });
+  if (res.status !== 201) throw new Error(`create token: ${res.status} ${await res.text()}`);
+  const { token } = await res.json() as { token: string };
+  return `Basic ${btoa(`kiln:${token}`)}`;
+}

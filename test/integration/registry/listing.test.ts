@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { OCI_INDEX, OCI_MANIFEST, bytesOf, imageManifest, pushBlob, putManifest, reg, sha256 } from "./helpers";
+import { OCI_INDEX, OCI_MANIFEST, basicForScopes, bytesOf, imageManifest, pushBlob, putManifest, reg, sha256 } from "./helpers";
 
 type Index = { schemaVersion: number; mediaType: string; manifests: { digest: string; artifactType?: string; annotations?: Record<string, string>; size: number; mediaType: string }[] };
 type Errors = { errors: { code: string }[] };
@@ -114,6 +114,18 @@ describe("catalog", () => {
     expect(page.headers.get("link")).toBe(`</v2/_catalog?n=2&last=${encodeURIComponent("cat/b")}>; rel="next"`);
     const next = await reg("/v2/_catalog?n=2&last=cat/b");
     expect((await next.json() as { repositories: string[] }).repositories[0]).toBe("cat/c/nested");
+  });
+});
+
+describe("catalog visibility", () => {
+  it("lists only repositories the caller may pull", async () => {
+    for (const r of ["vis/open", "vis/closed"]) await pushBlob(r, `blob of ${r}`);
+    const auth = await basicForScopes("catalog-test", ["repository:vis/open:pull"]);
+    const res = await reg("/v2/_catalog", { headers: { authorization: auth } });
+    expect(res.status).toBe(200);
+    const { repositories } = await res.json() as { repositories: string[] };
+    expect(repositories).toContain("vis/open");
+    expect(repositories).not.toContain("vis/closed");
   });
 });
 

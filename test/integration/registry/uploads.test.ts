@@ -1,6 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { pushBlob, randomBytes, reg, sha256, startUpload, streamOf } from "./helpers";
+import { basicForScopes, pushBlob, randomBytes, reg, sha256, startUpload, streamOf } from "./helpers";
 
 type Errors = { errors: { code: string }[] };
 
@@ -264,5 +264,18 @@ describe("cross-repository mount", () => {
       expect((await reg(res.headers.get("location")!)).status).toBe(204);
     }
     expect((await reg(`/v2/mnt/target2/blobs/${digest}`, { method: "HEAD" })).status).toBe(404);
+  });
+
+  it("falls back to 202 when the caller may not pull the source, and never links its blob", async () => {
+    const digest = await pushBlob("mnt/secret", randomBytes(300));
+    const auth = await basicForScopes("mount-test", ["repository:mnt/mine:pull,push"]);
+    const res = await reg(`/v2/mnt/mine/blobs/uploads/?mount=${digest}&from=mnt/secret`, { method: "POST", headers: { authorization: auth } });
+    expect(res.status).toBe(202);
+    expect(res.headers.get("location")).toMatch(/^\/v2\/mnt\/mine\/blobs\/uploads\//);
+    expect((await reg(`/v2/mnt/mine/blobs/${digest}`, { method: "HEAD", headers: { authorization: auth } })).status).toBe(404);
+    // With pull on the source the same mount works.
+    const both = await basicForScopes("mount-test-2", ["repository:mnt/mine:pull,push", "repository:mnt/secret:pull"]);
+    const ok = await reg(`/v2/mnt/mine/blobs/uploads/?mount=${digest}&from=mnt/secret`, { method: "POST", headers: { authorization: both } });
+    expect(ok.status).toBe(201);
   });
 });
