@@ -4,8 +4,10 @@
 //   - manifest GET requests/second with 8 concurrent clients
 //   - server peak RSS (whole process tree from /proc) while pushing and pulling a 2 GiB blob (streamed)
 import { randomBytes } from "node:crypto";
-import { ADMIN_TOKEN, startKiln, type KilnServer } from "../test/e2e/server";
-import { GeneratedBlob, RegistryClient, sha256, startPeerRegistry, treeRss, withDigest, haveDockerRegistry, pushSmallBlob, type PeerRegistry } from "../test/e2e/helpers";
+import os from "node:os";
+import path from "node:path";
+import { ADMIN_TOKEN, type KilnServer } from "../test/e2e/server";
+import { snapshotRoot, startKilnAt, GeneratedBlob, RegistryClient, sha256, startPeerRegistry, treeRss, withDigest, haveDockerRegistry, pushSmallBlob, type PeerRegistry } from "../test/e2e/helpers";
 import { result, timed, type BenchContext, type BenchResult } from "./types";
 
 const MiB = 1 << 20;
@@ -14,7 +16,7 @@ const CHUNK = 5 * MiB;
 const MANIFEST_CLIENTS = 8;
 const MANIFEST_REQUESTS = Number(process.env.BENCH_MANIFEST_REQUESTS ?? 2000);
 const BIG = Number(process.env.BENCH_BIG_BYTES ?? 2 * 1024 * MiB);
-const BIG_TIMEOUT_MS = Number(process.env.BENCH_BIG_TIMEOUT_S ?? 600) * 1000;
+const BIG_TIMEOUT_MS = Number(process.env.BENCH_BIG_TIMEOUT_S ?? 900) * 1000;
 
 interface Server { name: string; client: RegistryClient; pid: number }
 
@@ -57,6 +59,17 @@ async function pull(s: Server, repo: string, digest: string, size: number) {
   const res = await ok(await s.client.getBlob(repo, digest), 200, "GET blob");
   const n = await drain(res);
   if (n !== size) throw new Error(`pulled ${n} bytes, expected ${size}`);
+}
+
+/** Pull in 5 MiB `Range` requests, one after the other. */
+async function pullRanges(s: Server, repo: string, digest: string, size: number) {
+  let n = 0;
+  for (let start = 0; start < size; start += CHUNK) {
+    const end = Math.min(size, start + CHUNK) - 1;
+    const res = await ok(await s.client.getBlob(repo, digest, { range: `bytes=${start}-${end}` }), 206, `GET blob range ${start}-${end}`);
+    n += await drain(res);
+  }
+  if (n !== size) throw new Error(`pulled ${n} bytes in ranges, expected ${size}`);
 }
 
 async function pushImage(s: Server, repo: string): Promise<void> {
@@ -127,7 +140,12 @@ async function bigPushPull(s: Server, blob: GeneratedBlob, ctx: BenchContext) {
 }
 
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
-  const kilnServer: KilnServer = await startKiln();
+  // kiln from a snapshot of HEAD: wrangler dev would reload on every edit in the work tree
+  const snap = snapshotRoot();
+  ctx.log(`registry: kiln at ${snap.rev} (snapshot ${snap.root})`);
+  const logFile = path.join(os.tmpdir(), `kiln-bench-wrangler-${process.pid}.log`);
+  ctx.log(`registry: wrangler dev output → ${logFile}`);
+  const kilnServer: KilnServer = await startKilnAt(snap.root, { logFile });
   let peerServer: PeerRegistry | undefined;
   if (haveDockerRegistry()) peerServer = await startPeerRegistry();
   else ctx.log("registry: docker-registry not installed (apt-get install docker-registry): kiln figures only");
@@ -135,10 +153,10 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   if (peerServer) servers.push({ name: peerServer.name, client: new RegistryClient(peerServer.url), pid: peerServer.process.pid! });
   const peerName = peerServer?.name ?? "docker-registry";
 
-  type Key = "mono" | "chunked" | "pull" | "rps";
+  type Key = "mono" | "chunked" | "pull" | "ranges" | "rps";
   const samples: Record<string, Record<Key, number[]>> = {};
-  const errors: Record<Key, string[]> = { mono: [], chunked: [], pull: [], rps: [] };
-  for (const s of servers) samples[s.name] = { mono: [], chunked: [], pull: [], rps: [] };
+  const errors: Record<Key, string[]> = { mono: [], chunked: [], pull: [], ranges: [], rps: [] };
+  for (const s of servers) samples[s.name] = { mono: [], chunked: [], pull: [], ranges: [], rps: [] };
   const attempt = async (s: Server, key: Key, fn: () => Promise<number>) => {
     try {
       const v = await fn();
@@ -165,6 +183,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         await attempt(s, "mono", () => timed(() => pushMonolithic(s, "bench/blob", buf, digest)));
         const pulled = digest;
         await attempt(s, "pull", () => timed(() => pull(s, "bench/blob", pulled, BLOB)));
+        await attempt(s, "ranges", () => timed(() => pullRanges(s, "bench/blob", pulled, BLOB)));
         digest = stamp(buf, `${s.name}-${rep}-chunked`);
         await attempt(s, "chunked", () => timed(() => pushChunks(s, "bench/blob", buf, digest)));
         await attempt(s, "rps", () => manifestRps(s, "bench/manifest", MANIFEST_REQUESTS));
@@ -185,6 +204,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
     fig("mono", "registry.push.200MB.monolithic", "push a 200 MB blob: POST + one PUT with the body (wall time)", "s", mbps),
     fig("chunked", "registry.push.200MB.chunked", "push a 200 MB blob: POST + 5 MiB PATCH chunks (Content-Range) + PUT", "s", mbps),
     fig("pull", "registry.pull.200MB", "pull a 200 MB blob: one GET, body read to the end", "s", mbps),
+    fig("ranges", "registry.pull.200MB.ranges", "pull a 200 MB blob in 5 MiB Range GETs (206), one after the other", "s", mbps),
     fig("rps", "registry.manifest.rps", `GET manifest by tag, ${MANIFEST_CLIENTS} concurrent clients, ${MANIFEST_REQUESTS} requests`, "req/s"),
   ];
 
@@ -216,5 +236,6 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
 
   await kilnServer.stop(true);
   await peerServer?.stop(true);
+  snap.remove();
   return results;
 }

@@ -9,3 +9,4 @@ export * from "./target";
 export * from "./builds";
 export * from "./upstream";
 export * from "./tlsguard";
+export * from "./snapshot";
