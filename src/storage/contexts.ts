@@ -5,13 +5,16 @@ import type { Env } from "../env";
  * survived .dockerignore, concatenated; `contexts/sha256/<hex>`) plus a file index next to it
  * (`contexts/sha256/<hex>.index/<indexhex>.json`) that gives each file's metadata, sha256 and its
  * offset in the pack — so a COPY reads exactly the bytes it needs with a ranged GET.
+ * Packs larger than one part are streamed to `contexts/data/<uuid>` before their digest is known;
+ * `contexts/sha256/<hex>` is then an empty object whose `location` metadata points there (R2 has no
+ * rename, and copying hundreds of MiB again would double the upload's cost).
  */
 
 const PART_SIZE = 8 * 1024 * 1024;
 
 export const packKey = (digest: string) => `contexts/sha256/${hexOf(digest)}`;
 export const indexKey = (packDigest: string, indexDigest: string) => `${packKey(packDigest)}.index/${hexOf(indexDigest)}.json`;
-const tempKey = () => `contexts/uploads/${crypto.randomUUID()}`;
+const dataKey = () => `contexts/data/${crypto.randomUUID()}`;
 
 function hexOf(digest: string): string {
   const m = /^sha256:([0-9a-f]{64})$/.exec(digest);
@@ -58,7 +61,7 @@ export class ContextPackWriter {
 
   private async flushPart(): Promise<void> {
     if (!this.upload) {
-      this.key = tempKey();
+      this.key = dataKey();
       this.upload = await this.env.BUCKET.createMultipartUpload(this.key);
     }
     const bytes = this.takeBytes(PART_SIZE);
@@ -80,19 +83,14 @@ export class ContextPackWriter {
       this.uploaded.push(await this.upload.uploadPart(this.uploaded.length + 1, bytes));
     }
     await this.upload.complete(this.uploaded);
-    const tmp = this.key!;
+    const data = this.key!;
     this.upload = undefined;
-    try {
-      if (exists) return { created: false };
-      const obj = await this.env.BUCKET.get(tmp);
-      if (!obj) throw new Error("context upload vanished");
-      const fixed = new FixedLengthStream(obj.size);
-      const [, put] = await Promise.all([obj.body.pipeTo(fixed.writable), this.env.BUCKET.put(final, fixed.readable)]);
-      void put;
-      return { created: true };
-    } finally {
-      await this.env.BUCKET.delete(tmp);
+    if (exists) {
+      await this.env.BUCKET.delete(data);
+      return { created: false };
     }
+    await this.env.BUCKET.put(final, new Uint8Array(0), { customMetadata: { location: data, size: String(this.size) } });
+    return { created: true };
   }
 
   /** Drops everything written so far. */
@@ -119,10 +117,25 @@ export async function getContextIndexBytes(env: Env, packDigest: string, indexDi
   return obj ? await obj.arrayBuffer() : null;
 }
 
+const locations = new Map<string, string>();
+
+/** Where a pack's bytes are: its own key, or the data object its pointer names. */
+async function packLocation(env: Env, packDigest: string): Promise<string> {
+  const key = packKey(packDigest);
+  const known = locations.get(key);
+  if (known) return known;
+  const head = await env.BUCKET.head(key);
+  if (!head) throw new Error(`build context ${packDigest} is gone`);
+  const loc = head.customMetadata?.location ?? key;
+  if (locations.size > 1000) locations.clear();
+  locations.set(key, loc);
+  return loc;
+}
+
 /** A byte range of a stored pack (a file's contents). */
 export async function readContextRange(env: Env, packDigest: string, offset: number, length: number): Promise<ReadableStream<Uint8Array>> {
   if (length === 0) return new ReadableStream({ start: (c) => c.close() });
-  const obj = await env.BUCKET.get(packKey(packDigest), { range: { offset, length } });
+  const obj = await env.BUCKET.get(await packLocation(env, packDigest), { range: { offset, length } });
   if (!obj) throw new Error(`build context ${packDigest} is gone`);
   return obj.body;
 }
@@ -130,6 +143,9 @@ export async function readContextRange(env: Env, packDigest: string, offset: num
 /** Removes a context this request created (refusal after storing). */
 export async function deleteContext(env: Env, packDigest: string, indexDigest?: string): Promise<void> {
   const keys = [packKey(packDigest)];
+  const head = await env.BUCKET.head(packKey(packDigest));
+  if (head?.customMetadata?.location) keys.push(head.customMetadata.location);
+  locations.delete(packKey(packDigest));
   if (indexDigest) keys.push(indexKey(packDigest, indexDigest));
   await env.BUCKET.delete(keys);
 }

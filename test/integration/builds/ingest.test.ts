@@ -109,8 +109,12 @@ describe("context ingest", () => {
     const a = await ingestContext(env, streamOf(tar), { contentType: TAR });
     const b = await ingestContext(env, streamOf(tar), { contentType: TAR });
     expect(a.packDigest).toBe(b.packDigest);
-    const obj = await env.BUCKET.head(`contexts/sha256/${a.packDigest.slice(7)}`);
-    expect(obj!.size).toBe(big.length + "FROM scratch\n".length);
-    expect(await r2Keys("contexts/uploads/")).toEqual([]);
+    const ptr = await env.BUCKET.head(`contexts/sha256/${a.packDigest.slice(7)}`);
+    const data = await env.BUCKET.head(ptr!.customMetadata!.location);
+    expect(data!.size).toBe(big.length + "FROM scratch\n".length);
+    expect(await r2Keys("contexts/data/")).toEqual([ptr!.customMetadata!.location]); // the second upload was dropped
+    const { readContextRange } = await import("../../../src/storage/contexts");
+    const f = a.index.files.find((x) => x.path === "big.txt")!;
+    expect(await new Response(await readContextRange(env, a.packDigest, f.offset! + f.size - 3, 3)).text()).toBe("zzz");
   });
 });
