@@ -58,6 +58,15 @@ runnersRoutes.post("/claim", async (c) => {
   return c.json(claimed);
 });
 
+/** A runner going away: its pending claims end empty instead of handing it a job it cannot take. */
+runnersRoutes.post("/leave", async (c) => {
+  await requireApiScope(c, { kind: "runner" });
+  const body = await jsonBody(c.req.raw);
+  if (typeof body.runnerId !== "string" || !body.runnerId) throw new ApiError(400, "runnerId is required");
+  await dispatcherStub(c.env).leave(body.runnerId);
+  return c.body(null, 204);
+});
+
 runnersRoutes.get("/", async (c) => {
   await requireApiScope(c, { kind: "admin" });
   return c.json({ runners: await dispatcherStub(c.env).listRunners() });

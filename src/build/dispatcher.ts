@@ -113,6 +113,8 @@ function normalizeResult(r: RunResult): RunResult {
 export class Dispatcher extends DurableObject<Env> {
   private sql: SqlStorage;
   private waiters = new Set<() => void>();
+  /** Runners that said they are going away (runnerId → when): their pending long-polls end empty. */
+  private leaving = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -296,23 +298,33 @@ export class Dispatcher extends DurableObject<Env> {
   /** Hands out the next job this runner may run, waiting up to `waitSeconds` (max 25) for one. */
   async claim(req: ClaimRequest): Promise<ClaimedJob | null> {
     const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, (req.waitSeconds ?? 25) * 1000));
-    const deadline = Date.now() + waitMs;
+    const started = Date.now();
+    const deadline = started + waitMs;
+    const left = () => (this.leaving.get(req.runnerId) ?? 0) >= started;
     this.sql.exec(
       "INSERT OR REPLACE INTO runners (runner_id, platforms, labels, last_seen) VALUES (?, ?, ?, ?)",
       req.runnerId, JSON.stringify(req.platforms), JSON.stringify(req.labels ?? {}), Date.now(),
     );
     for (;;) {
+      if (left()) return null;
       const got = await this.tryClaim(req);
       if (got) return got;
-      const left = deadline - Date.now();
-      if (left <= 0) return null;
+      const remaining = deadline - Date.now();
+      if (remaining <= 0) return null;
       // Wake on enqueue/requeue, or re-check periodically (holds for preferred runners run out).
       await new Promise<void>((resolve) => {
         const done = () => { clearTimeout(t); this.waiters.delete(done); resolve(); };
-        const t = setTimeout(done, Math.min(left, 500));
+        const t = setTimeout(done, Math.min(remaining, 500));
         this.waiters.add(done);
       });
     }
+  }
+
+  /** A runner shutting down: its long-polls in flight end without a job (so none is handed to it). */
+  async leave(runnerId: string): Promise<void> {
+    this.leaving.set(runnerId, Date.now());
+    for (const [id, at] of this.leaving) if (at < Date.now() - 60_000) this.leaving.delete(id);
+    this.wake();
   }
 
   private async tryClaim(req: ClaimRequest): Promise<ClaimedJob | null> {

@@ -48,6 +48,12 @@ export class KilnClient {
     return (await res.json()) as ClaimedJob;
   }
 
+  /** Tells the server this runner is going away (its pending long-polls end without a job). */
+  async leave(runnerId: string): Promise<void> {
+    const res = await this.post("/v1/runners/leave", { runnerId }, {}, AbortSignal.timeout(5000));
+    if (!res.ok) throw new Error(`leave: HTTP ${res.status}: ${await errorText(res)}`);
+  }
+
   /** Renews a lease; throws Gone on 410 (cancelled, requeued). */
   async renew(jobId: string, leaseId: string, leaseSeconds?: number): Promise<number> {
     const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/lease`, { leaseId, leaseSeconds });

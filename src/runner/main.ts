@@ -137,7 +137,13 @@ export async function startRunner(o: RunnerOptions, signal?: AbortSignal): Promi
       else log(`job ${job.jobId}: failed in ${took}s (exit ${result.exitCode})`);
     }
   };
+  const leave = () => {
+    log("stopping: no new jobs; running ones finish first");
+    client.leave(runnerId).catch((e) => log(`could not tell the server: ${(e as Error).message}`));
+  };
+  signal?.addEventListener("abort", leave, { once: true });
   await Promise.all(Array.from({ length: o.concurrency }, (_, i) => loop(i)));
+  signal?.removeEventListener("abort", leave);
 }
 
 /** Entry point of `kiln runner …`. */

@@ -14,11 +14,12 @@ export interface RunnerProcess {
 }
 
 /** Starts `src/runner/main.ts` as its own process group. */
-export async function startRunner(server: string, opts: { workDir?: string; leaseSeconds?: number; token?: string; runnerId?: string } = {}): Promise<RunnerProcess> {
+export async function startRunner(server: string, opts: { workDir?: string; leaseSeconds?: number; token?: string; runnerId?: string; concurrency?: number } = {}): Promise<RunnerProcess> {
   const workDir = opts.workDir ?? (await fs.mkdtemp(path.join(os.tmpdir(), "kiln-runner-e2e-")));
   const args = ["--import", "tsx", path.join(ROOT, "src/runner/main.ts"), "--server", server, "--token", opts.token ?? ADMIN_TOKEN, "--work-dir", workDir];
   if (opts.leaseSeconds) args.push("--lease-seconds", String(opts.leaseSeconds));
   if (opts.runnerId) args.push("--runner-id", opts.runnerId);
+  if (opts.concurrency) args.push("--concurrency", String(opts.concurrency));
   const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let out = "";
   child.stdout!.on("data", (d) => { out += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });

@@ -131,5 +131,18 @@ describe.skipIf(!canRun)("runner process against kiln", () => {
     expect((await jobStatus(kiln.url, j.jobId)).state).toBe("cancelled");
     expect(r.output()).toMatch(/abandoned/);
   });
-});
 
+  it("runs jobs side by side with --concurrency", async () => {
+    for (const r of runners.splice(0)) { await r.stop(); await wipeRunnerDir(r.workDir); }
+    const r = await startRunner(kiln.url, { leaseSeconds: 5, concurrency: 2, runnerId: "twin" });
+    runners.push(r);
+    const jobs = [1, 2].map((n) => job(`proto-par-${n}`, ["/bin/busybox", "sh", "-c", `/bin/busybox sleep 3; /bin/busybox echo ${n} > /n`]));
+    for (const j of jobs) await enqueue(j);
+    const runcRoot = path.join(r.workDir, "runc");
+    await waitFor("two containers at once", async () => (spawnSync("runc", ["--root", runcRoot, "list", "-q"]).stdout?.toString().trim().split("\n").filter(Boolean).length ?? 0) === 2, 20_000);
+    for (const j of jobs) {
+      const st = await waitFor("the job to finish", async () => { const s = await jobStatus(kiln.url, j.jobId); return s.state === "done" && s; });
+      expect(st.result?.ok, JSON.stringify(st.result)).toBe(true);
+    }
+  });
+});

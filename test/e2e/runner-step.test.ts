@@ -168,11 +168,11 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
     repository: "t/t", registryToken: "", sourceDateEpoch: 0, ...extra,
   });
 
-  async function run(j: RunJob, signal?: AbortSignal): Promise<StepOutcome & { output: string }> {
+  async function run(j: RunJob, signal?: AbortSignal, allowHostNetwork = false): Promise<StepOutcome & { output: string }> {
     let output = "";
     const layerDirs = j.layers.map((l) => store.pathOf(l.diffId));
     const o = await runStep(j, {
-      workDir, layersDir: store.dir, layerDirs, ensureLayer: async (l) => store.pathOf(l.diffId), allowHostNetwork: false,
+      workDir, layersDir: store.dir, layerDirs, ensureLayer: async (l) => store.pathOf(l.diffId), allowHostNetwork,
       onOutput: (b) => { output += b.toString(); }, signal,
     });
     outcomes.push(o);
@@ -298,6 +298,20 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
     expect(o.layer).toBeNull();
     const leftovers = spawnSync("grep", ["-rl", secret, o.jobDir]).stdout.toString();
     expect(leftovers).toBe("");
+  });
+
+  it("has no network but loopback, unless the step asks for host networking and the runner allows it", async () => {
+    const base = [busyboxLayer, shellLayer];
+    const ifaces = (out: string) => out.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean).sort();
+    const none = await run(job(["/bin/sh", "-c", "cat /proc/net/dev"], base));
+    expect(none.status).toBe("ok");
+    expect(ifaces(none.output)).toEqual(["lo"]);
+    const hostIfaces = ifaces(await fs.readFile("/proc/net/dev", "utf8"));
+    const host = await run(job(["/bin/sh", "-c", "cat /proc/net/dev"], base, { network: "host" }), undefined, true);
+    expect(ifaces(host.output)).toEqual(hostIfaces);
+    const refused = await run(job(["/bin/sh", "-c", "true"], base, { network: "host" }));
+    expect(refused.status).toBe("error");
+    expect(refused.message).toMatch(/--allow-host-network/);
   });
 
   it("gives a bind mount a read-only view of other layers", async () => {

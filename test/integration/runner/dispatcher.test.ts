@@ -104,6 +104,16 @@ describe("dispatcher: claim", () => {
     expect((await claim("hosty", a, { allowHostNetwork: true }))?.job.jobId).toBe(j.jobId);
   });
 
+  it("ends the pending long-polls of a runner that leaves", async () => {
+    const a = arch();
+    const pending = post("/v1/runners/claim", { runnerId: `leaver-${a}`, platforms: [`linux/${a}`], waitSeconds: 20 });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await post("/v1/runners/leave", { runnerId: `leaver-${a}` })).status).toBe(204);
+    await stub().enqueue(job("b-leave", 0, a));
+    expect((await pending).status).toBe(204);
+    expect(await claim(`other-${a}`, a)).not.toBeNull();
+  });
+
   it("lists runners it has seen", async () => {
     const a = arch();
     await claim(`seen-${a}`, a);
