@@ -86,31 +86,55 @@ export class KilnClient {
     throw lastErr;
   }
 
-  /** Uploads a blob file to /v2/<repository> (skipped when the registry has it already). */
-  async uploadBlob(repository: string, registryToken: string, file: string, digest: string, size: number): Promise<void> {
+  /**
+   * Uploads a blob file to /v2/<repository> (skipped when the registry has it already): one PUT when it
+   * fits in a chunk, else PATCH chunks (a Worker request body is limited to ~100 MB) and a closing PUT.
+   */
+  async uploadBlob(repository: string, registryToken: string, file: string, digest: string, size: number, chunkSize = UPLOAD_CHUNK): Promise<void> {
     const auth = { authorization: `Bearer ${registryToken}` };
     const head = await fetch(`${this.server}/v2/${repository}/blobs/${digest}`, { method: "HEAD", headers: auth });
     if (head.ok) return;
     const start = await fetch(`${this.server}/v2/${repository}/blobs/uploads/`, { method: "POST", headers: { ...auth, "content-length": "0" } });
     if (start.status !== 202) throw new Error(`starting blob upload to ${repository}: HTTP ${start.status}: ${await errorText(start)}`);
-    const location = start.headers.get("location");
+    let location = start.headers.get("location");
     if (!location) throw new Error("blob upload: no Location header");
+    let offset = 0;
+    if (size > chunkSize) {
+      while (offset < size) {
+        const end = Math.min(size, offset + chunkSize);
+        const res = await sendFile(new URL(location, this.server), "PATCH", auth, file, offset, end, {
+          "content-range": `${offset}-${end - 1}`,
+        });
+        if (res.status !== 202) throw new Error(`uploading ${digest} to ${repository} (bytes ${offset}-${end - 1}): HTTP ${res.status}: ${res.body.slice(0, 500)}`);
+        location = res.location ?? location;
+        offset = end;
+      }
+    }
     const url = new URL(location, this.server);
     url.searchParams.set("digest", digest);
-    const status = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const lib = url.protocol === "https:" ? https : http;
-      const req = lib.request(url, {
-        method: "PUT",
-        headers: { ...auth, "content-type": "application/octet-stream", "content-length": String(size) },
-      }, (res) => {
-        let body = "";
-        res.on("data", (d) => { body += d; });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on("error", reject);
-      });
-      req.on("error", reject);
-      createReadStream(file).on("error", reject).pipe(req);
-    });
-    if (status.status !== 201) throw new Error(`uploading ${digest} to ${repository}: HTTP ${status.status}: ${status.body.slice(0, 500)}`);
+    const res = await sendFile(url, "PUT", auth, file, offset, size, {});
+    if (res.status !== 201) throw new Error(`uploading ${digest} to ${repository}: HTTP ${res.status}: ${res.body.slice(0, 500)}`);
   }
+}
+
+/** Chunk size of blob uploads (below the ~100 MB request body limit of Workers). */
+export const UPLOAD_CHUNK = 64 * 1024 * 1024;
+
+/** Sends bytes [start, end) of a file as the body of a request with a known length. */
+function sendFile(url: URL, method: string, headers: Record<string, string>, file: string, start: number, end: number, extra: Record<string, string>): Promise<{ status: number; body: string; location?: string }> {
+  return new Promise((resolve, reject) => {
+    const lib = url.protocol === "https:" ? https : http;
+    const req = lib.request(url, {
+      method,
+      headers: { ...headers, ...extra, "content-type": "application/octet-stream", "content-length": String(end - start) },
+    }, (res) => {
+      let body = "";
+      res.on("data", (d) => { body += d; });
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body, location: res.headers.location }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    if (end > start) createReadStream(file, { start, end: end - 1 }).on("error", reject).pipe(req);
+    else req.end();
+  });
 }

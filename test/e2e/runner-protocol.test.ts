@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobLayer, JobStatus, RunJob } from "../../src/build/jobs";
 import { diffEntries, writeLayerFile } from "../../src/runner/differ";
 import { readTar } from "../../src/runner/tar";
+import { KilnClient } from "../../src/runner/client";
+import { createHash, randomBytes } from "node:crypto";
 import { ADMIN_TOKEN, startKiln, type KilnServer } from "./server";
 import { startRunner, wipeRunnerDir, type RunnerProcess } from "./runner-helpers";
 
@@ -144,5 +146,20 @@ describe.skipIf(!canRun)("runner process against kiln", () => {
       const st = await waitFor("the job to finish", async () => { const s = await jobStatus(kiln.url, j.jobId); return s.state === "done" && s; });
       expect(st.result?.ok, JSON.stringify(st.result)).toBe(true);
     }
+  });
+
+  it("uploads a large layer in chunks", async () => {
+    const file = path.join(os.tmpdir(), `kiln-chunked-${process.pid}.bin`);
+    const data = randomBytes(2.5 * 1024 * 1024);
+    await fs.writeFile(file, data);
+    const digest = `sha256:${createHash("sha256").update(data).digest("hex")}`;
+    try {
+      await new KilnClient(kiln.url, ADMIN_TOKEN).uploadBlob(REPO, ADMIN_TOKEN, file, digest, data.length, 1024 * 1024);
+    } finally {
+      await fs.rm(file, { force: true });
+    }
+    const res = await fetch(`${kiln.url}/v2/${REPO}/blobs/${digest}`, { headers: auth });
+    expect(res.status).toBe(200);
+    expect(Buffer.from(await res.arrayBuffer()).equals(data)).toBe(true);
   });
 });
