@@ -2,7 +2,7 @@ import { Hono } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
-import { LEASE_HEADER, type RunJob, type RunResult } from "../build/jobs";
+import { LEASE_HEADER, type JobState, type RunJob, type RunResult } from "../build/jobs";
 import { validateRunResult, type LeaseOutcome } from "../build/dispatcher";
 import { dispatcherStub, jsonBody } from "./runners";
 
@@ -15,6 +15,14 @@ function answer(outcome: LeaseOutcome, ok: () => Response): Response {
 
 /** /v1/jobs/:id/{lease,logs,complete}: the runner side of a claimed RUN job. */
 export const jobsRoutes = new Hono<{ Bindings: Env }>();
+
+jobsRoutes.get("/", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const state = c.req.query("state");
+  if (state && !["queued", "leased", "done", "cancelled"].includes(state)) throw new ApiError(400, "state must be queued, leased, done or cancelled");
+  const limit = Math.min(1000, Math.max(1, Number(c.req.query("limit") ?? 100) || 100));
+  return c.json({ jobs: await dispatcherStub(c.env).listJobs(state as JobState | undefined, limit) });
+});
 
 jobsRoutes.get("/:id", async (c) => {
   await requireApiScope(c, { kind: "admin" });

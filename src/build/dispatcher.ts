@@ -286,6 +286,19 @@ export class Dispatcher extends DurableObject<Env> {
     };
   }
 
+  /** Jobs that are not finished (queued or leased), oldest first, or those of one state. */
+  async listJobs(state?: JobState, limit = 100): Promise<JobStatus[]> {
+    const rows = state
+      ? this.sql.exec<JobRow>("SELECT job_id FROM jobs WHERE state = ? ORDER BY enqueued_at LIMIT ?", state, limit).toArray()
+      : this.sql.exec<JobRow>("SELECT job_id FROM jobs WHERE state IN ('queued', 'leased') ORDER BY enqueued_at LIMIT ?", limit).toArray();
+    const out: JobStatus[] = [];
+    for (const r of rows) {
+      const st = await this.jobStatus(r.job_id);
+      if (st) out.push(st);
+    }
+    return out;
+  }
+
   async listRunners(): Promise<RunnerInfo[]> {
     return this.sql
       .exec<{ runner_id: string; platforms: string; labels: string; last_seen: number }>("SELECT * FROM runners ORDER BY runner_id")

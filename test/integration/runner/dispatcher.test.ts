@@ -114,6 +114,18 @@ describe("dispatcher: claim", () => {
     expect(await claim(`other-${a}`, a)).not.toBeNull();
   });
 
+  it("lists unfinished jobs for admins", async () => {
+    const a = arch();
+    const j = job("b-list", 0, a);
+    await stub().enqueue(j);
+    const res = await SELF.fetch(`${BASE}/v1/jobs?state=queued&limit=1000`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as { jobs: { jobId: string; state: string }[] };
+    expect(body.jobs.find((x) => x.jobId === j.jobId)?.state).toBe("queued");
+    expect((await SELF.fetch(`${BASE}/v1/jobs?state=nope`, { headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(400);
+    await claim("r-list", a);
+  });
+
   it("lists runners it has seen", async () => {
     const a = arch();
     await claim(`seen-${a}`, a);
