@@ -131,7 +131,7 @@ describe.skipIf(!canRun)("runner process against kiln", () => {
     await waitFor("the container to be gone", async () => list() === "", 15_000);
     expect(Date.now() - t).toBeLessThan(10_000);
     expect((await jobStatus(kiln.url, j.jobId)).state).toBe("cancelled");
-    expect(r.output()).toMatch(/abandoned/);
+    await waitFor("the runner to abandon the job", async () => /abandoned/.test(r.output()), 10_000);
   });
 
   it("runs jobs side by side with --concurrency", async () => {
