@@ -146,25 +146,29 @@ export async function startRunner(o: RunnerOptions, signal?: AbortSignal): Promi
   signal?.removeEventListener("abort", leave);
 }
 
-/** Entry point of `kiln runner …`. */
-export async function runnerMain(argv: string[]): Promise<void> {
+/** Entry point of `kiln runner …`; resolves to the exit code. */
+export async function runnerMain(argv: string[]): Promise<number> {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
   let opts: RunnerOptions;
   try {
     opts = parseRunnerArgs(argv);
   } catch (e) {
     console.error((e as Error).message);
-    process.exitCode = 2;
-    return;
+    return 2;
   }
   const ac = new AbortController();
   const stop = () => ac.abort();
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);
   await startRunner(opts, ac.signal);
+  return 0;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
-  runnerMain(process.argv.slice(2)).catch((e) => {
+  runnerMain(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e) => {
     console.error(`[kiln runner] ${(e as Error).stack ?? e}`);
     process.exit(1);
   });
