@@ -51,7 +51,8 @@ export default async function startLocalRunner({ root, server, adminToken, env }
   let token = adminToken;
   if (res.status === 201 || res.ok) token = (await res.json()).token;
   else console.log(`kiln: could not create a runner token (HTTP ${res.status}); the local runner uses the admin token`);
-  const workDir = process.env.KILN_RUNNER_DIR ?? path.join(root, ".kiln-runner");
+  // Next to the server's local state (already ignored by git): layers, cache mounts, runc state.
+  const workDir = process.env.KILN_RUNNER_DIR ?? path.join(process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state"), "runner");
   const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/runner/main.ts"), "--server", server, "--token", token, "--work-dir", workDir], {
     cwd: root, env, stdio: "inherit",
   });
