@@ -65,6 +65,7 @@ CREATE TABLE uploads (
   created_at INTEGER NOT NULL,
   updated_at INTEGER NOT NULL
 );
+CREATE INDEX uploads_updated ON uploads(updated_at);
 
 CREATE TABLE upload_chunks (
   upload_id TEXT NOT NULL,

@@ -172,3 +172,19 @@ export async function finishUpload(
 export async function cancelUpload(env: Env, session: UploadSession): Promise<void> {
   await dropSession(env, session.id, await chunkKeys(env, session.id));
 }
+
+/**
+ * Deletes upload sessions untouched for `maxAgeMs` (default 7 days) with their staged chunks, and
+ * temporary objects of interrupted putBlobComputed calls. Meant for a scheduled (cron) handler.
+ * Returns how many sessions were purged.
+ */
+export async function purgeStaleUploads(env: Env, maxAgeMs = 7 * 24 * 3600 * 1000, limit = 100): Promise<number> {
+  const cutoff = Date.now() - maxAgeMs;
+  const { results } = await env.DB.prepare("SELECT id FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?")
+    .bind(cutoff, limit).all<{ id: string }>();
+  for (const { id } of results) await dropSession(env, id, await chunkKeys(env, id));
+  const tmp = await env.BUCKET.list({ prefix: "tmp/", limit: 1000 });
+  const old = tmp.objects.filter((o) => o.uploaded.getTime() < cutoff).map((o) => o.key);
+  if (old.length) await env.BUCKET.delete(old);
+  return results.length;
+}

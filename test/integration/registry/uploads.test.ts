@@ -1,5 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { purgeStaleUploads } from "../../../src/storage/uploads";
 import { randomBytes, reg, sha256, startUpload, streamOf } from "./helpers";
 
 async function patch(location: string, chunk: Uint8Array, start?: number): Promise<Response> {
@@ -170,5 +171,17 @@ describe("upload sessions", () => {
     expect((await reg(withDigest(location, digest), { method: "PUT", body: data.slice(3000) })).status).toBe(201);
     expect(new Uint8Array(await (await reg(`/v2/up/restart/blobs/${digest}`)).arrayBuffer())).toEqual(data);
   });
-});
 
+  it("purges sessions left untouched for a week, with their staged chunks", async () => {
+    const stale = await startUpload("up/stale");
+    const fresh = await startUpload("up/stale");
+    await patch(stale, randomBytes(100), 0);
+    await patch(fresh, randomBytes(100), 0);
+    const staleId = stale.split("/").pop()!;
+    await env.DB.prepare("UPDATE uploads SET updated_at = ? WHERE id = ?").bind(Date.now() - 8 * 24 * 3600 * 1000, staleId).run();
+    expect(await purgeStaleUploads(env)).toBe(1);
+    expect((await reg(stale)).status).toBe(404);
+    expect((await env.BUCKET.list({ prefix: `uploads/${staleId}/` })).objects).toEqual([]);
+    expect((await reg(fresh)).status).toBe(204);
+  });
+});
