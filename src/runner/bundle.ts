@@ -54,6 +54,37 @@ export function nofileLimit(): number {
   return 1048576;
 }
 
+/** CLONE_NEW* flags: creating namespaces is refused inside a step, as docker's profile does without CAP_SYS_ADMIN. */
+const CLONE_NS_FLAGS = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000, 0x00000080];
+
+/**
+ * A seccomp profile in the spirit of docker's default: everything allowed except the syscalls that
+ * widen the kernel attack surface or need capabilities a step does not have (user namespaces, keyrings,
+ * bpf, module loading, mounts, …). clone3 answers ENOSYS so libc falls back to clone, whose flags are
+ * checked.
+ */
+export function seccompProfile(): Record<string, unknown> {
+  const denied = [
+    "acct", "add_key", "bpf", "delete_module", "finit_module", "fsconfig", "fsmount", "fsopen", "fspick",
+    "init_module", "iopl", "ioperm", "kcmp", "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie",
+    "mount", "mount_setattr", "move_mount", "nfsservctl", "open_by_handle_at", "open_tree", "perf_event_open",
+    "pivot_root", "quotactl", "reboot", "request_key", "setns", "swapoff", "swapon", "umount2", "unshare",
+    "userfaultfd", "vm86", "vm86old",
+  ];
+  return {
+    defaultAction: "SCMP_ACT_ALLOW",
+    architectures: ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+    syscalls: [
+      { names: denied, action: "SCMP_ACT_ERRNO", errnoRet: 1 },
+      { names: ["clone3"], action: "SCMP_ACT_ERRNO", errnoRet: 38 },
+      ...CLONE_NS_FLAGS.map((flag) => ({
+        names: ["clone"], action: "SCMP_ACT_ERRNO", errnoRet: 1,
+        args: [{ index: 0, value: flag, valueTwo: flag, op: "SCMP_CMP_MASKED_EQ" }],
+      })),
+    ],
+  };
+}
+
 export function bundleConfig(o: BundleOptions): Record<string, unknown> {
   const namespaces = [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }];
   if (!o.hostNetwork) namespaces.push({ type: "network" });
@@ -84,6 +115,7 @@ export function bundleConfig(o: BundleOptions): Record<string, unknown> {
         "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi",
       ],
       readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+      seccomp: seccompProfile(),
     },
   };
 }

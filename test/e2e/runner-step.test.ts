@@ -250,6 +250,13 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
     expect(o.layer).toBeNull();
   });
 
+  it("refuses namespaces, mounts and keyrings inside a step (seccomp, docker's capabilities)", async () => {
+    const o = await run(job(["/bin/sh", "-c", "unshare -U true && echo userns-allowed; unshare -m true && echo mountns-allowed; mount -t tmpfs tmpfs /mnt && echo mount-allowed; echo still-running; ls / > /dev/null && echo fs-ok"], [busyboxLayer, shellLayer]));
+    expect(o.output).toContain("still-running");
+    expect(o.output).toContain("fs-ok");
+    expect(o.output).not.toMatch(/userns-allowed|mountns-allowed|mount-allowed/);
+  });
+
   it("fails with the exit code and keeps no layer", async () => {
     const o = await run(job(["/bin/sh", "-c", "echo before; touch /junk; exit 7"], [busyboxLayer, shellLayer]));
     expect(o.status).toBe("failed");
