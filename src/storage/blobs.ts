@@ -71,8 +71,11 @@ async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<U
 /** Reads `body` only to check it hashes to `d` (the blob is already stored, `stored` bytes long). */
 async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, stored: number, size?: number): Promise<number> {
   if (size !== undefined && size !== stored) {
+    // Content of another length cannot have this digest.
     body.cancel().catch(() => {});
-    throw sizeMismatch(size, stored);
+    throw new OciError("DIGEST_INVALID", "the uploaded content does not match the digest", {
+      detail: { expected: d.string, size, storedSize: stored },
+    });
   }
   const hex = await hashStream(body, d.webAlgorithm);
   if (hex !== d.hex) throw digestMismatch(d, hex);

@@ -51,6 +51,9 @@ describe("digest verification", () => {
     const bad = randomBytes(3000);
     const mono = await reg(`/v2/dv/evil/blobs/uploads/?digest=${digest}`, { method: "POST", body: bad });
     expect(mono.status).toBe(400);
+    const longer = await reg(`/v2/dv/evil/blobs/uploads/?digest=${digest}`, { method: "POST", body: randomBytes(3001) });
+    expect(longer.status).toBe(400);
+    expect(await longer.json()).toMatchObject({ errors: [{ code: "DIGEST_INVALID" }] });
     const location = await startUpload("dv/evil");
     await patch(location, bad, 0);
     const put = await reg(withDigest(location, digest), { method: "PUT" });

@@ -40,6 +40,8 @@ describe("storage: blobs", () => {
     await rejectsWith(putBlobVerified(env, streamOf(other), await sha256(other), other.length + 1), "SIZE_INVALID");
     expect(await statBlob(env, await sha256(other))).toBeNull();
     await rejectsWith(putBlobVerified(env, streamOf(other), "sha256:nope"), "DIGEST_INVALID");
+    // Claiming a stored digest with content of another length.
+    await rejectsWith(putBlobVerified(env, streamOf(other), digest, other.length), "DIGEST_INVALID");
   });
 
   it("getBlob reads ranges; linkBlob makes a blob visible in a repository", async () => {
