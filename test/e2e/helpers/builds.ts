@@ -35,7 +35,7 @@ export async function submitBuild(baseUrl: string, token: string, dir: string, q
   return fetch(`${baseUrl}/v1/builds?${q}`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/x-tar" },
-    body,
+    body: new Uint8Array(body),
   });
 }
 
