@@ -11,8 +11,10 @@
 //   BENCH_BUILD_BUDGET_S=540  no new repetition starts when it would end past this (the module stays < 10 min)
 //   BENCH_BUILD_PARTS=copy-only,busybox-run,10-step,big   run only these figures
 //   KILN_BENCH_VERBOSE=1      show wrangler dev and runner output
+//   BENCH_BUILD_PROFILE=1     one extra 256 MiB build under the Worker's V8 CPU profiler (needs
+//                             NODE_OPTIONS=--experimental-websocket on Node 20); summary in the figure's note
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -89,6 +91,8 @@ interface KilnRun {
   build: BuildResult;
   /** CPU seconds of the kiln server tree (wrangler + workerd) during the build. */
   serverCpu: number;
+  /** Server CPU seconds until the 202 (upload + ingest). */
+  uploadCpu: number;
   /** The same by process name (workerd, node = wrangler/miniflare). */
   serverCpuBy: Map<string, number>;
   /** CPU seconds of the runner tree during the build (0 without a runner). */
@@ -270,6 +274,7 @@ export async function kilnBuild(k: KilnInstance, dir: string, query: Record<stri
   let body: { id?: string; error?: { message: string } } = {};
   try { body = JSON.parse(text); } catch { /* reported below */ }
   const upload = (performance.now() - t0) / 1000;
+  const uploadCpu = treeCpu(k.server.process.pid) - [...cpu0.values()].reduce((a, b) => a + b, 0);
   if (res.status !== 202 || !body.id) throw new Error(`POST /v1/builds: ${res.status} ${text.slice(0, 500)} ${tarErr}`);
   const ac = new AbortController();
   let build: BuildResult;
@@ -291,7 +296,74 @@ export async function kilnBuild(k: KilnInstance, dir: string, query: Record<stri
   if (build.status !== "succeeded") {
     throw new Error(`kiln build ${body.id} ${build.status}: ${JSON.stringify(build.error ?? build.steps?.filter((s) => s.status === "failed"))}`);
   }
-  return { total, upload, build, serverCpu, serverCpuBy, runnerCpu };
+  return { total, upload, uploadCpu, build, serverCpu, serverCpuBy, runnerCpu };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CPU profile of the Worker isolate (opt-in: BENCH_BUILD_PROFILE=1 with NODE_OPTIONS=--experimental-websocket)
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>;
+  samples: number[];
+  timeDeltas: number[];
+}
+
+/** Runs `fn` with the V8 sampling profiler on kiln's Worker isolate (through wrangler's inspector proxy). */
+async function profiled<T>(server: KilnServer, fn: () => Promise<T>): Promise<{ value: T; profile: CpuProfile }> {
+  const WS = (globalThis as { WebSocket?: new (url: string, init?: unknown) => WebSocket }).WebSocket;
+  if (!WS) throw new Error("no WebSocket in this Node: run with NODE_OPTIONS=--experimental-websocket");
+  const port = inspectorPorts.get(server.url);
+  const list = (await (await fetch(`http://127.0.0.1:${port}/json`)).json()) as Array<{ webSocketDebuggerUrl: string }>;
+  // The inspector proxy wants an allowed Origin.
+  const ws = new WS(list[0].webSocketDebuggerUrl, { headers: { origin: "http://127.0.0.1" } });
+  await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+  let seq = 0;
+  const pending = new Map<number, (m: { result?: { profile?: CpuProfile } }) => void>();
+  ws.onmessage = (ev) => {
+    const m = JSON.parse(String(ev.data)) as { id?: number; result?: { profile?: CpuProfile } };
+    if (m.id && pending.has(m.id)) { pending.get(m.id)!(m); pending.delete(m.id); }
+  };
+  const send = (method: string, params = {}) => new Promise<{ result?: { profile?: CpuProfile } }>((resolve) => {
+    const id = ++seq;
+    pending.set(id, resolve);
+    ws.send(JSON.stringify({ id, method, params }));
+  });
+  try {
+    await send("Profiler.enable");
+    await send("Profiler.setSamplingInterval", { interval: 1000 });
+    await send("Profiler.start");
+    const value = await fn();
+    const stop = await send("Profiler.stop");
+    return { value, profile: stop.result!.profile! };
+  } finally {
+    ws.close();
+  }
+}
+
+/** Self and inclusive time per function of a CPU profile, as "12.3 s name (line)" lists. */
+function summarizeProfile(p: CpuProfile, top = 8): { self: string; total: string } {
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const name = (id: number) => {
+    const f = byId.get(id)!.callFrame;
+    return f.functionName ? f.functionName : f.url ? `(anonymous ${f.url.split("/").pop()}:${f.lineNumber})` : "(native)";
+  };
+  const self = new Map<string, number>();
+  const total = new Map<string, number>();
+  for (let i = 0; i < p.samples.length; i++) {
+    const dt = (p.timeDeltas[i] ?? 0) / 1e6;
+    self.set(name(p.samples[i]), (self.get(name(p.samples[i])) ?? 0) + dt);
+    const seen = new Set<string>();
+    for (let id: number | undefined = p.samples[i]; id !== undefined; id = parent.get(id)) {
+      const k = name(id);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      total.set(k, (total.get(k) ?? 0) + dt);
+    }
+  }
+  const list = (m: Map<string, number>) => [...m.entries()].filter(([k]) => k !== "(root)").sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(", ");
+  return { self: list(self), total: list(total) };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -409,7 +481,7 @@ function kilnProfile(runs: KilnRun[]): string {
   const statuses = runs[0].build.steps?.map((s) => s.status).join("/") ?? "";
   const parts = [
     `kiln: POST→202 (upload+ingest) ${sec(upload)}, 202→done ${sec(after)} (steps' durationMs sum ${Math.round(stepSum)} ms; slowest ${steps.slice(0, 2).map((s) => `[${s.k}] ${Math.round(s.ms)} ms`).join(", ")})`,
-    `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))} (${["workerd", "node"].map((c) => `${c === "node" ? "wrangler/miniflare node" : c} ${sec(med(runs.map((r) => r.serverCpuBy.get(c) ?? 0)))}`).join(", ")})`,
+    `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))} (${sec(med(runs.map((r) => r.uploadCpu)))} until the 202; ${["workerd", "node"].map((c) => `${c === "node" ? "wrangler/miniflare node" : c} ${sec(med(runs.map((r) => r.serverCpuBy.get(c) ?? 0)))}`).join(", ")})`,
   ];
   const rc = med(runs.map((r) => r.runnerCpu));
   if (rc > 0) parts.push(`runner CPU ${sec(rc)}`);
@@ -532,6 +604,26 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   }
   rmSync(sb.dir, { recursive: true, force: true });
 
+  // Opt-in: one more kiln 256 MiB build (not counted) under the V8 CPU profiler of the Worker isolate.
+  let profileNote = "";
+  if (process.env.BENCH_BUILD_PROFILE && want("big") && !missing.length) {
+    let k: KilnInstance | undefined;
+    try {
+      k = await startKilnInstance(false);
+      const kk = k;
+      const { value, profile } = await profiled(kk.server, () => kilnBuild(kk, fx.big, { tag: "bench/big:profile" }));
+      const file = path.join(os.tmpdir(), "kiln-bench-copy-256MiB.cpuprofile");
+      writeFileSync(file, JSON.stringify(profile));
+      const sum = summarizeProfile(profile);
+      profileNote = `CPU profile of the Worker isolate in an extra ${sec(value.total)} build (${file}): self ${sum.self}; inclusive ${sum.total}`;
+      ctx.log(`bench builds: ${profileNote}`);
+    } catch (e) {
+      ctx.log(`bench builds: profile failed: ${(e as Error).message}`);
+    } finally {
+      if (k) await stopKilnInstance(k);
+    }
+  }
+
   const out: BenchResult[] = [];
   const timedWhat = "wall time: kiln = POST /v1/builds (context streamed from `tar -c`) → SSE `done` (upload, ingest, layers, image push); buildah = the `buildah bud` process";
   for (const s of scenarios) {
@@ -554,7 +646,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   if (want("big")) {
     const err = errors.get("big") ?? errors.get("server");
     const note = [err ? `errors: ${err}` : "", kilnProfile(big.kiln), peerProfile("pipeline", big.peer),
-      big.kiln.length ? `kiln ${(fx.bigBytes / 2 ** 20 / med(big.kiln.map((r) => r.total))).toFixed(1)} MiB/s, pipeline ${(fx.bigBytes / 2 ** 20 / med(big.peer.map((r) => r.total))).toFixed(1)} MiB/s` : ""].filter(Boolean).join("; ");
+      profileNote, big.kiln.length ? `kiln ${(fx.bigBytes / 2 ** 20 / med(big.kiln.map((r) => r.total))).toFixed(1)} MiB/s, pipeline ${(fx.bigBytes / 2 ** 20 / med(big.peer.map((r) => r.total))).toFixed(1)} MiB/s` : ""].filter(Boolean).join("; ");
     out.push(result({
       name: "builds.copy-256MiB",
       what: "`COPY . /data/` of a 256 MiB context (192 MiB incompressible in 24 files + 64 MiB text in 2048 files) on a fresh state; wall time: kiln = POST (uncompressed tar streamed from `tar -c`) → SSE `done`; peer = `tar -c ctx | gzip -6 | sha256sum`",
