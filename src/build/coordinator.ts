@@ -18,6 +18,7 @@ import {
   type ImageState,
   type StepStatus,
   type StepView,
+  type BaseImage,
 } from "./model";
 
 type StepRow = {
@@ -129,6 +130,8 @@ export class BuildCoordinator extends DurableObject<Env> {
     const v: BuildView = { id: spec.id, status: this.status(), steps: this.rows().map((r) => this.stepView(r)), createdAt: spec.createdAt };
     const image = this.getMeta<BuildView["image"]>("image");
     if (image) v.image = image;
+    const bases = this.getMeta<BaseImage[]>("bases");
+    if (bases?.length) v.bases = bases;
     const error = this.getMeta<BuildView["error"]>("error");
     if (error) v.error = error;
     const fin = this.getMeta<number>("finishedAt");
@@ -364,6 +367,10 @@ export class BuildCoordinator extends DurableObject<Env> {
         layer: out.layer?.digest ?? null,
         duration_ms: Date.now() - started,
       });
+      if (out.base) {
+        const bases = (this.getMeta<BaseImage[]>("bases") ?? []).filter((b) => b.stage !== out.base!.stage);
+        this.setMeta("bases", [...bases, out.base].sort((a, b) => a.stage - b.stage));
+      }
     } catch (e) {
       if (TERMINAL.has(this.status())) return;
       const message = e instanceof Error ? e.message : String(e);

@@ -6,6 +6,9 @@ import { digestOf } from "../oci/digest";
 import { getBlob, linkBlob, putBlobBytes } from "../storage/blobs";
 import { getManifest, putManifest } from "../storage/manifests";
 import { StepError, type ImageState, type LayerRef } from "./model";
+import { pullImage, type PulledImage } from "../upstream/pull";
+import { UpstreamError } from "../upstream/client";
+import { ReferenceError } from "../upstream/reference";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -28,8 +31,8 @@ export function parseImageRef(ref: string, origin: string): { repository: string
         return "";
       }
     })();
-    const local = first === originHost || /^(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$/.test(first);
-    if (!local) throw new StepError(`pulling from other registries is not supported yet: ${ref}`);
+    const local = first === originHost || /^localhost(:\d+)?$/.test(first);
+    if (!local) throw new RemoteImage(ref);
     rest = rest.slice(first.length + 1);
   }
   let reference = "latest";
@@ -47,16 +50,32 @@ export function parseImageRef(ref: string, origin: string): { repository: string
   return { repository: rest, reference };
 }
 
+/** Thrown by parseImageRef for a reference that names another registry. */
+export class RemoteImage extends Error {
+  constructor(readonly ref: string) {
+    super(`${ref} is in another registry`);
+  }
+}
+
 export interface LoadedImage {
   manifestDigest: string;
+  /** What the reference resolved to (an index for multi-platform images); set for pulled images. */
+  resolvedDigest?: string;
   config: ImageConfig;
   layers: LayerRef[];
   repository: string;
 }
 
 /** Loads an image from kiln's registry (picking the platform from an index). */
-export async function loadImage(env: Env, ref: string, origin: string, platform: { os: string; architecture: string; variant?: string }): Promise<LoadedImage> {
-  const { repository, reference } = parseImageRef(ref, origin);
+export async function loadImage(env: Env, ref: string, origin: string, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, opts: { metadataOnly?: boolean } = {}): Promise<LoadedImage> {
+  let parsed: { repository: string; reference: string };
+  try {
+    parsed = parseImageRef(ref, origin);
+  } catch (e) {
+    if (e instanceof RemoteImage) return await loadRemoteImage(env, ref, platform, log, opts.metadataOnly);
+    throw e;
+  }
+  const { repository, reference } = parsed;
   let m = await getManifest(env, repository, reference).catch(() => null);
   if (!m) {
     // docker.io/library/<name> style names are looked up under their short name too
@@ -64,9 +83,8 @@ export async function loadImage(env: Env, ref: string, origin: string, platform:
     if (short !== repository) m = await getManifest(env, short, reference).catch(() => null);
   }
   if (!m) {
-    if (!ref.includes("/") || !ref.split("/")[0].includes(".")) {
-      throw new StepError(`${ref}: not found in kiln's registry (pulling from other registries is not supported yet: ${ref})`);
-    }
+    // Not in kiln: docker's normalization sends `alpine` and `org/app` to Docker Hub.
+    if (!ref.includes("/") || !ref.split("/")[0].match(/[.:]|^localhost$/)) return await loadRemoteImage(env, ref, platform, log, opts.metadataOnly);
     throw new StepError(`${ref}: not found in kiln's registry`);
   }
   let doc = parseManifest(m.bytes, m.mediaType);
@@ -90,6 +108,27 @@ export async function loadImage(env: Env, ref: string, origin: string, platform:
     config,
     repository,
     layers: doc.layers.map((l) => ({ digest: l.digest, diffId: "", size: l.size, mediaType: l.mediaType })).map((l, i) => ({ ...l, diffId: config.rootfs?.diff_ids?.[i] ?? "" })),
+  };
+}
+
+/** Pulls `ref` from its registry into kiln's storage (once per digest) and describes it as a base. */
+async function loadRemoteImage(env: Env, ref: string, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, metadataOnly = false): Promise<LoadedImage> {
+  let pulled: PulledImage;
+  try {
+    pulled = await pullImage(env, ref, platform, { log, skipLayers: metadataOnly });
+  } catch (e) {
+    if (e instanceof UpstreamError || e instanceof ReferenceError) throw new StepError(e.message);
+    throw e;
+  }
+  const config = parseImageConfig(new TextEncoder().encode(JSON.stringify(pulled.config)));
+  const c = (config.config ??= {});
+  if (!(c.Env ?? []).some((e) => e.startsWith("PATH="))) c.Env = [`PATH=${DEFAULT_PATH}`, ...(c.Env ?? [])];
+  return {
+    manifestDigest: pulled.manifestDigest,
+    resolvedDigest: pulled.resolvedDigest,
+    config,
+    repository: `${pulled.reference.registry}/${pulled.reference.repository}`,
+    layers: pulled.layers.map((l, i) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: config.rootfs?.diff_ids?.[i] ?? "" })),
   };
 }
 

@@ -88,11 +88,22 @@ export interface StepView {
   line: number;
 }
 
+export interface BaseImage {
+  stage: number;
+  ref: string;
+  /** The platform-specific image manifest the stage starts from. */
+  digest: string;
+  /** What the reference resolved to when it is an index (multi-platform image). */
+  resolvedDigest?: string;
+}
+
 export interface BuildView {
   id: string;
   status: BuildStatus;
   steps: StepView[];
   image?: { repository: string; tags: string[]; digest: string };
+  /** The base images the build used, with the digests their references resolved to. */
+  bases?: BaseImage[];
   error?: { message: string; step?: number; line?: number };
   createdAt: number;
   finishedAt?: number;

@@ -95,7 +95,7 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
     // ONBUILD triggers of image bases become steps right after their FROM
     for (const stage of graph.stages) {
       if (stage.base.kind !== "image") continue;
-      const img = await loadImage(env, stage.base.ref, opts.origin, platform).catch(() => null);
+      const img = await loadImage(env, stage.base.ref, opts.origin, platform, undefined, { metadataOnly: true }).catch(() => null);
       const triggers = img?.config.config?.OnBuild ?? [];
       if (triggers.length) (onbuild ??= {})[stage.index] = [...triggers];
     }

@@ -20,7 +20,7 @@ import { loadTree, storeLayer, type FsTree } from "./layers";
 import { applyMetadata, shellOf } from "./executors/metadata";
 import { contextSource, mapCopy, parseChmod, resolveChown, selectSources, sourceDigestList, treeSource, writeCopyLayer, type CopySource, type SelectedSource, type SourceNode } from "./executors/copy";
 import { addRemoteSources, extractArchiveEntries, isArchive } from "./executors/add";
-import { StepError, type BuildGraph, type BuildSpec, type ImageState, type LayerRef, type PlannedStep } from "./model";
+import { StepError, type BuildGraph, type BuildSpec, type ImageState, type LayerRef, type PlannedStep, type BaseImage } from "./model";
 
 export const HISTORY_COMMENT = "buildkit.dockerfile.v0";
 
@@ -35,7 +35,7 @@ export interface StepContext {
 }
 
 export type StepOutcome =
-  | { status: "done" | "cached"; state: ImageState; layer?: LayerRef | null }
+  | { status: "done" | "cached"; state: ImageState; layer?: LayerRef | null; base?: BaseImage }
   | { status: "run"; key: string; job: Omit<RunJob, "jobId" | "registryToken">; createdBy: string };
 
 const lexFor = (graph: BuildGraph) => new ShellLex(graph.escapeToken);
@@ -121,6 +121,7 @@ export async function executeStep(ctx: StepContext, step: PlannedStep): Promise<
 async function fromStep(ctx: StepContext, step: PlannedStep, platform: string): Promise<StepOutcome> {
   const stage = ctx.graph.stages.find((s) => s.index === step.stage)!;
   let state: ImageState;
+  let base: BaseImage | undefined;
   if (stage.base.kind === "stage") {
     const base = ctx.stateOf(step.deps[0]);
     const key = await cacheKeyFor({ parent: base.key, platform, instruction: { kind: "FROM", stage: true } });
@@ -129,17 +130,21 @@ async function fromStep(ctx: StepContext, step: PlannedStep, platform: string): 
     const key = await cacheKeyFor({ parent: "scratch", platform, instruction: { kind: "FROM" } });
     state = { config: scratchConfig(ctx.spec.platform), layers: [], key, args: [], cmdSet: false };
   } else {
-    const img = await loadImage(ctx.env, stage.base.ref, ctx.spec.origin, ctx.spec.platform);
-    await ctx.log(`resolved ${stage.base.ref} to ${img.manifestDigest}\n`);
+    const pulls: string[] = [];
+    const img = await loadImage(ctx.env, stage.base.ref, ctx.spec.origin, ctx.spec.platform, (line) => pulls.push(line));
+    for (const line of pulls) await ctx.log(`${line}\n`);
+    const via = img.resolvedDigest && img.resolvedDigest !== img.manifestDigest ? ` (index ${img.resolvedDigest})` : "";
+    await ctx.log(`resolved ${stage.base.ref} to ${img.manifestDigest}${via}\n`);
     const key = await cacheKeyFor({ parent: img.manifestDigest, platform, instruction: { kind: "FROM" } });
     // the triggers run as the next steps (planned at start); the new image does not inherit them
     const config = { ...img.config, config: { ...img.config.config } };
     delete config.config.OnBuild;
     state = { config, layers: img.layers, key, args: [], cmdSet: false };
+    base = { stage: stage.index, ref: stage.base.ref, digest: img.manifestDigest, ...(via ? { resolvedDigest: img.resolvedDigest } : {}) };
   }
   const hit = await lookup(ctx, state.key);
   if (!hit) await putCacheEntry(ctx.env, state.key, { version: 1, layer: null, config: state.config.config as Record<string, unknown>, history: null });
-  return { status: hit ? "cached" : "done", state };
+  return { status: hit ? "cached" : "done", state, base };
 }
 
 async function userOwner(ctx: StepContext, state: ImageState, tree: () => Promise<FsTree>) {

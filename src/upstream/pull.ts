@@ -67,6 +67,8 @@ export interface PullOptions {
   fetch?: FetchLike;
   /** Called with progress lines for the build log. */
   log?: (line: string) => void;
+  /** Resolve and fetch manifest and config only (e.g. to read ONBUILD triggers when a build starts). */
+  skipLayers?: boolean;
 }
 
 export class Puller {
@@ -154,7 +156,7 @@ export class Puller {
     await this.blob(client, ref.repository, manifest.config);
     const configBytes = await readStoredBytes(this.env, manifest.config.digest);
     if (!configBytes) throw new Error(`config ${manifest.config.digest} vanished from storage`);
-    for (const layer of manifest.layers) await this.blob(client, ref.repository, layer);
+    if (!this.opts.skipLayers) for (const layer of manifest.layers) await this.blob(client, ref.repository, layer);
     return {
       reference: ref,
       resolvedDigest,
