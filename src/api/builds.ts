@@ -65,7 +65,13 @@ buildsRoutes.get("/:id", async (c) => {
   const id = c.req.param("id");
   await authorizedRow(c, id, "pull");
   const view = await coordinator(c, id).getBuild();
-  if (!view) throw new ApiError(404, `build ${id} not found`);
+  if (!view) {
+    // A build that never reached its coordinator (a git push whose source could not be fetched or
+    // ingested) lives only in its D1 row.
+    const row = await getBuildRow(c.env, id);
+    if (!row) throw new ApiError(404, `build ${id} not found`);
+    return c.json({ id, status: row.status, steps: [], createdAt: row.createdAt, ...(row.error ? { error: { message: row.error } } : {}) });
+  }
   return c.json(view);
 });
 

@@ -9,6 +9,7 @@ import type { RunJob, RunResult } from "./jobs";
 import { planDockerfile } from "./frontend";
 import { pushImage } from "./image";
 import { executeStep, finishRun, type StepContext } from "./steps";
+import { reportBuildFinished } from "../api/webhooks/status";
 import {
   StepError,
   type BuildGraph,
@@ -169,6 +170,10 @@ export class BuildCoordinator extends DurableObject<Env> {
   private setStatus(status: BuildStatus, extra: { imageDigest?: string; error?: string } = {}): void {
     this.setMeta("status", status);
     this.ctx.waitUntil(updateBuildStatus(this.env, this.spec().id, status, extra).catch((e) => console.error("builds row update failed", e)));
+    if (TERMINAL.has(status)) {
+      // Builds from git pushes report their result on the commit.
+      this.ctx.waitUntil(reportBuildFinished(this.env, this.spec().id, status, this.spec().origin, extra.error).catch((e) => console.error("commit status report failed", e)));
+    }
   }
 
   // ------------------------------------------------------------------ RPC

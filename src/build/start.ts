@@ -20,6 +20,8 @@ export interface StartBuildOptions {
   platform?: string;
   secrets?: Record<string, string>;
   origin: string;
+  /** A preassigned build id (git webhooks answer with it before the source is fetched). */
+  id?: string;
 }
 
 export interface StartedBuild {
@@ -107,7 +109,7 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
     }
     throw e;
   }
-  const id = newBuildId();
+  const id = opts.id ?? newBuildId();
   const spec: BuildSpec = {
     id,
     origin: opts.origin,

@@ -37,12 +37,13 @@ const fromRaw = (r: RawRow): BuildRow => ({
   updatedAt: r.updated_at,
 });
 
-export async function insertBuild(env: Env, b: { id: string; contextDigest: string; repository: string | null; tags: string[] }): Promise<void> {
+export async function insertBuild(env: Env, b: { id: string; contextDigest: string | null; repository: string | null; tags: string[] }): Promise<void> {
   const now = Date.now();
   await env.DB.prepare(
-    "INSERT INTO builds (id, status, context_digest, repository, tags, created_at, updated_at) VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+    `INSERT INTO builds (id, status, context_digest, repository, tags, created_at, updated_at) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)
+     ON CONFLICT(id) DO UPDATE SET context_digest = COALESCE(?2, context_digest), repository = ?3, tags = ?4, updated_at = ?5`,
   )
-    .bind(b.id, b.contextDigest, b.repository, JSON.stringify(b.tags), now, now)
+    .bind(b.id, b.contextDigest, b.repository, JSON.stringify(b.tags), now)
     .run();
 }
 

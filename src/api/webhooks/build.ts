@@ -1,11 +1,14 @@
 /** Starts the build of a push: archive of the exact commit → stripped tar → the ordinary build path. */
+import { startBuild } from "../../build/start";
 import type { Env } from "../../env";
+import { ApiError } from "../../errors";
+import { insertBuild, updateBuildStatus } from "../../storage/builds";
 import type { WebhookConfig, WebhookSecrets } from "../../storage/webhooks";
 import type { PushEvent } from "./event";
 import { giteaArchive } from "./gitea";
 import { githubArchive } from "./github";
 import { gitlabArchive } from "./gitlab";
-import { postStatus } from "./status";
+import { postStatus, reportBuildFinished } from "./status";
 import { stripArchive } from "./source";
 
 export interface WebhookBuildInput {
@@ -16,29 +19,18 @@ export interface WebhookBuildInput {
   origin: string;
 }
 
-/** Set by the builds module: starts a build with a preassigned id from a tar stream. */
-export type BuildStarter = (env: Env, input: {
-  id: string;
-  context: ReadableStream<Uint8Array> | null;
-  contentType: string;
-  dockerfilePath: string;
-  tags: string[];
-  buildArgs: Record<string, string>;
-  origin: string;
-  /** When the source could not be fetched: record the build as failed with this message. */
-  failure?: string;
-}) => Promise<void>;
+/** Records the build before the receiver answers, so its id resolves at once. */
+export async function recordWebhookBuild(env: Env, input: WebhookBuildInput): Promise<void> {
+  await insertBuild(env, { id: input.buildId, contextDigest: null, repository: input.hook.image, tags: input.tags.map((t) => `${input.hook.image}:${t}`) });
+}
 
-let starter: BuildStarter | null = null;
-export function setBuildStarter(fn: BuildStarter): void {
-  starter = fn;
+async function fail(env: Env, input: WebhookBuildInput, message: string): Promise<void> {
+  await updateBuildStatus(env, input.buildId, "failed", { error: message });
+  await reportBuildFinished(env, input.buildId, "failed", input.origin, message);
 }
 
 export async function startWebhookBuild(env: Env, input: WebhookBuildInput): Promise<void> {
   const { hook, event, buildId, origin } = input;
-  if (!starter) throw new Error("builds are not wired");
-  const tags = input.tags.map((t) => `${hook.image}:${t}`);
-  const base = { id: buildId, contentType: "application/x-tar", dockerfilePath: hook.dockerfile, tags, buildArgs: hook.buildArgs, origin };
   await postStatus(hook, event.sha, { state: "pending", targetUrl: `${origin}/v1/builds/${buildId}`, description: "kiln is building the image" }, event.projectId);
   const req =
     hook.provider === "github" ? githubArchive(hook.baseUrl, hook.repository, event.sha, hook.token)
@@ -48,13 +40,25 @@ export async function startWebhookBuild(env: Env, input: WebhookBuildInput): Pro
   try {
     res = await fetch(req.url, { headers: req.headers, redirect: "follow" });
   } catch (err) {
-    await starter(env, { ...base, context: null, failure: `fetching the source archive failed: ${(err as Error).message}` });
-    return;
+    return fail(env, input, `fetching the source archive failed: ${(err as Error).message}`);
   }
   if (!res.ok || !res.body) {
     await res.body?.cancel();
-    await starter(env, { ...base, context: null, failure: `fetching the source archive ${req.url} failed: ${res.status}` });
-    return;
+    return fail(env, input, `fetching the source archive ${req.url} failed: ${res.status}`);
   }
-  await starter(env, { ...base, context: stripArchive(res.body, hook.context) });
+  try {
+    await startBuild(env, undefined, {
+      id: buildId,
+      context: stripArchive(res.body, hook.context),
+      contentType: "application/x-tar",
+      dockerfilePath: hook.dockerfile,
+      tags: input.tags.map((t) => `${hook.image}:${t}`),
+      buildArgs: hook.buildArgs,
+      origin,
+    });
+  } catch (err) {
+    const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);
+    if (!(err instanceof ApiError)) console.error("webhook build failed to start", err);
+    return fail(env, input, message);
+  }
 }

@@ -8,7 +8,7 @@ import { requireApiScope } from "../../auth/api";
 import type { Env } from "../../env";
 import { ApiError } from "../../errors";
 import { claimDelivery, createWebhook, deleteWebhook, getWebhook, listWebhooks, webhooksFor, type GitProvider, type WebhookConfig, type WebhookSecrets } from "../../storage/webhooks";
-import { startWebhookBuild } from "./build";
+import { recordWebhookBuild, startWebhookBuild } from "./build";
 import type { HookEvent } from "./event";
 import { parseGitea, verifyGitea } from "./gitea";
 import { parseGithub, verifyGithub } from "./github";
@@ -166,7 +166,9 @@ async function receive(c: C, provider: GitProvider, id?: string) {
     return c.json({ id: existing, url: `${origin}/v1/builds/${existing}`, redelivery: true }, 202);
   }
   const tags = tagsFor(ev, hook.tags);
-  c.executionCtx.waitUntil(startWebhookBuild(c.env, { hook, event: ev, buildId, tags, origin }));
+  const input = { hook, event: ev, buildId, tags, origin };
+  await recordWebhookBuild(c.env, input);
+  c.executionCtx.waitUntil(startWebhookBuild(c.env, input).catch((e) => console.error("webhook build", e)));
   return c.json({ id: buildId, url: `${origin}/v1/builds/${buildId}`, tags: tags.map((t) => `${hook!.image}:${t}`) }, 202);
 }
 
