@@ -155,6 +155,7 @@ function bundleWorker(): string {
   });
   if (r.status !== 0 || !existsSync(path.join(out, "index.js"))) throw new Error(`wrangler deploy --dry-run failed: ${r.stderr}${r.stdout}`);
   bundle = path.join(out, "index.js");
+  process.once("exit", () => rmSync(out, { recursive: true, force: true }));
   return bundle;
 }
 
@@ -480,7 +481,7 @@ function kilnProfile(runs: KilnRun[]): string {
   const stepSum = steps.reduce((a, s) => a + s.ms, 0);
   const statuses = runs[0].build.steps?.map((s) => s.status).join("/") ?? "";
   const parts = [
-    `kiln: POST→202 (upload+ingest) ${sec(upload)}, 202→done ${sec(after)} (steps' durationMs sum ${Math.round(stepSum)} ms; slowest ${steps.slice(0, 2).map((s) => `[${s.k}] ${Math.round(s.ms)} ms`).join(", ")})`,
+    `kiln: POST→202 (upload+ingest) ${sec(upload)}, 202→done ${sec(after)} (steps' durationMs sum ${Math.round(stepSum)} ms, so ${sec(Math.max(0, after - stepSum / 1000))} between steps: scheduling, D1, manifest push; slowest ${steps.slice(0, 2).map((s) => `[${s.k}] ${Math.round(s.ms)} ms`).join(", ")})`,
     `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))} (${sec(med(runs.map((r) => r.uploadCpu)))} until the 202; ${["workerd", "node"].map((c) => `${c === "node" ? "wrangler/miniflare node" : c} ${sec(med(runs.map((r) => r.serverCpuBy.get(c) ?? 0)))}`).join(", ")})`,
   ];
   const rc = med(runs.map((r) => r.runnerCpu));
@@ -512,7 +513,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
     { key: "busybox-run", title: "FROM a busybox base (COPY busybox-static + RUN --install) + RUN writing 200 files and 2 MiB + COPY of ~5 MB", dir: fx.busyboxRun, dockerfile: "Dockerfile", needsRun: true },
     {
       key: "10-step",
-      title: noRun ? "10-step Dockerfile (ENV/COPY/WORKDIR/LABEL/CMD; no RUN: no runner)" : "10-step Dockerfile (ENV/COPY/RUN/WORKDIR/LABEL/CMD, 2 RUN)",
+      title: noRun ? "10-step Dockerfile (FROM scratch + 10: ENV/COPY/WORKDIR/LABEL/CMD; no RUN: no runner)" : "10-step Dockerfile (FROM scratch + 10: ENV/COPY busybox/RUN --install/WORKDIR/COPY/LABEL/RUN/COPY/COPY/CMD)",
       dir: fx.tenStep, dockerfile: noRun ? "Dockerfile.norun" : "Dockerfile", needsRun: false,
     },
   ];
