@@ -276,6 +276,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
         keepOwner: source.keepOwner,
         destTree,
         multipleArgs: inst.sources.length + inst.sourceContents.length > 1,
+        parents: inst.kind === "COPY" && inst.parents,
       });
       layer = await writeCopyLayer(ctx.env, files, source, mtime, tmpPrefix);
     }

@@ -91,6 +91,8 @@ export function globToRegExp(pattern: string): RegExp {
 
 export interface SelectedSource {
   arg: string;
+  /** COPY --parents: the part of the path kept under the destination (after a `/./` pivot). */
+  parentPath?: string;
   node: SourceNode;
   /** For directories: every node below it. */
   below: SourceNode[];
@@ -110,6 +112,8 @@ export function selectSources(src: CopySource, args: string[], exclude: string[]
   };
   for (const arg of args) {
     const rel = rootRelative(arg);
+    const pivotAt = arg.indexOf("/./");
+    const pivot = pivotAt >= 0 ? rootRelative(arg.slice(0, pivotAt)) : "";
     let matches: string[];
     if (WILDCARD.test(rel)) {
       const re = globToRegExp(rel);
@@ -123,7 +127,8 @@ export function selectSources(src: CopySource, args: string[], exclude: string[]
       const node = src.nodes.get(resolved);
       if (!node) throw new StepError(`failed to compute cache key: failed to calculate checksum: "/${rel}": not found`);
       if (matches.length > 1 && excluded(m, "")) continue;
-      out.push({ arg: m, node, below: node.type === "dir" ? below(resolved).filter((n) => !excluded(n.path, resolved)) : [] });
+      const parentPath = pivot && m.startsWith(pivot + "/") ? m.slice(pivot.length + 1) : m;
+      out.push({ arg: m, parentPath, node, below: node.type === "dir" ? below(resolved).filter((n) => !excluded(n.path, resolved)) : [] });
     }
   }
   return out;
@@ -227,6 +232,8 @@ export interface CopyOptions {
   destTree: FsTree;
   /** True when the instruction had more than one source argument. */
   multipleArgs: boolean;
+  /** COPY --parents: sources keep their path (from the pivot) under the destination directory. */
+  parents?: boolean;
 }
 
 /** Maps selected sources onto destination paths with docker's directory and trailing-slash rules. */
@@ -248,8 +255,8 @@ export function mapCopy(sel: SelectedSource[], opts: CopyOptions): LayerFile[] {
   }
   const existingDir = dest === "" || opts.destTree.get(dest)?.type === "dir";
   const nonDirCount = sel.length;
-  const destIsDir = trailing || existingDir || nonDirCount > 1;
-  if (opts.multipleArgs && !trailing && !existingDir) {
+  const destIsDir = trailing || existingDir || nonDirCount > 1 || !!opts.parents;
+  if (opts.multipleArgs && !trailing && !existingDir && !opts.parents) {
     throw new StepError("When using COPY with more than one source file, the destination must be a directory and end with a /");
   }
   const out = new Map<string, LayerFile>();
@@ -261,6 +268,13 @@ export function mapCopy(sel: SelectedSource[], opts: CopyOptions): LayerFile[] {
   };
   const join = (a: string, b: string) => (a && b ? `${a}/${b}` : a || b);
   for (const s of sel) {
+    if (opts.parents && s.parentPath) {
+      const target = join(dest, s.parentPath);
+      put(target, s.node);
+      const base = s.node.path;
+      for (const n of s.below) put(join(target, base === "" ? n.path : n.path.slice(base.length + 1)), n);
+      continue;
+    }
     if (s.node.type === "dir") {
       if (dest) put(dest, s.node);
       const base = s.node.path;

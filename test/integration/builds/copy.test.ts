@@ -136,6 +136,17 @@ describe("COPY", () => {
     expect(Object.keys(x)).toEqual(["x/two.conf"]);
   });
 
+  it("--parents keeps source paths (from a /./ pivot) under the destination", async () => {
+    const b = await build({ ...ctx, Dockerfile: "FROM scratch\nCOPY --parents app/sub/deep.txt bin/*.sh /keep/\nCOPY --parents ./app/./sub /pivot/\n" }, "?tag=copy/p:1");
+    expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
+    const { manifest, config } = await imageOf("copy/p", "1");
+    const l0 = await layerEntries("copy/p", manifest.layers[0].digest);
+    expect(Object.keys(l0)).toEqual(["keep/", "keep/app/", "keep/app/sub/", "keep/app/sub/deep.txt", "keep/bin/", "keep/bin/run.sh"]);
+    const l1 = await layerEntries("copy/p", manifest.layers[1].digest);
+    expect(Object.keys(l1)).toEqual(["pivot/", "pivot/sub/", "pivot/sub/deep.txt"]);
+    expect(config.history[0].created_by).toBe("COPY --parents app/sub/deep.txt bin/*.sh /keep/ # buildkit");
+  });
+
   it("ADD extracts a local tar archive", async () => {
     const { makeTar } = await import("./helpers");
     const inner = await makeTar({ "pkg/": { type: "dir" }, "pkg/x.txt": "X" }, { gzip: true });
