@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import { ADMIN_TOKEN, type KilnServer } from "../test/e2e/server";
-import { snapshotRoot, startKilnAt, GeneratedBlob, RegistryClient, sha256, startPeerRegistry, treeRss, withDigest, haveDockerRegistry, pushSmallBlob, type PeerRegistry } from "../test/e2e/helpers";
+import { snapshotRoot, startKilnAt, GeneratedBlob, RegistryClient, sha256, startPeerRegistry, treeRssByCommand, withDigest, haveDockerRegistry, pushSmallBlob, type PeerRegistry } from "../test/e2e/helpers";
 import { result, timed, type BenchContext, type BenchResult } from "./types";
 
 const MiB = 1 << 20;
@@ -118,13 +118,20 @@ async function manifestRps(s: Server, repo: string, total: number): Promise<numb
   return total / secs;
 }
 
-/** Peak RSS of the server's process tree (sampled every 100 ms) while `fn` runs. */
-async function peakRss(pid: number, fn: () => Promise<void>): Promise<{ peak: number; error?: string }> {
-  let peak = await treeRss(pid);
+/** Peak RSS of the server's process tree (sampled every 100 ms) while `fn` runs; also the peak of its workerd processes. */
+async function peakRss(pid: number, fn: () => Promise<void>): Promise<{ peak: number; workerd: number; error?: string }> {
+  let peak = 0;
+  let workerd = 0;
+  const sample = async () => {
+    const r = await treeRssByCommand(pid);
+    peak = Math.max(peak, r.total);
+    workerd = Math.max(workerd, r.byCommand.workerd ?? 0);
+  };
+  await sample();
   let running = true;
   const sampler = (async () => {
     while (running) {
-      peak = Math.max(peak, await treeRss(pid));
+      await sample();
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
@@ -135,7 +142,7 @@ async function peakRss(pid: number, fn: () => Promise<void>): Promise<{ peak: nu
   }
   running = false;
   await sampler;
-  return { peak, error };
+  return { peak, workerd, error };
 }
 
 /** 2 GiB: one streamed PATCH (no Content-Length, like docker push) and an empty PUT; then one GET. */
@@ -143,6 +150,7 @@ async function bigPushPull(s: Server, blob: GeneratedBlob, ctx: BenchContext) {
   const repo = "bench/big";
   const digest = blob.digest();
   await settle(s, repo);
+  let t0 = performance.now();
   const push = await peakRss(s.pid, async () => {
     const signal = AbortSignal.timeout(BIG_TIMEOUT_MS);
     let loc = await s.client.startUpload(repo);
@@ -152,14 +160,17 @@ async function bigPushPull(s: Server, blob: GeneratedBlob, ctx: BenchContext) {
     await (await ok(await s.client.request(repo, "PUT", withDigest(loc, digest), { body: "", signal }), 201, "PUT close")).body?.cancel();
   });
   ctx.log(`  ${s.name}: 2 GiB push peak RSS ${(push.peak / MiB).toFixed(0)} MiB${push.error ? ` (error: ${push.error})` : ""}`);
+  const pushSecs = (performance.now() - t0) / 1000;
   await settle(s, repo);
+  t0 = performance.now();
   const pullRes = await peakRss(s.pid, async () => {
     const res = await ok(await s.client.request(repo, "GET", `blobs/${digest}`, { signal: AbortSignal.timeout(BIG_TIMEOUT_MS) }, "pull"), 200, "GET 2 GiB");
     const n = await drain(res);
     if (n !== blob.size) throw new Error(`pulled ${n} of ${blob.size} bytes`);
   });
   ctx.log(`  ${s.name}: 2 GiB pull peak RSS ${(pullRes.peak / MiB).toFixed(0)} MiB${pullRes.error ? ` (error: ${pullRes.error})` : ""}`);
-  return { push, pull: pullRes };
+  const pullSecs = (performance.now() - t0) / 1000;
+  return { push, pull: pullRes, pushSecs, pullSecs };
 }
 
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
@@ -241,11 +252,15 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   if (BIG > 0) {
     const blob = new GeneratedBlob(BIG, "bench-big");
     ctx.log(`registry: 2 GiB digest ${blob.digest()}`);
-    const mem: Record<string, { push: number; pull: number; errors: string[]; idle: number }> = {};
+    const mem: Record<string, { push: number; pull: number; errors: string[]; idle: number; idleWorkerd: number; workerd: { push: number; pull: number }; secs: { push: number; pull: number } }> = {};
     for (const s of servers) {
-      const idle = await treeRss(s.pid);
+      const idle = await treeRssByCommand(s.pid);
       const r = await bigPushPull(s, blob, ctx);
-      mem[s.name] = { push: r.push.peak / MiB, pull: r.pull.peak / MiB, idle: idle / MiB, errors: [r.push.error, r.pull.error].filter((e): e is string => !!e) };
+      mem[s.name] = {
+        push: r.push.peak / MiB, pull: r.pull.peak / MiB, idle: idle.total / MiB, idleWorkerd: (idle.byCommand.workerd ?? 0) / MiB,
+        workerd: { push: r.push.workerd / MiB, pull: r.pull.workerd / MiB }, secs: { push: r.pushSecs, pull: r.pullSecs },
+        errors: [r.push.error, r.pull.error].filter((e): e is string => !!e),
+      };
     }
     for (const dir of ["push", "pull"] as const) {
       const k = mem.kiln;
@@ -255,8 +270,11 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         what: `server peak RSS (process tree) during a ${BIG / (1024 * MiB)} GiB blob ${dir === "push" ? "push (one streamed PATCH + PUT)" : "pull (one GET)"}`,
         unit: "MiB", kiln: [k[dir]], peer: p ? { name: peerName, samples: [p[dir]] } : undefined,
       });
-      const notes = [`kiln idle ${k.idle.toFixed(0)} MiB (wrangler + workerd)`];
-      if (p) notes.push(`${peerName} idle ${p.idle.toFixed(0)} MiB`);
+      const notes = [
+        `kiln idle ${k.idle.toFixed(0)} MiB (wrangler's node + workerd); workerd alone ${k.idleWorkerd.toFixed(0)} MiB idle, ${k.workerd[dir].toFixed(0)} MiB peak`,
+        `${dir} took ${k.secs[dir].toFixed(0)} s on kiln`,
+      ];
+      if (p) notes.push(`${peerName} idle ${p.idle.toFixed(0)} MiB, ${dir} took ${p.secs[dir].toFixed(0)} s`);
       for (const [n, m] of Object.entries(mem)) for (const e of m.errors) notes.push(`failed: ${n}: ${e}`);
       r.note = notes.join("; ");
       results.push(r);

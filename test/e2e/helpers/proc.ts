@@ -30,9 +30,15 @@ export async function runOk(cmd: string, args: string[], opts: SpawnOptions & { 
 
 /** Resident set size in bytes of a process and all its descendants (Linux /proc). */
 export async function treeRss(rootPid: number): Promise<number> {
+  return (await treeRssByCommand(rootPid)).total;
+}
+
+/** RSS of a process tree, in total and per command name (`workerd`, `node`, …). */
+export async function treeRssByCommand(rootPid: number): Promise<{ total: number; byCommand: Record<string, number> }> {
   const { readdir, readFile } = await import("node:fs/promises");
   const parents = new Map<number, number>();
   const rss = new Map<number, number>();
+  const comm = new Map<number, string>();
   for (const name of await readdir("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     const pid = Number(name);
@@ -41,16 +47,24 @@ export async function treeRss(rootPid: number): Promise<number> {
       // comm may contain spaces/parens: fields after the last ')'.
       const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
       parents.set(pid, Number(rest[1]));
+      comm.set(pid, stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")));
       const status = await readFile(`/proc/${pid}/status`, "utf8");
       const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
       rss.set(pid, m ? Number(m[1]) * 1024 : 0);
     } catch { /* process exited */ }
   }
   let total = 0;
+  const byCommand: Record<string, number> = {};
   for (const pid of parents.keys()) {
     for (let p: number | undefined = pid, hops = 0; p && hops < 64; p = parents.get(p), hops++) {
-      if (p === rootPid) { total += rss.get(pid) ?? 0; break; }
+      if (p === rootPid) {
+        const r = rss.get(pid) ?? 0;
+        total += r;
+        const c = comm.get(pid) ?? "?";
+        byCommand[c] = (byCommand[c] ?? 0) + r;
+        break;
+      }
     }
   }
-  return total;
+  return { total, byCommand };
 }
