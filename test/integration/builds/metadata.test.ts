@@ -74,4 +74,34 @@ describe("metadata steps", () => {
     expect(d.steps.map((s) => s.status)).toEqual(["done", "done", "done", "done"]);
     expect(d.image!.digest).toBe(a.image!.digest);
   });
+
+  it("FROM <stage> inherits the stage's layers and config; ARGs are per stage; --target builds only what it needs", async () => {
+    const files = {
+      Dockerfile: [
+        "ARG BASE_VERSION=3",
+        "FROM scratch AS base",
+        "ARG BASE_VERSION",
+        "ENV BASE_VERSION=$BASE_VERSION",
+        "COPY f /f",
+        "FROM base AS app",
+        "ARG BASE_VERSION",
+        "LABEL v=$BASE_VERSION",
+        "USER 5",
+        "FROM scratch AS unrelated",
+        "COPY g /g",
+        "",
+      ].join("\n"),
+      f: "f",
+      g: "g",
+    };
+    const b = await build(files, "?tag=meta/stage:1&target=app");
+    expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
+    expect(b.steps.map((s) => s.instruction)).toEqual(["FROM scratch AS base", "ARG BASE_VERSION", "ENV BASE_VERSION=$BASE_VERSION", "COPY f /f", "FROM base AS app", "ARG BASE_VERSION", "LABEL v=$BASE_VERSION", "USER 5"]);
+    const { config, manifest } = await imageOf("meta/stage", "1");
+    expect(manifest.layers).toHaveLength(1);
+    expect(config.config.Env).toContain("BASE_VERSION=3");
+    expect(config.config.Labels).toEqual({ v: "3" });
+    expect(config.config.User).toBe("5");
+    expect(config.history.map((h: { created_by: string }) => h.created_by)).toEqual(["ARG BASE_VERSION=3", "ENV BASE_VERSION=3", "COPY f /f # buildkit", "ARG BASE_VERSION=3", "LABEL v=3", "USER 5"]);
+  });
 });
