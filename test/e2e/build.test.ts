@@ -197,9 +197,9 @@ describe("builds end to end", () => {
     const { randomBytes } = await import("node:crypto");
     const dir = contextDir({
       Dockerfile: "FROM scratch\nCOPY big1.bin /big1.bin\nCOPY big2.bin /big2.bin\nCOPY big3.bin /big3.bin\nENV DONE=1\n",
-      "big1.bin": randomBytes(24 * 1024 * 1024),
-      "big2.bin": randomBytes(24 * 1024 * 1024),
-      "big3.bin": randomBytes(24 * 1024 * 1024),
+      "big1.bin": randomBytes(16 * 1024 * 1024),
+      "big2.bin": randomBytes(16 * 1024 * 1024),
+      "big3.bin": randomBytes(16 * 1024 * 1024),
     });
     const server = await startKiln();
     let restarted: KilnServer | undefined;
