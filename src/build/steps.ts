@@ -231,7 +231,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
     throw e;
   }
   for (const n of heredocNodes(inst)) selected.push({ arg: n.path, node: n, below: [] });
-  const sources = sourceDigestList(selected);
+  const sources = sourceDigestList(selected, source.keepOwner);
   const key = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), sources, fromKey });
   if (!remoteArgs.length) {
     const hit = await lookup(ctx, key);
@@ -250,7 +250,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
       const remote = await addRemoteSources(ctx.env, remoteArgs, (inst as AddInstruction).checksum, tmpPrefix, ctx.log);
       staged.push(...remote.keys);
       for (const n of remote.nodes) selected.push({ arg: n.path, node: n, below: [] });
-      remoteKey = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), sources: sourceDigestList(selected), fromKey });
+      remoteKey = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), sources: sourceDigestList(selected, source.keepOwner), fromKey });
       const hit = await lookup(ctx, remoteKey);
       if (hit) return { status: "cached", state: applyEntry(parent, remoteKey, hit), layer: hit.layer };
     }

@@ -135,7 +135,7 @@ export function selectSources(src: CopySource, args: string[], exclude: string[]
 }
 
 /** What a COPY's cache key sees of its sources: (dest, mode, uid, gid, sha256, link) per file; mtimes never count. */
-export function sourceDigestList(sel: SelectedSource[]): CacheSource[] {
+export function sourceDigestList(sel: SelectedSource[], keepOwner = true): CacheSource[] {
   const list: CacheSource[] = [];
   for (const [i, s] of sel.entries()) {
     const base = s.node.path;
@@ -144,8 +144,9 @@ export function sourceDigestList(sel: SelectedSource[]): CacheSource[] {
       const src: CacheSource = {
         dest: `${i}:${s.arg}:${rel}`,
         mode: n.mode,
-        uid: n.uid,
-        gid: n.gid,
+        // context files become 0:0 (or --chown): the uploader's ids must not split the cache
+        uid: keepOwner ? n.uid : 0,
+        gid: keepOwner ? n.gid : 0,
         sha256: n.type === "file" ? (n.sha256 ?? `size:${n.size}`) : n.type,
       };
       if (n.linkname !== undefined) src.linkTarget = n.linkname;

@@ -147,6 +147,17 @@ describe("COPY", () => {
     expect(config.history[0].created_by).toBe("COPY --parents app/sub/deep.txt bin/*.sh /keep/ # buildkit");
   });
 
+  it("the uploader's uid/gid and mtimes do not change COPY cache keys (docker makes context files 0:0)", async () => {
+    const { makeTar, postBuild, waitBuild } = await import("./helpers");
+    const df = "FROM scratch\nCOPY owned.txt /owned.txt\n";
+    const a = await build({ Dockerfile: df, "owned.txt": { body: "same", uid: 501, gid: 20 } }, "?tag=copy/own:1");
+    const tar = await makeTar({ Dockerfile: df, "owned.txt": { body: "same", uid: 1000, gid: 1000 } });
+    const res = await postBuild(tar, "?tag=copy/own:2");
+    const b = await waitBuild(((await res.json()) as { id: string }).id);
+    expect(b.steps.map((s) => s.status)).toEqual(["cached", "cached"]);
+    expect(b.image!.digest).toBe(a.image!.digest);
+  });
+
   it("ADD extracts a local tar archive", async () => {
     const { makeTar } = await import("./helpers");
     const inner = await makeTar({ "pkg/": { type: "dir" }, "pkg/x.txt": "X" }, { gzip: true });
