@@ -4,6 +4,7 @@
 //   BENCH_REPS=5            repetitions per figure
 //   BENCH_ONLY=registry,…   run only these modules (the others keep their previous figures)
 //   BENCH_DRY=1             print the table only; write neither latest.json nor the README
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -21,7 +22,7 @@ const README = path.join(ROOT, "README.md");
 
 export interface Machine { cores: number; cpu: string; memoryGiB: number; kernel: string; node: string }
 export interface ModuleRun { date: string; reps: number; durationS: number; results: BenchResult[]; error?: string }
-export interface BenchFile { date: string; machine: Machine; modules: Record<string, ModuleRun>; results: BenchResult[] }
+export interface BenchFile { date: string; commit: string; machine: Machine; modules: Record<string, ModuleRun>; results: BenchResult[] }
 
 export function machine(): Machine {
   let cpu = os.cpus()[0]?.model ?? "unknown";
@@ -41,7 +42,7 @@ const fmt = (v: number | undefined, unit: string) => {
 export function table(file: BenchFile): string {
   const m = file.machine;
   const lines = [
-    `Measured ${file.date.slice(0, 10)} on ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}; kiln runs under \`wrangler dev\` (local workerd, R2/D1 simulated on disk). Median of the samples, spread = min–max; ratio = kiln ÷ peer (units ending in /s: higher is better, else lower is better). Raw samples: \`bench/results/latest.json\`; rerun with \`npm run bench\`.`,
+    `Measured ${file.date.slice(0, 10)} at commit ${file.commit} on ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}; kiln runs under \`wrangler dev\` (local workerd, R2/D1 simulated on disk). Median of the samples, spread = min–max; ratio = kiln ÷ peer (units ending in /s: higher is better, else lower is better). Raw samples: \`bench/results/latest.json\`; rerun with \`npm run bench\`.`,
     "",
     "| figure | what was timed | kiln median (spread) | peer | peer median (spread) | kiln/peer |",
     "|---|---|---|---|---|---|",
@@ -97,6 +98,7 @@ async function main() {
 
   const out: BenchFile = {
     date: new Date().toISOString(),
+    commit: spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).stdout.trim(),
     machine: machine(),
     modules,
     results: MODULES.flatMap((n) => modules[n]?.results ?? []),
