@@ -2,6 +2,8 @@
 import type { Env } from "../env";
 import { workerHasher } from "../context/hasher";
 import { ByteReader } from "../context/bytes";
+import { yieldEvery } from "../context/yield";
+export { yieldEvery };
 import { readTar } from "../context/tar-reader";
 import { writeLayer } from "../oci/layer";
 import type { TarEntry } from "../oci/tar";
@@ -15,7 +17,7 @@ export const LAYER_MEDIA_TYPE = MediaType.OciLayerGzip as string;
 /** Writes entries (already sorted) as a gzip layer into the blob store; digest and diffID in one pass. */
 export async function storeLayer(env: Env, entries: AsyncIterable<TarEntry> | Iterable<TarEntry>): Promise<LayerRef> {
   const { stream, result } = writeLayer(entries, { hasher: workerHasher });
-  const stored = await putBlobComputed(env, stream);
+  const stored = await putBlobComputed(env, stream.pipeThrough(yieldEvery(4 * 1024 * 1024)));
   const r = await result;
   if (r.digest !== stored.digest) throw new Error(`layer digest mismatch: ${r.digest} vs ${stored.digest}`);
   return { digest: r.digest, diffId: r.diffId, size: r.size, mediaType: LAYER_MEDIA_TYPE };

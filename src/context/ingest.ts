@@ -3,6 +3,7 @@ import { ApiError } from "../errors";
 import { DockerIgnore } from "../dockerfile/dockerignore";
 import { ContextPackWriter, deleteContext, indexKey, putContextIndex, readContextRange } from "../storage/contexts";
 import { ByteReader } from "./bytes";
+import { yieldEvery } from "./yield";
 import { workerHasher } from "./hasher";
 import { boundaryOf, MultipartError, readMultipart } from "./multipart";
 import { normalizeContextPath, resolveInRoot, UnsafePathError } from "./paths";
@@ -113,7 +114,8 @@ async function ingestTar(
 ): Promise<TarIngest> {
   const { head, stream } = await sniff(body, 2);
   if (head.byteLength === 0) return { files: new Map() };
-  const tarStream = head[0] === 0x1f && head[1] === 0x8b ? stream.pipeThrough(new DecompressionStream("gzip")) : stream;
+  const raw = head[0] === 0x1f && head[1] === 0x8b ? stream.pipeThrough(new DecompressionStream("gzip")) : stream;
+  const tarStream = raw.pipeThrough(yieldEvery(4 * 1024 * 1024));
   const br = new ByteReader(tarStream);
   const files = new Map<string, ContextFile>();
   let ignore: DockerIgnore | undefined;

@@ -9,7 +9,7 @@ import { resolveInRoot, rootRelative, cleanPath } from "../../context/paths";
 import type { TarEntry } from "../../oci/tar";
 import type { CacheSource } from "../../plan/cachekey";
 import { DockerIgnore } from "../../dockerfile/dockerignore";
-import { loadTree, readLayerFiles, readSmallFile, storeLayer, type FsNode, type FsTree } from "../layers";
+import { loadTree, readLayerFiles, readSmallFile, storeLayer, yieldEvery, type FsNode, type FsTree } from "../layers";
 import { StepError, type LayerRef } from "../model";
 
 /** A node of a copy source (root-relative path; "" is the root). */
@@ -327,7 +327,7 @@ async function openBody(env: Env, f: LayerFile, pack?: string): Promise<Readable
     if (!obj) throw new Error(`staged file ${s.r2Key} vanished`);
     return obj.body;
   }
-  if (s.offset !== undefined && pack) return await readContextRange(env, pack, s.offset, s.size);
+  if (s.offset !== undefined && pack) return (await readContextRange(env, pack, s.offset, s.size)).pipeThrough(yieldEvery(4 * 1024 * 1024));
   throw new Error(`no contents for ${f.path}`);
 }
 
