@@ -12,7 +12,10 @@
 //   BENCH_BUILD_PARTS=copy-only,busybox-run,10-step,big   run only these figures
 //   KILN_BENCH_VERBOSE=1      show wrangler dev and runner output
 //   BENCH_BUILD_PROFILE=1     one extra 256 MiB build under the Worker's V8 CPU profiler (needs
-//                             NODE_OPTIONS=--experimental-websocket on Node 20); summary in the figure's note
+//                             NODE_OPTIONS=--experimental-websocket on Node 20); summary in the figure's note.
+//                             Caveat: under workerd the sampler often charges time the isolate spends waiting
+//                             on R2/D1 (other isolates of the same process) to the last JS frame, so trust
+//                             the process CPU figures and the step/phase times more than self times.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
