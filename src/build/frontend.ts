@@ -5,8 +5,9 @@
 import { parse } from "../dockerfile/parser";
 import { parseInstruction, type FromInstruction } from "../dockerfile/instructions";
 import { DockerfileError } from "../dockerfile/errors";
-import { ShellLex } from "../dockerfile/shell";
-import type { ArgInstruction, Instruction, StageBase } from "../dockerfile/types";
+import type { Instruction, StageBase } from "../dockerfile/types";
+import { parseDockerfile } from "../dockerfile/stages";
+import { planBuild } from "../plan/plan";
 import type { BuildGraph, PlannedStage, PlannedStep, StepKind } from "./model";
 
 export interface PlanOptions {
@@ -33,28 +34,8 @@ function parseTriggers(triggers: string[], line: number): Instruction[] {
   return out;
 }
 
-interface RawStage {
-  from: FromInstruction;
-  instructions: Instruction[];
-}
-
 export function platformString(p: { os: string; architecture: string; variant?: string }): string {
   return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
-}
-
-/** TARGETPLATFORM & co., as BuildKit predefines them for every build. */
-export function platformArgs(p: { os: string; architecture: string; variant?: string }): Map<string, string> {
-  const s = platformString(p);
-  return new Map([
-    ["TARGETPLATFORM", s],
-    ["TARGETOS", p.os],
-    ["TARGETARCH", p.architecture],
-    ["TARGETVARIANT", p.variant ?? ""],
-    ["BUILDPLATFORM", s],
-    ["BUILDOS", p.os],
-    ["BUILDARCH", p.architecture],
-    ["BUILDVARIANT", p.variant ?? ""],
-  ]);
 }
 
 function kindOf(inst: Instruction): StepKind {
@@ -86,131 +67,49 @@ export function resolveFrom(value: string, stages: { name?: string }[], before: 
 }
 
 export function planDockerfile(text: string, opts: PlanOptions): BuildGraph {
-  const ast = parse(text).ast;
-  const globalArgs: ArgInstruction[] = [];
-  const raw: RawStage[] = [];
-  for (const node of ast.children) {
-    const inst = parseInstruction(node);
-    if (inst.kind === "FROM") {
-      raw.push({ from: inst, instructions: [] });
-    } else if (raw.length === 0) {
-      if (inst.kind !== "ARG") throw new DockerfileError(`no build stage in current context: ${inst.kind} before FROM`, inst.location.startLine);
-      globalArgs.push(inst);
-    } else {
-      raw[raw.length - 1].instructions.push(inst);
-    }
-  }
-  if (raw.length === 0) throw new DockerfileError("the Dockerfile has no FROM instruction", 1);
-
-  const lex = new ShellLex(ast.escapeToken);
-  const metaArgs = platformArgs(opts.platform);
-  for (const a of globalArgs) {
-    for (const { key, value } of a.args) {
-      let v = opts.buildArgs[key];
-      if (v === undefined && value !== undefined) {
-        try {
-          v = lex.processWord(value, metaArgs);
-        } catch (e) {
-          throw new DockerfileError((e as Error).message, a.location.startLine);
-        }
-      }
-      if (v !== undefined) metaArgs.set(key, v);
-      else if (!metaArgs.has(key)) metaArgs.set(key, "");
-    }
-  }
-
-  const stages: { name?: string; base: StageBase; baseName: string; from: FromInstruction; instructions: Instruction[] }[] = [];
-  for (const [i, s] of raw.entries()) {
-    let baseName: string;
-    try {
-      baseName = lex.processWord(s.from.baseName, metaArgs);
-    } catch (e) {
-      throw new DockerfileError((e as Error).message, s.from.location.startLine);
-    }
-    if (!baseName) throw new DockerfileError("base name (FROM) should not be blank", s.from.location.startLine);
-    const name = s.from.name?.toLowerCase();
-    if (name && stages.some((x) => x.name === name)) throw new DockerfileError(`duplicate stage name "${name}"`, s.from.location.startLine);
-    let base: StageBase;
-    try {
-      base = resolveFrom(baseName, stages, i);
-    } catch (e) {
-      throw new DockerfileError((e as Error).message, s.from.location.startLine);
-    }
-    if (base.kind === "stage" && /^\d+$/.test(baseName)) base = { kind: "image", ref: baseName };
-    stages.push({ name, base, baseName, from: s.from, instructions: s.instructions });
-  }
-
-  let target = stages.length - 1;
-  if (opts.target) {
-    const t = stages.findIndex((s) => s.name === opts.target!.toLowerCase());
-    if (t < 0) throw new DockerfileError(`target stage "${opts.target}" could not be found`, 1);
-    target = t;
-  }
-
-  // Which stages each stage needs (its base, COPY --from, RUN --mount from=).
-  const fromValue = (v: string, line: number) => {
-    try {
-      return lex.processWord(v, metaArgs);
-    } catch (e) {
-      throw new DockerfileError((e as Error).message, line);
-    }
-  };
-  const needs = stages.map((s, i) => {
-    const out = new Set<number>();
-    if (s.base.kind === "stage") out.add(s.base.index);
-    for (const inst of s.instructions) {
-      const froms: string[] = [];
-      if (inst.kind === "COPY" && inst.from) froms.push(inst.from);
-      if (inst.kind === "RUN") for (const m of inst.mounts) if (m.from) froms.push(m.from);
-      for (const f of froms) {
-        let b: StageBase;
-        try {
-          b = resolveFrom(fromValue(f, inst.location.startLine), stages, i);
-        } catch (e) {
-          throw new DockerfileError((e as Error).message, inst.location.startLine);
-        }
-        if (b.kind === "stage") out.add(b.index);
-      }
-    }
-    return out;
-  });
-  const reachable = new Set<number>();
-  const visit = (i: number) => {
-    if (reachable.has(i)) return;
-    reachable.add(i);
-    for (const d of needs[i]) visit(d);
-  };
-  visit(target);
+  const platform = platformString(opts.platform);
+  const parsed = parseDockerfile(text, { buildArgs: opts.buildArgs, target: opts.target, platform });
+  const plan = planBuild(parsed, { target: opts.target, buildArgs: opts.buildArgs, platform });
+  const allStages = parsed.stages.map((s) => ({ name: s.name?.toLowerCase() }));
 
   const steps: PlannedStep[] = [];
   const planned: PlannedStage[] = [];
   const lastStepOf = new Map<number, number>();
-  for (const i of [...reachable].sort((a, b) => a - b)) {
-    const s = stages[i];
-    const stageName = s.name ?? `stage-${i}`;
-    const ps: PlannedStage = { index: i, name: stageName, base: s.base, baseName: s.baseName, steps: [] };
-    const fromDeps = s.base.kind === "stage" ? [lastStepOf.get(s.base.index)!] : [];
+  for (const ps of plan.stages) {
+    const i = ps.index;
+    const st = parsed.stages[i];
+    const stageName = st.name?.toLowerCase() ?? `stage-${i}`;
+    let base = ps.base;
+    if (base.kind === "stage" && /^\d+$/.test(ps.baseName)) base = { kind: "image", ref: ps.baseName };
+    const out: PlannedStage = { index: i, name: stageName, base, baseName: ps.baseName, steps: [] };
     const fromStep: PlannedStep = {
       index: steps.length + 1,
       stage: i,
       stageName,
       kind: "from",
-      instruction: `FROM ${s.baseName}${s.name ? ` AS ${s.name}` : ""}`,
-      line: s.from.location.startLine,
-      deps: fromDeps,
+      instruction: `FROM ${ps.baseName}${st.name ? ` AS ${st.name}` : ""}`,
+      line: st.location.startLine,
+      deps: base.kind === "stage" ? [lastStepOf.get(base.index)!] : [],
     };
     steps.push(fromStep);
-    ps.steps.push(fromStep.index);
+    out.steps.push(fromStep.index);
     let prev = fromStep.index;
-    const triggers = opts.onbuild?.[i]?.length ? parseTriggers(opts.onbuild[i], s.from.location.startLine) : [];
-    for (const inst of [...triggers, ...s.instructions]) {
+    const triggers = opts.onbuild?.[i]?.length ? parseTriggers(opts.onbuild[i], st.location.startLine) : [];
+    const readsStages = new Map<number, number[]>();
+    for (const d of ps.dependencyDetails) {
+      if (d.kind === "base") continue;
+      readsStages.set(d.instruction, [...(readsStages.get(d.instruction) ?? []), d.stage]);
+    }
+    const list: { inst: Instruction; sources: number[] }[] = [
+      ...triggers.map((inst) => ({ inst, sources: triggerSources(inst, allStages, i) })),
+      ...ps.instructions.map((pi) => ({ inst: pi.instruction, sources: readsStages.get(pi.index) ?? [] })),
+    ];
+    for (const { inst, sources } of list) {
       const deps = [prev];
-      const froms: string[] = [];
-      if (inst.kind === "COPY" && inst.from) froms.push(inst.from);
-      if (inst.kind === "RUN") for (const m of inst.mounts) if (m.from) froms.push(m.from);
-      for (const f of froms) {
-        const b = resolveFrom(fromValue(f, inst.location.startLine), stages, i);
-        if (b.kind === "stage") deps.push(lastStepOf.get(b.index)!);
+      for (const src of sources) {
+        const last = lastStepOf.get(src);
+        if (last === undefined) throw new DockerfileError(`stage ${src} is not built before stage ${stageName}`, inst.location.startLine);
+        deps.push(last);
       }
       const step: PlannedStep = {
         index: steps.length + 1,
@@ -223,11 +122,24 @@ export function planDockerfile(text: string, opts: PlanOptions): BuildGraph {
         deps,
       };
       steps.push(step);
-      ps.steps.push(step.index);
+      out.steps.push(step.index);
       prev = step.index;
     }
     lastStepOf.set(i, prev);
-    planned.push(ps);
+    planned.push(out);
   }
-  return { steps, stages: planned, target, metaArgs, allStages: stages.map((s) => ({ name: s.name })), escapeToken: ast.escapeToken };
+  return { steps, stages: planned, target: plan.target, metaArgs: plan.metaArgs, allStages, escapeToken: parsed.escapeToken };
+}
+
+/** Stages an ONBUILD trigger reads (COPY --from=<stage>), which must already be planned. */
+function triggerSources(inst: Instruction, stages: { name?: string }[], before: number): number[] {
+  const froms: string[] = [];
+  if (inst.kind === "COPY" && inst.from) froms.push(inst.from);
+  if (inst.kind === "RUN") for (const m of inst.mounts) if (m.from) froms.push(m.from);
+  const out: number[] = [];
+  for (const f of froms) {
+    const b = resolveFrom(f, stages, before);
+    if (b.kind === "stage") out.push(b.index);
+  }
+  return out;
 }

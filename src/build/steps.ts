@@ -13,7 +13,8 @@ import { appendHistory, appendLayer, rfc3339, type HistoryEntry, type ImageConfi
 import { getCacheEntry, putCacheEntry, type CacheEntry } from "../storage/cache";
 import type { JobMount, RunJob } from "./jobs";
 import { cacheKeyFor, keyedInstruction } from "./cachekey";
-import { expandInstruction, expansionEnv } from "./expand";
+import { expansionEnv } from "./expand";
+import { expandInstruction } from "../dockerfile/expand";
 import { platformString, resolveFrom } from "./frontend";
 import { loadImage, scratchConfig } from "./image";
 import { loadTree, storeLayer, type FsTree } from "./layers";
@@ -45,6 +46,7 @@ function expand<T extends Instruction>(step: PlannedStep, inst: T, state: ImageS
     return expandInstruction(inst, expansionEnv(state), lex);
   } catch (e) {
     if (e instanceof ShellError) throw new DockerfileError(e.message, step.line);
+    if (e instanceof DockerfileError && e.line !== step.line) throw new DockerfileError(e.message, step.line);
     throw e;
   }
 }
