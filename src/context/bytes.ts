@@ -69,6 +69,21 @@ export class ByteReader {
     if (!this.done) await this.cancel();
   }
 
+  /**
+   * The rest of the input as a stream for another reader. Cancelling that stream leaves the source
+   * to this ByteReader (to drain or cancel it).
+   */
+  asStream(): ReadableStream<Uint8Array> {
+    return new ReadableStream<Uint8Array>({
+      pull: async (c) => {
+        const avail = (await this.peek(65536)).byteLength;
+        const chunk = avail ? await this.readExact(avail) : null;
+        if (!chunk || !chunk.byteLength) c.close();
+        else c.enqueue(chunk);
+      },
+    });
+  }
+
   async cancel(reason?: unknown): Promise<void> {
     try {
       await this.reader.cancel(reason);
