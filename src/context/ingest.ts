@@ -241,6 +241,9 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
     },
   } as ContextPackWriter;
 
+  // The request body stays owned here so that a refusal can still read what the client sends.
+  const source = body ? new ByteReader(body) : null;
+  body = source ? source.asStream() : null;
   let tar: TarIngest = { files: new Map() };
   let dockerfileText = opts.dockerfileText;
   let secrets: Record<string, string> = {};
@@ -276,6 +279,7 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
         if (e instanceof MultipartError) throw bad(`invalid multipart body: ${e.message}`);
         throw e;
       }
+      await source?.drain(1024 * 1024); // the epilogue after the closing boundary
     } else if (body) {
       tar = await ingestTar(body, hashingPack, dockerfilePath, maxBytes);
     }
@@ -322,6 +326,7 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
   } catch (e) {
     await pack.abort();
     if (stored) await discardStored(env, stored);
+    await source?.drain(DRAIN_ON_REFUSAL).catch(() => {});
     throw e;
   }
 }

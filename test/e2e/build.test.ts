@@ -190,7 +190,21 @@ describe("builds end to end", () => {
     const res = await fetch(`${kiln.url}/v1/builds`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/x-tar" }, body: abs });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/absolute path/);
+    // the same refusal inside multipart/form-data (as `kiln build` sends a Dockerfile from outside the context)
+    const boundary = "kiln-e2e-boundary";
+    const multipart = (df: string, tar: Buffer) => Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="dockerfile"\r\n\r\n${df}\r\n--${boundary}\r\nContent-Disposition: form-data; name="context"; filename="c.tar"\r\n\r\n`),
+      tar,
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const mp = await fetch(`${kiln.url}/v1/builds`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": `multipart/form-data; boundary=${boundary}` }, body: multipart("FROM scratch\n", abs) });
+    expect(mp.status).toBe(400);
+    expect(((await mp.json()) as { error: { message: string } }).error.message).toMatch(/absolute path/);
     expect(r2ObjectCount(kiln.stateDir)).toBe(before);
+    const okDir = contextDir({ "f.txt": "f" });
+    const okTar = execFileSync("tar", ["-C", okDir, "-cf", "-", "."]);
+    const good = await fetch(`${kiln.url}/v1/builds?tag=e2e/multipart:1`, { method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": `multipart/form-data; boundary=${boundary}` }, body: multipart("FROM scratch\nCOPY f.txt /f.txt\n", okTar) });
+    expect(good.status).toBe(202);
   });
 
   it("a build survives a restart of the server and continues from its persisted state", async () => {
