@@ -11,6 +11,7 @@ import type { Env } from "../env";
  */
 
 const PART_SIZE = 8 * 1024 * 1024;
+const PARALLEL_PARTS = 2;
 
 export const packKey = (digest: string) => `contexts/sha256/${hexOf(digest)}`;
 export const indexKey = (packDigest: string, indexDigest: string) => `${packKey(packDigest)}.index/${hexOf(indexDigest)}.json`;
@@ -32,6 +33,7 @@ export class ContextPackWriter {
   private buffered = 0;
   private upload?: R2MultipartUpload;
   private uploaded: R2UploadedPart[] = [];
+  private inflight: Promise<R2UploadedPart>[] = [];
   private key?: string;
   size = 0;
 
@@ -65,7 +67,13 @@ export class ContextPackWriter {
       this.upload = await this.env.BUCKET.createMultipartUpload(this.key);
     }
     const bytes = this.takeBytes(PART_SIZE);
-    this.uploaded.push(await this.upload.uploadPart(this.uploaded.length + 1, bytes));
+    // keep reading the request while earlier parts upload (at most PARALLEL_PARTS in flight)
+    this.inflight.push(this.upload.uploadPart(this.inflight.length + this.uploaded.length + 1, bytes));
+    if (this.inflight.length >= PARALLEL_PARTS) this.uploaded.push(await this.inflight.shift()!);
+  }
+
+  private async settle(): Promise<void> {
+    while (this.inflight.length) this.uploaded.push(await this.inflight.shift()!);
   }
 
   /** Stores the pack under `digest`; `created` is false when that content was already there. */
@@ -78,6 +86,7 @@ export class ContextPackWriter {
       await this.env.BUCKET.put(final, bytes);
       return { created: true };
     }
+    await this.settle();
     if (this.buffered > 0) {
       const bytes = this.takeBytes(this.buffered);
       this.uploaded.push(await this.upload.uploadPart(this.uploaded.length + 1, bytes));
@@ -98,6 +107,8 @@ export class ContextPackWriter {
     this.parts = [];
     this.buffered = 0;
     if (this.upload) {
+      await Promise.allSettled(this.inflight);
+      this.inflight = [];
       try {
         await this.upload.abort();
       } catch {
