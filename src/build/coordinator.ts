@@ -59,6 +59,7 @@ export class BuildCoordinator extends DurableObject<Env> {
   private inflight = new Map<number, Promise<void>>();
   private graphCache?: BuildGraph;
   private indexCache?: Promise<ContextIndex>;
+  private wake?: () => void;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -249,7 +250,8 @@ export class BuildCoordinator extends DurableObject<Env> {
       await this.failStep(stepIndex, (e as Error).message);
       return;
     }
-    await this.ctx.storage.setAlarm(Date.now());
+    if (this.wake) this.wake();
+    else await this.ctx.storage.setAlarm(Date.now());
   }
 
   override async alarm(): Promise<void> {
@@ -338,7 +340,9 @@ export class BuildCoordinator extends DurableObject<Env> {
       }
       if (this.inflight.size === 0) return; // waiting for runners
       await this.ctx.storage.setAlarm(Date.now() + WATCHDOG_MS);
-      await Promise.race(this.inflight.values());
+      // wake on the first finished Worker step, or when a runner reports a RUN step
+      await Promise.race([...this.inflight.values(), new Promise<void>((r) => (this.wake = r))]);
+      this.wake = undefined;
     }
   }
 
