@@ -21,8 +21,10 @@ const LATEST = path.join(BENCH, "results", "latest.json");
 const README = path.join(ROOT, "README.md");
 
 export interface Machine { cores: number; cpu: string; memoryGiB: number; kernel: string; node: string }
-export interface ModuleRun { date: string; reps: number; durationS: number; results: BenchResult[]; error?: string }
+export interface ModuleRun { date: string; commit?: string; loadAvg?: number; reps: number; durationS: number; results: BenchResult[]; error?: string }
 export interface BenchFile { date: string; commit: string; machine: Machine; modules: Record<string, ModuleRun>; results: BenchResult[] }
+
+const head = () => spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).stdout.trim();
 
 export function machine(): Machine {
   let cpu = os.cpus()[0]?.model ?? "unknown";
@@ -41,8 +43,9 @@ const fmt = (v: number | undefined, unit: string) => {
 
 export function table(file: BenchFile): string {
   const m = file.machine;
+  const commits = Object.entries(file.modules).map(([n, r]) => `${n} at ${r.commit ?? "?"} (${r.date.slice(0, 16).replace("T", " ")} UTC, ${r.reps} reps${r.loadAvg !== undefined ? `, load average ${r.loadAvg} at start` : ""})`).join(", ");
   const lines = [
-    `Measured ${file.date.slice(0, 10)} at commit ${file.commit} on ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}; kiln runs under \`wrangler dev\` (local workerd, R2/D1 simulated on disk). Median of the samples, spread = min–max; ratio = kiln ÷ peer (units ending in /s: higher is better, else lower is better). Raw samples: \`bench/results/latest.json\`; rerun with \`npm run bench\`.`,
+    `Measured ${commits} on ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}; kiln runs under \`wrangler dev\` (local workerd, R2/D1 simulated on disk). Median of the samples, spread = min–max; ratio = kiln ÷ peer (units ending in /s: higher is better, else lower is better). Raw samples: \`bench/results/latest.json\`; rerun with \`npm run bench\`.`,
     "",
     "| figure | what was timed | kiln median (spread) | peer | peer median (spread) | kiln/peer |",
     "|---|---|---|---|---|---|",
@@ -84,21 +87,23 @@ async function main() {
     if (!existsSync(file)) { ctx.log(`bench: ${name}: bench/${name}.ts not there yet, skipped`); continue; }
     ctx.log(`bench: ${name}`);
     const t0 = performance.now();
+    const commit = head();
+    const loadAvg = Math.round(os.loadavg()[0] * 10) / 10; // other work on the machine skews figures
     try {
       const mod = (await import(pathToFileURL(file).href)) as { run?: (c: BenchContext) => Promise<BenchResult[]>; default?: (c: BenchContext) => Promise<BenchResult[]> };
       const fn = mod.run ?? mod.default;
       if (typeof fn !== "function") throw new Error(`bench/${name}.ts exports neither run() nor a default function`);
       const results = await fn(ctx);
-      modules[name] = { date: new Date().toISOString(), reps, durationS: Math.round((performance.now() - t0) / 1000), results };
+      modules[name] = { date: new Date().toISOString(), commit, loadAvg, reps, durationS: Math.round((performance.now() - t0) / 1000), results };
     } catch (e) {
       ctx.log(`bench: ${name} failed: ${(e as Error).stack ?? e}`);
-      modules[name] = { date: new Date().toISOString(), reps, durationS: Math.round((performance.now() - t0) / 1000), results: modules[name]?.results ?? [], error: String((e as Error).message ?? e) };
+      modules[name] = { date: new Date().toISOString(), commit, loadAvg, reps, durationS: Math.round((performance.now() - t0) / 1000), results: modules[name]?.results ?? [], error: String((e as Error).message ?? e) };
     }
   }
 
   const out: BenchFile = {
     date: new Date().toISOString(),
-    commit: spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).stdout.trim(),
+    commit: head(),
     machine: machine(),
     modules,
     results: MODULES.flatMap((n) => modules[n]?.results ?? []),
