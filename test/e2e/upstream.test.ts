@@ -131,7 +131,7 @@ describe.skipIf(!ready)("FROM another registry (pull-through)", () => {
     expect(noPlatform.error?.message).toMatch(/no image for platform linux\/s390x/);
     const res = await fetch(`${kiln.url}/v1/builds?tag=up/bad:3`, {
       method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/x-tar" },
-      body: await (await import("./helpers")).tarOf(contextDir({ Dockerfile: `FROM ${open.host}/Base/UPPER:1\n` })),
+      body: new Uint8Array(await (await import("./helpers")).tarOf(contextDir({ Dockerfile: `FROM ${open.host}/Base/UPPER:1\n` }))),
     });
     const body = (await res.json()) as { id?: string; error?: { message: string } };
     if (res.status === 202) {
