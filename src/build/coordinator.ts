@@ -10,6 +10,7 @@ import { planDockerfile } from "./frontend";
 import { pushImage } from "./image";
 import { executeStep, finishRun, type StepContext } from "./steps";
 import { reportBuildFinished } from "../api/webhooks/status";
+import { childStepStatus, pushChildImage, pushIndex } from "./multiplatform";
 import {
   StepError,
   type BuildGraph,
@@ -20,6 +21,7 @@ import {
   type StepStatus,
   type StepView,
   type BaseImage,
+  type ChildView,
 } from "./model";
 
 type StepRow = {
@@ -44,6 +46,8 @@ type StepRow = {
 const TERMINAL = new Set<BuildStatus>(["succeeded", "failed", "cancelled"]);
 const FINISHED = new Set<StepStatus>(["done", "cached"]);
 const WATCHDOG_MS = 10_000;
+/** A multi-platform parent checks its children this often (they also notify it when they end). */
+const CHILD_POLL_MS = 2_000;
 const enc = new TextEncoder();
 
 /**
@@ -60,6 +64,7 @@ export class BuildCoordinator extends DurableObject<Env> {
   private graphCache?: BuildGraph;
   private indexCache?: Promise<ContextIndex>;
   private wake?: () => void;
+  private parentChain: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -138,6 +143,8 @@ export class BuildCoordinator extends DurableObject<Env> {
     if (error) v.error = error;
     const fin = this.getMeta<number>("finishedAt");
     if (fin) v.finishedAt = fin;
+    if (spec.children) v.children = this.getMeta<ChildView[]>("children") ?? spec.children.map((c) => ({ ...c, status: "queued" as BuildStatus }));
+    if (spec.parent) v.parent = spec.parent;
     return v;
   }
 
@@ -174,6 +181,9 @@ export class BuildCoordinator extends DurableObject<Env> {
     if (TERMINAL.has(status)) {
       // Builds from git pushes report their result on the commit.
       this.ctx.waitUntil(reportBuildFinished(this.env, this.spec().id, status, this.spec().origin, extra.error).catch((e) => console.error("commit status report failed", e)));
+      // A multi-platform child tells its parent at once (the parent also polls).
+      const parent = this.spec().parent;
+      if (parent) this.ctx.waitUntil(this.coordinatorOf(parent).childFinished(this.spec().id).catch((e) => console.error("notifying the parent build failed", e)));
     }
   }
 
@@ -184,6 +194,7 @@ export class BuildCoordinator extends DurableObject<Env> {
     if (this.getMeta("spec")) return this.view();
     this.setMeta("spec", spec);
     this.setMeta("status", "queued");
+    if (spec.children) return await this.startParent(spec);
     const graph = this.graph();
     for (const s of graph.steps) {
       this.sql.exec(
@@ -220,6 +231,7 @@ export class BuildCoordinator extends DurableObject<Env> {
     await this.cancelJobs();
     this.emit("done", this.view());
     await this.ctx.storage.deleteAlarm();
+    await this.cancelChildren();
     return this.view();
   }
 
@@ -255,7 +267,134 @@ export class BuildCoordinator extends DurableObject<Env> {
   }
 
   override async alarm(): Promise<void> {
+    if (this.getMeta<BuildSpec>("spec")?.children) return await this.checkChildren();
     await this.drive();
+  }
+
+  /** A multi-platform child ended (called by the child; the parent then reads its state). */
+  async childFinished(childId: string): Promise<void> {
+    void childId;
+    if (!this.getMeta<BuildSpec>("spec")?.children) return;
+    await this.checkChildren();
+  }
+
+  // ------------------------------------------------------------------ multi-platform parent
+
+  private coordinatorOf(id: string) {
+    return this.env.BUILD_COORDINATOR.get(this.env.BUILD_COORDINATOR.idFromName(id));
+  }
+
+  /** The parent runs no steps: one row per platform mirrors its child build. */
+  private async startParent(spec: BuildSpec): Promise<BuildView> {
+    const now = Date.now();
+    for (const [i, c] of spec.children!.entries()) {
+      this.sql.exec(
+        "INSERT INTO steps (idx, stage, stage_name, kind, instruction, line, deps, status, started_at) VALUES (?, ?, ?, 'build', ?, 0, '[]', 'running', ?)",
+        i + 1, i, c.platform, `[${c.platform}] build ${c.id}`, now,
+      );
+    }
+    this.setMeta("children", spec.children!.map((c) => ({ ...c, status: "queued" })));
+    this.setStatus("running");
+    for (const r of this.rows()) this.emit("step", this.stepView(r));
+    await this.ctx.storage.setAlarm(Date.now() + CHILD_POLL_MS);
+    return this.view();
+  }
+
+  /** Reads the children's states (one check at a time); fails on the first failed child, pushes the index when all succeeded. */
+  private checkChildren(): Promise<void> {
+    const run = this.parentChain.then(() => this.checkChildrenOnce());
+    this.parentChain = run.catch(() => {});
+    return run.catch(async (e) => {
+      console.error("multi-platform build check failed", e);
+      if (!TERMINAL.has(this.status())) await this.failParent(`internal error: ${(e as Error).message}`);
+    });
+  }
+
+  private async checkChildrenOnce(): Promise<void> {
+    if (TERMINAL.has(this.status())) return;
+    const children = this.getMeta<ChildView[]>("children") ?? [];
+    for (const [i, c] of children.entries()) {
+      if (TERMINAL.has(c.status)) continue;
+      const v = await this.coordinatorOf(c.id).getBuild();
+      if (TERMINAL.has(this.status())) return;
+      if (!v || v.status === c.status) continue;
+      c.status = v.status;
+      if (v.image?.digest) c.digest = v.image.digest;
+      this.setMeta("children", children);
+      const now = Date.now();
+      const row = this.row(i + 1)!;
+      const allCached = v.steps.length > 0 && v.steps.every((s) => s.status === "cached");
+      const stepStatus = childStepStatus(v.status, allCached);
+      if (stepStatus !== row.status || TERMINAL.has(v.status)) {
+        this.setStep(i + 1, { status: stepStatus, duration_ms: TERMINAL.has(v.status) ? now - (row.started_at ?? now) : null });
+      }
+      if (v.status === "failed" || v.status === "cancelled") {
+        const why = v.status === "failed" ? (v.error?.message ?? "failed") : "cancelled";
+        await this.failParent(`${c.platform}: ${why}`, i + 1, v.error?.line);
+        return;
+      }
+    }
+    if (children.every((c) => c.status === "succeeded")) {
+      await this.finishParent(children);
+      return;
+    }
+    await this.ctx.storage.setAlarm(Date.now() + CHILD_POLL_MS);
+  }
+
+  private async finishParent(children: ChildView[]): Promise<void> {
+    const spec = this.spec();
+    try {
+      if (spec.tags.length) {
+        const missing = children.find((c) => !c.digest);
+        if (missing) throw new Error(`the ${missing.platform} build has no image`);
+        const digest = await pushIndex(this.env, spec.tags, children.map((c) => ({ platform: c.platform, digest: c.digest! })));
+        if (TERMINAL.has(this.status())) return;
+        const repository = spec.tags[0].repository;
+        this.setMeta("image", { repository, tags: spec.tags.filter((t) => t.repository === repository).map((t) => t.tag), digest });
+        this.setMeta("finishedAt", Date.now());
+        this.setStatus("succeeded", { imageDigest: digest });
+      } else {
+        this.setMeta("finishedAt", Date.now());
+        this.setStatus("succeeded");
+      }
+    } catch (e) {
+      console.error("pushing the image index failed", e);
+      await this.failParent(`pushing the image index failed: ${(e as Error).message}`);
+      return;
+    }
+    this.emit("done", this.view());
+    await this.ctx.storage.deleteAlarm();
+  }
+
+  private async failParent(message: string, step?: number, line?: number): Promise<void> {
+    if (TERMINAL.has(this.status())) return;
+    const now = Date.now();
+    for (const o of this.rows()) if (o.status === "pending" || o.status === "running") this.setStep(o.idx, { status: "skipped", duration_ms: now - (o.started_at ?? now) });
+    const error: BuildView["error"] = { message };
+    if (step !== undefined) error.step = step;
+    if (line) error.line = line;
+    this.setMeta("error", error);
+    this.setMeta("finishedAt", now);
+    this.setStatus("failed", { error: message });
+    this.emit("done", this.view());
+    await this.ctx.storage.deleteAlarm();
+    await this.cancelChildren();
+  }
+
+  /** Cancels the children that are still going (a cancelled or failed parent). */
+  private async cancelChildren(): Promise<void> {
+    const children = this.getMeta<ChildView[]>("children");
+    if (!children) return;
+    for (const c of children) {
+      if (TERMINAL.has(c.status)) continue;
+      try {
+        const v = await this.coordinatorOf(c.id).cancel();
+        if (v) c.status = v.status;
+      } catch (e) {
+        console.error(`cancelling ${c.id} failed`, e);
+      }
+    }
+    this.setMeta("children", children);
   }
 
   /** GET /v1/builds/:id/events: history first, then live events; ends after `done`. */
@@ -435,7 +574,13 @@ export class BuildCoordinator extends DurableObject<Env> {
     const target = graph.stages.find((s) => s.index === graph.target)!;
     const state = this.stateOf(target.steps[target.steps.length - 1]);
     try {
-      if (spec.tags.length) {
+      if (!spec.tags.length && spec.manifestRepository) {
+        // a multi-platform child: its manifest is stored by digest; the parent pushes the index
+        const { digest } = await pushChildImage(this.env, state, spec.manifestRepository, spec.sourceDateEpoch);
+        this.setMeta("image", { repository: spec.manifestRepository, tags: [], digest });
+        this.setMeta("finishedAt", Date.now());
+        this.setStatus("succeeded", { imageDigest: digest });
+      } else if (spec.tags.length) {
         const { digest } = await pushImage(this.env, state, spec.tags, spec.sourceDateEpoch);
         const repository = spec.tags[0].repository;
         const image = { repository, tags: spec.tags.filter((t) => t.repository === repository).map((t) => t.tag), digest };

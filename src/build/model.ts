@@ -75,6 +75,25 @@ export interface BuildSpec {
   /** ONBUILD triggers of image bases by stage index (resolved when the build started). */
   onbuild?: Record<number, string[]>;
   createdAt: number;
+  /** Multi-platform parent: one child build per platform; the parent runs no steps itself. */
+  children?: ChildRef[];
+  /** Multi-platform child: the parent build's id (notified when this build ends). */
+  parent?: string;
+  /** Multi-platform child: the repository its manifest is stored in by digest (no tags). */
+  manifestRepository?: string;
+}
+
+/** A child build of a multi-platform build. */
+export interface ChildRef {
+  /** `os/arch[/variant]` */
+  platform: string;
+  id: string;
+}
+
+export interface ChildView extends ChildRef {
+  status: BuildStatus;
+  /** The child's image manifest digest once it succeeded. */
+  digest?: string;
 }
 
 export interface StepView {
@@ -107,6 +126,10 @@ export interface BuildView {
   error?: { message: string; step?: number; line?: number };
   createdAt: number;
   finishedAt?: number;
+  /** Multi-platform build: one child build per platform. */
+  children?: ChildView[];
+  /** Multi-platform child: the parent build's id. */
+  parent?: string;
 }
 
 /** A step failure with what the user needs to fix it. */

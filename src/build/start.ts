@@ -7,6 +7,7 @@ import { insertBuild } from "../storage/builds";
 import { planDockerfile } from "./frontend";
 import { loadImage } from "./image";
 import type { BuildSpec, BuildStatus } from "./model";
+import { childBuildId, parsePlatformList, platformObject } from "./multiplatform";
 
 export interface StartBuildOptions {
   context: ReadableStream<Uint8Array> | null;
@@ -83,6 +84,7 @@ export function newBuildId(): string {
 export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>): void } | undefined, opts: StartBuildOptions): Promise<StartedBuild> {
   void ctx;
   const tags = opts.tags.map((t) => parseTag(t, opts.origin));
+  if (opts.platform?.includes(",")) return await startMultiPlatformBuild(env, opts, tags, parsePlatformList(opts.platform));
   const platform = parsePlatform(opts.platform);
   const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
   const sourceDateEpoch = epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0;
@@ -93,15 +95,7 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
   });
   let onbuild: Record<number, string[]> | undefined;
   try {
-    const graph = planDockerfile(context.dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform });
-    // ONBUILD triggers of image bases become steps right after their FROM
-    for (const stage of graph.stages) {
-      if (stage.base.kind !== "image") continue;
-      const img = await loadImage(env, stage.base.ref, opts.origin, platform, undefined, { metadataOnly: true }).catch(() => null);
-      const triggers = img?.config.config?.OnBuild ?? [];
-      if (triggers.length) (onbuild ??= {})[stage.index] = [...triggers];
-    }
-    if (onbuild) planDockerfile(context.dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform, onbuild });
+    onbuild = await checkPlan(env, context.dockerfile, opts, platform);
   } catch (e) {
     await context.discard();
     if (e instanceof DockerfileError) {
@@ -129,5 +123,81 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
   await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
   const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
   await stub.start(spec);
+  return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
+}
+
+type Platform = { os: string; architecture: string; variant?: string };
+
+/** Plans the Dockerfile for `platform` (throws DockerfileError); returns the ONBUILD triggers of its image bases. */
+async function checkPlan(env: Env, dockerfile: string, opts: StartBuildOptions, platform: Platform): Promise<Record<number, string[]> | undefined> {
+  let onbuild: Record<number, string[]> | undefined;
+  const graph = planDockerfile(dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform });
+  // ONBUILD triggers of image bases become steps right after their FROM
+  for (const stage of graph.stages) {
+    if (stage.base.kind !== "image") continue;
+    const img = await loadImage(env, stage.base.ref, opts.origin, platform, undefined, { metadataOnly: true }).catch(() => null);
+    const triggers = img?.config.config?.OnBuild ?? [];
+    if (triggers.length) (onbuild ??= {})[stage.index] = [...triggers];
+  }
+  if (onbuild) planDockerfile(dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform, onbuild });
+  return onbuild;
+}
+
+/**
+ * `platform=a,b`: the context is ingested once; one child build per platform (no tags: each stores
+ * its manifest by digest in the first tag's repository) and a parent that pushes the index.
+ */
+async function startMultiPlatformBuild(env: Env, opts: StartBuildOptions, tags: { repository: string; tag: string }[], platforms: string[]): Promise<StartedBuild> {
+  const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
+  const sourceDateEpoch = epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0;
+  const context = await ingestContext(env, opts.context, {
+    contentType: opts.contentType,
+    dockerfilePath: opts.dockerfilePath,
+    dockerfileText: opts.dockerfileText,
+  });
+  const onbuilds: (Record<number, string[]> | undefined)[] = [];
+  try {
+    for (const p of platforms) onbuilds.push(await checkPlan(env, context.dockerfile, opts, platformObject(p)));
+  } catch (e) {
+    await context.discard();
+    if (e instanceof DockerfileError) {
+      throw new ApiError(400, `Dockerfile:${e.line}: ${e.message}`, { line: e.line });
+    }
+    throw e;
+  }
+  const id = opts.id ?? newBuildId();
+  const base: BuildSpec = {
+    id,
+    origin: opts.origin,
+    dockerfile: context.dockerfile,
+    dockerfilePath: context.dockerfilePath,
+    context: { pack: context.packDigest, index: context.indexDigest },
+    tags,
+    buildArgs: opts.buildArgs,
+    target: opts.target,
+    noCache: !!opts.noCache,
+    platform: platformObject(platforms[0]),
+    sourceDateEpoch,
+    secrets: { ...(opts.secrets ?? {}), ...context.secrets },
+    createdAt: Date.now(),
+  };
+  const children = platforms.map((platform) => ({ platform, id: childBuildId(id, platform) }));
+  const repository = tags[0]?.repository ?? null;
+  await insertBuild(env, { id, contextDigest: context.packDigest, repository, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
+  for (const c of children) await insertBuild(env, { id: c.id, contextDigest: context.packDigest, repository, tags: [] });
+  const coordinator = (bid: string) => env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(bid));
+  await coordinator(id).start({ ...base, children });
+  for (const [i, c] of children.entries()) {
+    const spec: BuildSpec = {
+      ...base,
+      id: c.id,
+      tags: [],
+      platform: platformObject(c.platform),
+      onbuild: onbuilds[i],
+      parent: id,
+      manifestRepository: repository ?? undefined,
+    };
+    await coordinator(c.id).start(spec);
+  }
   return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
 }
