@@ -348,7 +348,8 @@ describe("DockerIgnore: no pattern can make matching slow", () => {
     expect(d.matches("x/".repeat(1500) + "z")).toBe(false);
     expect(d.matches("a".repeat(3000) + "b")).toBe(true);
     expect(d.matches("x/".repeat(300) + "y")).toBe(true);
-    expect(Date.now() - t0).toBeLessThan(2000);
+    // A backtracking matcher takes minutes here; the generous bound only catches that, not speed.
+    expect(Date.now() - t0).toBeLessThan(20_000);
   });
 
   it("random patterns and paths: only DockerignoreError, never anything else", () => {
