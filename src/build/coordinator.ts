@@ -161,6 +161,32 @@ export class BuildCoordinator extends DurableObject<Env> {
       }
     }
     if (type === "done") this.subscribers.clear();
+    if (type !== "done") this.forwardToParent(type, data);
+  }
+
+  /** A multi-platform child passes its progress to the parent's event stream (in order). */
+  private forwardToParent(type: "step" | "log", data: unknown): void {
+    const parent = this.getMeta<BuildSpec>("spec")?.parent;
+    if (!parent) return;
+    let text: string;
+    if (type === "log") {
+      const d = data as { step: number; text: string };
+      text = d.text.replace(/^(?=.)/gm, `#${d.step} `);
+    } else {
+      const s = data as StepView;
+      if (s.status === "pending") return;
+      const what = s.status === "running" ? s.instruction : s.status === "done" ? `DONE${s.durationMs != null ? ` ${(s.durationMs / 1000).toFixed(1)}s` : ""}` : s.status.toUpperCase();
+      text = `#${s.index} ${what}\n`;
+    }
+    this.toParent(() => this.coordinatorOf(parent).childLog(this.spec().id, text));
+  }
+
+  private parentQueue: Promise<unknown> = Promise.resolve();
+
+  /** Calls to the parent go one after another (logs before the "finished" notification). */
+  private toParent(call: () => Promise<unknown>): void {
+    this.parentQueue = this.parentQueue.then(call).catch((e) => console.error("calling the parent build failed", e));
+    this.ctx.waitUntil(this.parentQueue);
   }
 
   private setStep(idx: number, fields: Partial<Omit<StepRow, "idx">>): void {
@@ -183,7 +209,10 @@ export class BuildCoordinator extends DurableObject<Env> {
       this.ctx.waitUntil(reportBuildFinished(this.env, this.spec().id, status, this.spec().origin, extra.error).catch((e) => console.error("commit status report failed", e)));
       // A multi-platform child tells its parent at once (the parent also polls).
       const parent = this.spec().parent;
-      if (parent) this.ctx.waitUntil(this.coordinatorOf(parent).childFinished(this.spec().id).catch((e) => console.error("notifying the parent build failed", e)));
+      if (parent) {
+        const id = this.spec().id;
+        this.toParent(() => this.coordinatorOf(parent).childFinished(id));
+      }
     }
   }
 
@@ -271,6 +300,14 @@ export class BuildCoordinator extends DurableObject<Env> {
     await this.drive();
   }
 
+  /** Progress of a multi-platform child: a log line of the parent's step for its platform. */
+  async childLog(childId: string, text: string): Promise<void> {
+    const spec = this.getMeta<BuildSpec>("spec");
+    const i = spec?.children?.findIndex((c) => c.id === childId) ?? -1;
+    if (i < 0 || TERMINAL.has(this.status())) return;
+    await this.log(i + 1, text);
+  }
+
   /** A multi-platform child ended (called by the child; the parent then reads its state). */
   async childFinished(childId: string): Promise<void> {
     void childId;
@@ -290,7 +327,7 @@ export class BuildCoordinator extends DurableObject<Env> {
     for (const [i, c] of spec.children!.entries()) {
       this.sql.exec(
         "INSERT INTO steps (idx, stage, stage_name, kind, instruction, line, deps, status, started_at) VALUES (?, ?, ?, 'build', ?, 0, '[]', 'running', ?)",
-        i + 1, i, c.platform, `[${c.platform}] build ${c.id}`, now,
+        i + 1, i, c.platform, `build ${c.id}`, now,
       );
     }
     this.setMeta("children", spec.children!.map((c) => ({ ...c, status: "queued" })));

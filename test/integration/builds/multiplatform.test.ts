@@ -81,6 +81,11 @@ describe("multi-platform builds (platform=linux/amd64,linux/arm64)", () => {
     // SSE of the parent ends with done
     const events = await readSse(await SELF.fetch(`http://kiln.test/v1/builds/${id}/events`, { headers: ADMIN }));
     expect(events[events.length - 1]).toMatchObject({ event: "done", data: { status: "succeeded", image: { digest: idx.digest } } });
+    // the children's progress shows in the parent's stream, under the step of their platform
+    for (const step of [1, 2]) {
+      expect(events.some((e) => e.event === "log" && e.data.step === step && /^#2 COPY hello\.txt \/hello\.txt$/m.test(e.data.text))).toBe(true);
+      expect(events.some((e) => e.event === "log" && e.data.step === step && /^#3 DONE/m.test(e.data.text))).toBe(true);
+    }
 
     // the same context again: every child step is cached, the index is byte-identical
     const again = (await waitBuild(await start(FILES, `?tag=mp/app:2&platform=${PLATFORMS}`))) as MultiResult;
@@ -114,6 +119,7 @@ describe("multi-platform builds (platform=linux/amd64,linux/arm64)", () => {
     expect(res.status).toBe(404);
     const events = await readSse(await SELF.fetch(`http://kiln.test/v1/builds/${id}/events`, { headers: ADMIN }));
     expect(events[events.length - 1]).toMatchObject({ event: "done", data: { status: "failed" } });
+    expect(events.some((e) => e.event === "log" && e.data.step === 2 && /^#3 ERROR: .*only-arm64\.txt/m.test(e.data.text))).toBe(true);
   });
 
   it("cancelling the parent cancels the children", async () => {
