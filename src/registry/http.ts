@@ -50,7 +50,7 @@ export function unsupportedMethod(c: Ctx): never {
   throw new OciError("UNSUPPORTED", `method ${c.req.method} not supported here`, { status: 405 });
 }
 
-/** Empty response with headers (Content-Length 0 unless given). */
+/** Response without a body (HEAD responses pass their Content-Length in `headers`). */
 export function empty(status: number, headers: Record<string, string>): Response {
-  return new Response(null, { status, headers: { "Content-Length": "0", ...headers } });
+  return new Response(null, { status, headers });
 }

@@ -160,21 +160,24 @@ export function isBadDigest(err: unknown): boolean {
 /**
  * Concatenates R2 objects (`size` bytes in total) into one stream of known length, read one object
  * at a time. (Written straight into a FixedLengthStream: piping an IdentityTransformStream into
- * one stalls in workerd.)
+ * one stalls in workerd.) `done` settles when every object was copied; await it so no copy is left
+ * running after the request.
  */
-export function concatObjects(bucket: R2Bucket, keys: string[], size: number): ReadableStream<Uint8Array> {
+export function concatObjects(bucket: R2Bucket, keys: string[], size: number): { stream: ReadableStream<Uint8Array>; done: Promise<void> } {
   const { readable, writable } = new FixedLengthStream(size);
-  (async () => {
+  const done = (async () => {
     try {
-      for (const key of keys) {
-        const obj = await bucket.get(key);
-        if (!obj) throw new Error(`staged object ${key} is missing`);
-        await obj.body.pipeTo(writable, { preventClose: true });
+      for (let i = 0; i < keys.length; i++) {
+        const obj = await bucket.get(keys[i]);
+        if (!obj) throw new Error(`staged object ${keys[i]} is missing`);
+        await obj.body.pipeTo(writable, { preventClose: i < keys.length - 1 });
       }
-      await writable.close();
+      if (keys.length === 0) await writable.close();
     } catch (err) {
       await writable.abort(err).catch(() => {});
+      throw err;
     }
   })();
-  return readable as ReadableStream<Uint8Array>;
+  done.catch(() => {});
+  return { stream: readable as ReadableStream<Uint8Array>, done };
 }

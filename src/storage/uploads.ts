@@ -157,7 +157,9 @@ export async function finishUpload(
     if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength });
     const keys = await chunkKeys(env, session.id);
     try {
-      result = await putBlobVerifiedSized(env, concatObjects(env.BUCKET, keys, session.size), digest, session.size);
+      const staged = concatObjects(env.BUCKET, keys, session.size);
+      result = await putBlobVerifiedSized(env, staged.stream, digest, session.size);
+      await staged.done;
     } catch (err) {
       if (err instanceof OciError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, keys);
       throw err;
