@@ -5,7 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, have, startKiln, type KilnServer } from "./server";
-import { build, contextDir, containerSandbox, haveDockerRegistry, runOk, skopeo, startPeerRegistry, startUpstreamProxy, writeLayout, type ContainerSandbox, type PeerRegistry, type UpstreamProxy } from "./helpers";
+import { build, contextDir, containerSandbox, haveDockerRegistry, run, runOk, skopeo, startPeerRegistry, startUpstreamProxy, writeLayout, type ContainerSandbox, type PeerRegistry, type UpstreamProxy } from "./helpers";
 
 const ready = have("skopeo") && haveDockerRegistry();
 
@@ -67,5 +67,20 @@ describe.skipIf(!ready)("multi-platform builds (platform=linux/amd64,linux/arm64
     }
     // each child records the base manifest of its platform
     expect(JSON.stringify(await (await fetch(`${kiln.url}/v1/builds/${b.id}-linux-arm64`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json())).toContain(multi.manifests.arm64);
+  });
+
+  it("kiln build --platform linux/amd64,linux/arm64 follows the build to the end and prints the index digest", async () => {
+    const ctx = contextDir({ Dockerfile: `FROM ${open.host}/base/multi:1\nENV CLI=1\n` });
+    const home = mkdtempSync(path.join(os.tmpdir(), "kiln-mp-home-"));
+    const r = await run(process.execPath, [path.resolve("bin/kiln.mjs"), "build", "--platform", "linux/amd64,linux/arm64", "-t", "mp/cli:1", "--server", kiln.url, "--token", ADMIN_TOKEN, ctx], {
+      env: { ...process.env, HOME: home, XDG_CONFIG_HOME: path.join(home, ".config") }, timeoutMs: 180_000,
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/\[linux\/amd64[^\]]*\] build /);
+    expect(r.stdout).toMatch(/\[linux\/arm64[^\]]*\] build /);
+    const digest = /digest (sha256:[0-9a-f]{64})/.exec(r.stdout)?.[1];
+    const res = await fetch(`${kiln.url}/v2/mp/cli/manifests/1`, { method: "HEAD", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, accept: "application/vnd.oci.image.index.v1+json" } });
+    expect(res.headers.get("content-type")).toBe("application/vnd.oci.image.index.v1+json");
+    expect(digest).toBe(res.headers.get("docker-content-digest"));
   });
 });
