@@ -11,6 +11,7 @@ import { runnersRoutes } from "./api/runners";
 import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
+import { purgeStaleUploads } from "./storage/uploads";
 
 export { BuildCoordinator } from "./build/coordinator";
 export { Dispatcher } from "./build/dispatcher";
@@ -49,4 +50,10 @@ app.notFound((c) => {
   return new ApiError(404, `no route for ${c.req.method} ${c.req.path}`).toResponse();
 });
 
-export default app;
+export default {
+  fetch: app.fetch,
+  /** Daily: drop upload sessions nobody finished within a week (their staged chunks with them). */
+  async scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
+    ctx.waitUntil(purgeStaleUploads(env));
+  },
+} satisfies ExportedHandler<Env>;
