@@ -47,7 +47,9 @@ const TERMINAL = new Set<BuildStatus>(["succeeded", "failed", "cancelled"]);
 const FINISHED = new Set<StepStatus>(["done", "cached"]);
 const WATCHDOG_MS = 10_000;
 /** A multi-platform parent checks its children this often (they also notify it when they end). */
-const CHILD_POLL_MS = 2_000;
+const CHILD_POLL_MS = 5_000;
+/** A child that has not started by then (its start call failed) fails the parent. */
+const CHILD_START_MS = 60_000;
 const enc = new TextEncoder();
 
 /**
@@ -354,6 +356,11 @@ export class BuildCoordinator extends DurableObject<Env> {
       if (TERMINAL.has(c.status)) continue;
       const v = await this.coordinatorOf(c.id).getBuild();
       if (TERMINAL.has(this.status())) return;
+      if (!v && Date.now() - this.spec().createdAt > CHILD_START_MS) {
+        this.setStep(i + 1, { status: "failed", duration_ms: Date.now() - (this.row(i + 1)?.started_at ?? Date.now()) });
+        await this.failParent(`${c.platform}: the build ${c.id} did not start`, i + 1);
+        return;
+      }
       if (!v || v.status === c.status) continue;
       c.status = v.status;
       if (v.image?.digest) c.digest = v.image.digest;

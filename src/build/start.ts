@@ -197,7 +197,13 @@ async function startMultiPlatformBuild(env: Env, opts: StartBuildOptions, tags: 
       parent: id,
       manifestRepository: repository ?? undefined,
     };
-    await coordinator(c.id).start(spec);
+    try {
+      await coordinator(c.id).start(spec);
+    } catch (e) {
+      // the parent must not wait for a child that never started
+      await coordinator(id).cancel().catch(() => {});
+      throw e;
+    }
   }
   return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
 }
