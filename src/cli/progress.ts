@@ -74,9 +74,10 @@ export class PlainProgress {
     for (const s of build.steps ?? []) this.step(s);
     if (build.status === "succeeded") {
       if (build.image) {
-        this.write(`#${(build.steps?.length ?? 0) + 1} exporting to image\n`);
-        this.write(`#${(build.steps?.length ?? 0) + 1} pushing ${build.image.tags.map((t) => `${build.image!.repository}:${t}`).join(", ") || build.image.repository}\n`);
-        this.write(`#${(build.steps?.length ?? 0) + 1} digest ${build.image.digest}\n`);
+        const n = `#${Math.max(0, ...(build.steps ?? []).map((s) => s.index)) + 2}`;
+        this.write(`${n} exporting to image\n`);
+        this.write(`${n} pushing ${build.image.tags.map((t) => `${build.image!.repository}:${t}`).join(", ") || build.image.repository}\n`);
+        this.write(`${n} digest ${build.image.digest}\n`);
       }
       this.write(`build ${build.id} succeeded\n`);
       return;
