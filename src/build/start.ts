@@ -86,16 +86,29 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
   const tags = opts.tags.map((t) => parseTag(t, opts.origin));
   if (opts.platform?.includes(",")) return await startMultiPlatformBuild(env, opts, tags, parsePlatformList(opts.platform));
   const platform = parsePlatform(opts.platform);
-  const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
-  const sourceDateEpoch = epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0;
+  const { context, onbuilds: [onbuild] } = await ingestAndPlan(env, opts, [platform]);
+  const id = opts.id ?? newBuildId();
+  const spec: BuildSpec = { ...baseSpec(id, opts, context, tags, platform), onbuild };
+  await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
+  const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
+  await stub.start(spec);
+  return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
+}
+
+type Platform = { os: string; architecture: string; variant?: string };
+
+type Ingested = Awaited<ReturnType<typeof ingestContext>>;
+
+/** Ingests the context once and plans the Dockerfile for each platform; a bad Dockerfile is a 400 and discards the context. */
+async function ingestAndPlan(env: Env, opts: StartBuildOptions, platforms: Platform[]): Promise<{ context: Ingested; onbuilds: (Record<number, string[]> | undefined)[] }> {
   const context = await ingestContext(env, opts.context, {
     contentType: opts.contentType,
     dockerfilePath: opts.dockerfilePath,
     dockerfileText: opts.dockerfileText,
   });
-  let onbuild: Record<number, string[]> | undefined;
+  const onbuilds: (Record<number, string[]> | undefined)[] = [];
   try {
-    onbuild = await checkPlan(env, context.dockerfile, opts, platform);
+    for (const p of platforms) onbuilds.push(await checkPlan(env, context.dockerfile, opts, p));
   } catch (e) {
     await context.discard();
     if (e instanceof DockerfileError) {
@@ -103,8 +116,13 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
     }
     throw e;
   }
-  const id = opts.id ?? newBuildId();
-  const spec: BuildSpec = {
+  return { context, onbuilds };
+}
+
+/** The spec every build of this submission shares. */
+function baseSpec(id: string, opts: StartBuildOptions, context: Ingested, tags: { repository: string; tag: string }[], platform: Platform): BuildSpec {
+  const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
+  return {
     id,
     origin: opts.origin,
     dockerfile: context.dockerfile,
@@ -115,18 +133,11 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
     target: opts.target,
     noCache: !!opts.noCache,
     platform,
-    sourceDateEpoch,
+    sourceDateEpoch: epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0,
     secrets: { ...(opts.secrets ?? {}), ...context.secrets },
-    onbuild,
     createdAt: Date.now(),
   };
-  await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
-  const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
-  await stub.start(spec);
-  return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
 }
-
-type Platform = { os: string; architecture: string; variant?: string };
 
 /** Plans the Dockerfile for `platform` (throws DockerfileError); returns the ONBUILD triggers of its image bases. */
 async function checkPlan(env: Env, dockerfile: string, opts: StartBuildOptions, platform: Platform): Promise<Record<number, string[]> | undefined> {
@@ -148,39 +159,9 @@ async function checkPlan(env: Env, dockerfile: string, opts: StartBuildOptions, 
  * its manifest by digest in the first tag's repository) and a parent that pushes the index.
  */
 async function startMultiPlatformBuild(env: Env, opts: StartBuildOptions, tags: { repository: string; tag: string }[], platforms: string[]): Promise<StartedBuild> {
-  const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
-  const sourceDateEpoch = epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0;
-  const context = await ingestContext(env, opts.context, {
-    contentType: opts.contentType,
-    dockerfilePath: opts.dockerfilePath,
-    dockerfileText: opts.dockerfileText,
-  });
-  const onbuilds: (Record<number, string[]> | undefined)[] = [];
-  try {
-    for (const p of platforms) onbuilds.push(await checkPlan(env, context.dockerfile, opts, platformObject(p)));
-  } catch (e) {
-    await context.discard();
-    if (e instanceof DockerfileError) {
-      throw new ApiError(400, `Dockerfile:${e.line}: ${e.message}`, { line: e.line });
-    }
-    throw e;
-  }
+  const { context, onbuilds } = await ingestAndPlan(env, opts, platforms.map(platformObject));
   const id = opts.id ?? newBuildId();
-  const base: BuildSpec = {
-    id,
-    origin: opts.origin,
-    dockerfile: context.dockerfile,
-    dockerfilePath: context.dockerfilePath,
-    context: { pack: context.packDigest, index: context.indexDigest },
-    tags,
-    buildArgs: opts.buildArgs,
-    target: opts.target,
-    noCache: !!opts.noCache,
-    platform: platformObject(platforms[0]),
-    sourceDateEpoch,
-    secrets: { ...(opts.secrets ?? {}), ...context.secrets },
-    createdAt: Date.now(),
-  };
+  const base: BuildSpec = baseSpec(id, opts, context, tags, platformObject(platforms[0]));
   const children = platforms.map((platform) => ({ platform, id: childBuildId(id, platform) }));
   const repository = tags[0]?.repository ?? null;
   await insertBuild(env, { id, contextDigest: context.packDigest, repository, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
