@@ -1,4 +1,4 @@
-import { readTar as readOciTar, TarError } from "../oci/tar";
+import { readTar as readOciTar, TarError, type TarHeader } from "../oci/tar";
 import type { ByteReader } from "./bytes";
 
 /**
@@ -7,19 +7,10 @@ import type { ByteReader } from "./bytes";
  * drain the rest of a request after a refusal. An entry's data must be read through `body()` before
  * asking for the next one (or it is skipped).
  */
-export type TarEntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo" | "other";
+export type { TarEntryType } from "../oci/tar";
 
-export interface TarEntryHeader {
-  path: string;
-  type: TarEntryType;
-  typeflag: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  linkname: string;
-}
+/** src/oci's header minus the fields context ingest does not use (mode masked to 0o7777, mtime whole seconds). */
+export type TarEntryHeader = Pick<TarHeader, "path" | "type" | "typeflag" | "mode" | "uid" | "gid" | "size" | "mtime" | "linkname">;
 
 export interface TarEntry extends TarEntryHeader {
   /** Streams the entry's data to `sink` (once). */
