@@ -22,7 +22,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { ADMIN_TOKEN, ROOT, freePort, type KilnServer } from "../test/e2e/server";
+import { ADMIN_TOKEN, ROOT, freePort, stopProcessGroup, waitForHttp, type KilnServer } from "../test/e2e/server";
 import { containerSandbox, type ContainerSandbox } from "../test/e2e/helpers/containers";
 import type { BuildResult } from "../test/e2e/helpers/builds";
 import { buildFixtures, type BuildFixtures } from "./fixtures/builds";
@@ -130,12 +130,7 @@ async function startRunner(server: KilnServer): Promise<{ child: ChildProcess; d
 }
 
 async function stopRunner(child: ChildProcess | undefined, dir: string | undefined): Promise<void> {
-  if (child && child.exitCode === null) {
-    const exited = new Promise((r) => child.once("exit", r));
-    try { process.kill(-child.pid!, "SIGTERM"); } catch { /* gone */ }
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-    try { process.kill(-child.pid!, "SIGKILL"); } catch { /* gone */ }
-  }
+  if (child) await stopProcessGroup(child);
   if (!dir) return;
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n").reverse()) {
     const m = line.split(" ")[4];
@@ -180,26 +175,13 @@ async function startKilnSnapshot(): Promise<KilnServer> {
   child.stdout!.on("data", onData);
   child.stderr!.on("data", onData);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${output}`);
-    try {
-      if ((await fetch(`${url}/healthz`)).ok) break;
-    } catch { /* not up yet */ }
-    if (Date.now() > deadline) throw new Error(`kiln did not start: ${output}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 60_000 });
   inspectorPorts.set(url, inspectorPort);
   return {
     url, port, stateDir, process: child,
     async stop(wipe = false) {
       if (/Reloading local server/.test(output)) reloads++;
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        try { process.kill(-child.pid!, "SIGTERM"); } catch { /* gone */ }
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-        try { process.kill(-child.pid!, "SIGKILL"); } catch { /* gone */ }
-      }
+      await stopProcessGroup(child);
       if (wipe) rmSync(stateDir, { recursive: true, force: true });
     },
   };

@@ -28,6 +28,33 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Polls `url` until `ready(res)` (default: res.ok); throws with the process output if `child` exits
+ * first or `timeoutMs` passes. `what` names the process in the errors.
+ */
+export async function waitForHttp(url: string, child: ChildProcess, getOutput: () => string, opts: {
+  timeoutMs?: number; intervalMs?: number; what?: string; ready?: (res: Response) => boolean;
+} = {}): Promise<void> {
+  const { timeoutMs = 60_000, intervalMs = 250, what = "kiln", ready = (res) => res.ok } = opts;
+  const name = what === "kiln" ? "wrangler dev" : what;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited: ${getOutput()}`);
+    try { if (ready(await fetch(url))) return; } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`${what} did not start: ${getOutput()}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Stops a process spawned with `detached: true` and its whole group: SIGTERM, then SIGKILL after 5 s. */
+export async function stopProcessGroup(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once("exit", r));
+  try { process.kill(-child.pid!, "SIGTERM"); } catch { /* gone */ }
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  try { process.kill(-child.pid!, "SIGKILL"); } catch { /* gone */ }
+}
+
 const wranglerEnv = () => ({ ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" });
 
 export async function startKiln(opts: { stateDir?: string; port?: number; vars?: Record<string, string> } = {}): Promise<KilnServer> {
@@ -46,25 +73,11 @@ export async function startKiln(opts: { stateDir?: string; port?: number; vars?:
   child.stdout!.on("data", (d) => { output += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
   child.stderr!.on("data", (d) => { output += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${output}`);
-    try {
-      const res = await fetch(`${url}/healthz`);
-      if (res.ok) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`kiln did not start: ${output}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 60_000 });
   return {
     url, port, stateDir, process: child,
     async stop(wipe = false) {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        try { process.kill(-child.pid!, "SIGTERM"); } catch {}
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-        try { process.kill(-child.pid!, "SIGKILL"); } catch {}
-      }
+      await stopProcessGroup(child);
       if (wipe) rmSync(stateDir, { recursive: true, force: true });
     },
   };

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { freePort, have } from "../server";
+import { freePort, have, stopProcessGroup, waitForHttp } from "../server";
 
 export interface PeerRegistry {
   name: string;
@@ -48,25 +48,13 @@ export async function startPeerRegistry(opts: { dataDir?: string; port?: number 
   child.stdout!.on("data", (d) => { output += d; });
   child.stderr!.on("data", (d) => { output += d; });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`docker-registry exited: ${output}`);
-    try {
-      const res = await fetch(`${url}/v2/`);
-      if (res.status === 200 || res.status === 401) break;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`docker-registry did not start: ${output}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await waitForHttp(`${url}/v2/`, child, () => output, {
+    timeoutMs: 20_000, intervalMs: 100, what: "docker-registry", ready: (res) => res.status === 200 || res.status === 401,
+  });
   return {
     name: "docker-registry", url, port, host: `127.0.0.1:${port}`, dataDir, process: child,
     async stop(wipe = false) {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        try { process.kill(-child.pid!, "SIGTERM"); } catch {}
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-        try { process.kill(-child.pid!, "SIGKILL"); } catch {}
-      }
+      await stopProcessGroup(child);
       if (wipe) rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { createWriteStream, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ADMIN_TOKEN, freePort, ROOT, type KilnServer } from "../server";
+import { ADMIN_TOKEN, freePort, ROOT, stopProcessGroup, waitForHttp, type KilnServer } from "../server";
 
 export function snapshotRoot(rev = "HEAD"): { root: string; rev: string; remove(): void } {
   const root = mkdtempSync(path.join(os.tmpdir(), "kiln-snapshot-"));
@@ -34,22 +34,11 @@ export async function startKilnAt(root: string, opts: { stateDir?: string; port?
   child.stdout!.on("data", onData);
   child.stderr!.on("data", onData);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited: ${output}`);
-    try { if ((await fetch(`${url}/healthz`)).ok) break; } catch {}
-    if (Date.now() > deadline) throw new Error(`kiln did not start: ${output}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 90_000 });
   return {
     url, port, stateDir, process: child,
     async stop(wipe = false) {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once("exit", r));
-        try { process.kill(-child.pid!, "SIGTERM"); } catch {}
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
-        try { process.kill(-child.pid!, "SIGKILL"); } catch {}
-      }
+      await stopProcessGroup(child);
       if (wipe) rmSync(stateDir, { recursive: true, force: true });
     },
   };
