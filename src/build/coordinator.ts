@@ -393,13 +393,9 @@ export class BuildCoordinator extends DurableObject<Env> {
         if (missing) throw new Error(`the ${missing.platform} build has no image`);
         const digest = await pushIndex(this.env, spec.tags, children.map((c) => ({ platform: c.platform, digest: c.digest! })));
         if (TERMINAL.has(this.status())) return;
-        const repository = spec.tags[0].repository;
-        this.setMeta("image", { repository, tags: spec.tags.filter((t) => t.repository === repository).map((t) => t.tag), digest });
-        this.setMeta("finishedAt", Date.now());
-        this.setStatus("succeeded", { imageDigest: digest });
+        this.succeed(this.imageOf(spec, digest));
       } else {
-        this.setMeta("finishedAt", Date.now());
-        this.setStatus("succeeded");
+        this.succeed();
       }
     } catch (e) {
       console.error("pushing the image index failed", e);
@@ -612,6 +608,18 @@ export class BuildCoordinator extends DurableObject<Env> {
     await this.ctx.storage.deleteAlarm();
   }
 
+  /** The build result: the first tag's repository with its tags. */
+  private imageOf(spec: BuildSpec, digest: string): NonNullable<BuildView["image"]> {
+    const repository = spec.tags[0].repository;
+    return { repository, tags: spec.tags.filter((t) => t.repository === repository).map((t) => t.tag), digest };
+  }
+
+  private succeed(image?: NonNullable<BuildView["image"]>): void {
+    if (image) this.setMeta("image", image);
+    this.setMeta("finishedAt", Date.now());
+    this.setStatus("succeeded", image ? { imageDigest: image.digest } : {});
+  }
+
   private async finish(): Promise<void> {
     const spec = this.spec();
     const graph = this.graph();
@@ -621,19 +629,12 @@ export class BuildCoordinator extends DurableObject<Env> {
       if (!spec.tags.length && spec.manifestRepository) {
         // a multi-platform child: its manifest is stored by digest; the parent pushes the index
         const { digest } = await pushChildImage(this.env, state, spec.manifestRepository, spec.sourceDateEpoch);
-        this.setMeta("image", { repository: spec.manifestRepository, tags: [], digest });
-        this.setMeta("finishedAt", Date.now());
-        this.setStatus("succeeded", { imageDigest: digest });
+        this.succeed({ repository: spec.manifestRepository, tags: [], digest });
       } else if (spec.tags.length) {
         const { digest } = await pushImage(this.env, state, spec.tags, spec.sourceDateEpoch);
-        const repository = spec.tags[0].repository;
-        const image = { repository, tags: spec.tags.filter((t) => t.repository === repository).map((t) => t.tag), digest };
-        this.setMeta("image", image);
-        this.setMeta("finishedAt", Date.now());
-        this.setStatus("succeeded", { imageDigest: digest });
+        this.succeed(this.imageOf(spec, digest));
       } else {
-        this.setMeta("finishedAt", Date.now());
-        this.setStatus("succeeded");
+        this.succeed();
       }
     } catch (e) {
       console.error("pushing the image failed", e);

@@ -132,13 +132,16 @@ async function loadRemoteImage(env: Env, ref: string, platform: { os: string; ar
   };
 }
 
-/** Pushes a built image under every tag; returns the manifest digest. */
-export async function pushImage(
-  env: Env,
-  state: ImageState,
-  tags: { repository: string; tag: string }[],
-  sourceDateEpoch: number,
-): Promise<{ digest: string; config: string }> {
+/** A built image's config stored as a blob, and its manifest bytes (not yet in any repository). */
+export interface PreparedImage {
+  bytes: Uint8Array;
+  digest: string;
+  config: string;
+  layers: string[];
+}
+
+/** Stores the config of `state` and encodes its manifest (`created` from SOURCE_DATE_EPOCH). */
+export async function prepareImage(env: Env, state: ImageState, sourceDateEpoch: number): Promise<PreparedImage> {
   const config: ImageConfig = { ...state.config, created: rfc3339(sourceDateEpoch) };
   const cfgBytes = encodeJson(config);
   const cfgDigest = await digestOf(cfgBytes);
@@ -148,14 +151,26 @@ export async function pushImage(
     state.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
   );
   const bytes = encodeJson(manifest);
-  const digest = await digestOf(bytes);
+  return { bytes, digest: await digestOf(bytes), config: cfgDigest, layers: state.layers.map((l) => l.digest) };
+}
+
+/** Links the image's blobs into `repo` and puts its manifest under `reference` (tag or digest). */
+export async function storeImage(env: Env, repo: string, image: PreparedImage, reference: string, extraTags: string[] = []): Promise<void> {
+  for (const l of image.layers) await linkBlob(env, repo, l);
+  await linkBlob(env, repo, image.config);
+  await putManifest(env, repo, reference, image.bytes, MediaType.OciManifest, extraTags);
+}
+
+/** Pushes a built image under every tag; returns the manifest digest. */
+export async function pushImage(
+  env: Env,
+  state: ImageState,
+  tags: { repository: string; tag: string }[],
+  sourceDateEpoch: number,
+): Promise<{ digest: string; config: string }> {
+  const image = await prepareImage(env, state, sourceDateEpoch);
   const byRepo = new Map<string, string[]>();
   for (const t of tags) byRepo.set(t.repository, [...(byRepo.get(t.repository) ?? []), t.tag]);
-  for (const [repo, repoTags] of byRepo) {
-    for (const l of state.layers) await linkBlob(env, repo, l.digest);
-    await linkBlob(env, repo, cfgDigest);
-    const [first, ...rest] = repoTags;
-    await putManifest(env, repo, first, bytes, MediaType.OciManifest, rest);
-  }
-  return { digest, config: cfgDigest };
+  for (const [repo, [first, ...rest]] of byRepo) await storeImage(env, repo, image, first, rest);
+  return { digest: image.digest, config: image.config };
 }

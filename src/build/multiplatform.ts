@@ -6,12 +6,13 @@
  */
 import type { Env } from "../env";
 import { ApiError } from "../errors";
-import { buildIndex, buildManifest, encodeJson, parseManifest, rfc3339, type Descriptor, type ImageConfig, type Platform } from "../oci/image";
+import { buildIndex, encodeJson, parseManifest, type Descriptor, type Platform } from "../oci/image";
 import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
-import { linkBlob, putBlobBytes } from "../storage/blobs";
+import { linkBlob } from "../storage/blobs";
 import { getManifest, putManifest, statManifest } from "../storage/manifests";
 import type { BuildStatus, ImageState, StepStatus } from "./model";
+import { prepareImage, storeImage } from "./image";
 
 const PLATFORM_RE = /^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/;
 const MAX_PLATFORMS = 16;
@@ -61,20 +62,9 @@ export function childStepStatus(status: BuildStatus, allCached: boolean): StepSt
  * Returns the manifest digest and size.
  */
 export async function pushChildImage(env: Env, state: ImageState, repository: string, sourceDateEpoch: number): Promise<{ digest: string; size: number }> {
-  const config: ImageConfig = { ...state.config, created: rfc3339(sourceDateEpoch) };
-  const cfgBytes = encodeJson(config);
-  const cfgDigest = await digestOf(cfgBytes);
-  await putBlobBytes(env, cfgBytes, cfgDigest);
-  const manifest = buildManifest(
-    { mediaType: MediaType.OciConfig, digest: cfgDigest, size: cfgBytes.byteLength },
-    state.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
-  );
-  const bytes = encodeJson(manifest);
-  const digest = await digestOf(bytes);
-  for (const l of state.layers) await linkBlob(env, repository, l.digest);
-  await linkBlob(env, repository, cfgDigest);
-  await putManifest(env, repository, digest, bytes, MediaType.OciManifest);
-  return { digest, size: bytes.byteLength };
+  const image = await prepareImage(env, state, sourceDateEpoch);
+  await storeImage(env, repository, image, image.digest);
+  return { digest: image.digest, size: image.bytes.byteLength };
 }
 
 /** Makes the manifest `digest` of `from` (and the blobs it uses) part of `to` as well. */
