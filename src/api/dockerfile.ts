@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import type { Env } from "../env";
 import { checkLiteralValues, DockerfileError, formatDockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction, parsePlatform } from "../dockerfile/index";
 import { planBuild } from "../plan/index";
+import { readLimited } from "../http/body";
 
 /** Largest Dockerfile the check endpoint reads. */
 export const MAX_DOCKERFILE_BYTES = 1024 * 1024;
@@ -28,26 +29,7 @@ async function readBody(req: Request): Promise<string> {
   if (declared !== null && Number(declared) > MAX_DOCKERFILE_BYTES) {
     throw new BadRequest(`Dockerfile larger than ${MAX_DOCKERFILE_BYTES} bytes`, 413);
   }
-  if (!req.body) return "";
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > MAX_DOCKERFILE_BYTES) {
-      await reader.cancel();
-      throw new BadRequest(`Dockerfile larger than ${MAX_DOCKERFILE_BYTES} bytes`, 413);
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.byteLength;
-  }
+  const all = await readLimited(req.body, MAX_DOCKERFILE_BYTES, () => new BadRequest(`Dockerfile larger than ${MAX_DOCKERFILE_BYTES} bytes`, 413));
   return new TextDecoder().decode(all);
 }
 

@@ -3,6 +3,7 @@ import { ApiError } from "../errors";
 import { DockerIgnore } from "../dockerfile/dockerignore";
 import { ContextPackWriter, deleteContext, indexKey, putContextIndex, readContextRange } from "../storage/contexts";
 import { ByteReader } from "./bytes";
+import { concatBytes } from "../http/body";
 import { yieldEvery } from "./yield";
 import { workerHasher } from "./hasher";
 import { boundaryOf, MultipartError, readMultipart } from "./multipart";
@@ -87,13 +88,7 @@ async function readSmall(stream: ReadableStream<Uint8Array>, limit: number, what
     }
     parts.push(chunk);
   }
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 interface TarIngest {
@@ -165,7 +160,7 @@ async function ingestTar(
       if (keep) files.set(path, { path, type: "file", mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, sha256, offset });
       else files.delete(path);
       if (capture) {
-        const bytes = joinBytes(capture);
+        const bytes = concatBytes(capture);
         if (isDockerfile) result.dockerfileBytes = bytes;
         if (isIgnoreFile) {
           result.dockerignoreText = new TextDecoder().decode(bytes);
@@ -191,18 +186,6 @@ async function ingestTar(
     for (const p of [...files.keys()]) if (ig.matches(p)) files.delete(p);
   }
   return result;
-}
-
-function joinBytes(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.byteLength;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.byteLength;
-  }
-  return out;
 }
 
 /** Adds the parent directories a tar left implicit (docker creates them 0755 root:root). */

@@ -14,29 +14,7 @@ export function requestBody(c: Ctx): { body: ReadableStream<Uint8Array> | null; 
 }
 
 /** Reads a body completely, refusing more than `max` bytes (for manifests). */
-export async function readLimited(body: ReadableStream<Uint8Array> | null, max: number, tooLarge: () => Error): Promise<Uint8Array> {
-  if (!body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      reader.cancel().catch(() => {});
-      throw tooLarge();
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const ch of chunks) {
-    out.set(ch, off);
-    off += ch.byteLength;
-  }
-  return out;
-}
+export { readLimited } from "../http/body";
 
 /** A non-negative integer query parameter, or undefined; anything else is a 400. */
 export function intParam(c: Ctx, name: string): number | undefined {

@@ -1,6 +1,7 @@
 /** ADD specifics: local tar archives are extracted, http(s) URLs downloaded (with --checksum verified). */
 import type { Env } from "../../env";
 import { ByteReader } from "../../context/bytes";
+import { concatBytes } from "../../http/body";
 import { workerHasher } from "../../context/hasher";
 import { readTar } from "../../context/tar-reader";
 import { cleanPath, rootRelative } from "../../context/paths";
@@ -159,13 +160,7 @@ export async function addRemoteSources(
         h.update(value);
         chunks.push(value);
       }
-      const all = new Uint8Array(size);
-      let off = 0;
-      for (const c of chunks) {
-        all.set(c, off);
-        off += c.byteLength;
-      }
-      await env.BUCKET.put(key, all);
+      await env.BUCKET.put(key, concatBytes(chunks));
     }
     keys.push(key);
     const sha256 = await h.digest();
