@@ -21,8 +21,13 @@ export async function startTlsGuard({ listenPort, targetPort, host = "127.0.0.1"
       sock.pipe(upstream).pipe(sock);
     });
   });
+  // listenPort 0: any free port; the bound one is returned as `port`
   await new Promise((resolve, reject) => { server.once("error", reject); server.listen(Number(listenPort), host, resolve); });
-  return { close: () => new Promise((resolve) => { for (const s of sockets) s.destroy(); server.close(() => resolve()); }) };
+  const { port } = server.address();
+  return {
+    port,
+    close: () => new Promise((resolve) => { for (const s of sockets) s.destroy(); server.close(() => resolve()); }),
+  };
 }
 
 export async function freePort(host = "127.0.0.1") {
