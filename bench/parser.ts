@@ -7,19 +7,8 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { parse, parseDockerfile } from "../src/dockerfile/index";
 import { ShellLex } from "../src/dockerfile/shell";
+import { rng } from "../src/dockerfile/testing";
 import { result, type BenchContext, type BenchResult } from "./types";
-
-/** Deterministic PRNG so every run parses the same text. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A Dockerfile of about `lines` lines. */
 export function generateDockerfile(lines: number, seed = 1): string {

@@ -14,6 +14,7 @@ import {
   stageDependencies,
 } from "./index";
 import { ShellError, ShellLex } from "./shell";
+import { rng } from "./testing";
 
 const SEED = 0x6b696c6e; // "kiln"
 /** Wall-clock budget of one case (generous: the machine is shared). */
@@ -28,17 +29,6 @@ const files = import.meta.glob("../../../shared/conformance/buildkit/parser-test
 const corpus = Object.entries(files)
   .sort(([a], [b]) => (a < b ? -1 : 1))
   .map(([, text]) => text);
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Rand = () => number;
 const int = (r: Rand, n: number) => Math.floor(r() * n);

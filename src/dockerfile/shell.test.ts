@@ -3,6 +3,7 @@
 // regular expressions.
 import { describe, expect, it } from "vitest";
 import { buildEnvs, goQuote, ShellError, ShellLex } from "./shell";
+import { rng } from "./testing";
 
 const env = (o: Record<string, string>) => new Map(Object.entries(o));
 
@@ -204,17 +205,6 @@ describe("ShellLex: quoting, escapes and words", () => {
 
 // ---------------------------------------------------------------------------------------------
 // Property test: the linear glob matcher against RegExp versions of BuildKit's Go regexps.
-
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** convertShellPatternToRegex, producing a JS regexp; `.` becomes [^\n] like Go's. */
 function refRegex(pattern: string, greedy: boolean, anchored: boolean, flags: string): RegExp {
