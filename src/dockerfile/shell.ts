@@ -7,6 +7,8 @@
 // the same leftmost-first semantics (Go's `.` never matches "\n"), so no input can backtrack
 // exponentially.
 
+import { goQuote } from "./text";
+
 /** A word could not be expanded (unterminated quote, bad substitution, `${V:?msg}`, …). */
 export class ShellError extends Error {
   override name = "ShellError";
@@ -106,32 +108,8 @@ function toRunes(s: string): number[] {
   return out;
 }
 
-const RE_PRINT = /^[\p{L}\p{M}\p{N}\p{P}\p{S}]$/u;
-
-/** Go's strconv.Quote (used in error messages). */
-export function goQuote(s: string): string {
-  let out = '"';
-  for (const cp of toRunes(s)) {
-    switch (cp) {
-      case 0x22: out += '\\"'; continue;
-      case 0x5c: out += "\\\\"; continue;
-      case 0x07: out += "\\a"; continue;
-      case 0x08: out += "\\b"; continue;
-      case 0x0c: out += "\\f"; continue;
-      case 0x0a: out += "\\n"; continue;
-      case 0x0d: out += "\\r"; continue;
-      case 0x09: out += "\\t"; continue;
-      case 0x0b: out += "\\v"; continue;
-    }
-    if (cp === 0x20 || (cp > 0x20 && cp < 0x7f)) out += String.fromCodePoint(cp);
-    else if (cp === 0xfffd) out += "\uFFFD";
-    else if (cp >= 0x80 && RE_PRINT.test(String.fromCodePoint(cp))) out += String.fromCodePoint(cp);
-    else if (cp < 0x80) out += "\\x" + cp.toString(16).padStart(2, "0");
-    else if (cp < 0x10000) out += "\\u" + cp.toString(16).padStart(4, "0");
-    else out += "\\U" + cp.toString(16).padStart(8, "0");
-  }
-  return out + '"';
-}
+/** Go's strconv.Quote (used in error messages); one definition, in text.ts. */
+export { goQuote };
 
 /** Go's text/scanner as lex.go uses it: Peek/Next over runes, a leading BOM skipped. */
 class Scanner {
