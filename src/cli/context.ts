@@ -18,7 +18,7 @@ export function listContext(dir: string, dockerfile = "Dockerfile"): ContextFile
     ignoreText = readFileSync(path.join(dir, ".dockerignore"), "utf8");
   } catch {}
   const ignore = new DockerIgnore(ignoreText);
-  const keep = new Set([path.posix.normalize(dockerfile.split(path.sep).join("/")), ".dockerignore"]);
+  const keep = { dockerfilePath: dockerfile.split(path.sep).join("/") };
   const out: ContextFile[] = [];
   const walk = (relDir: string) => {
     const absDir = path.join(dir, relDir);
@@ -26,11 +26,11 @@ export function listContext(dir: string, dockerfile = "Dockerfile"): ContextFile
       const rel = relDir ? `${relDir}/${name}` : name;
       const abs = path.join(absDir, name);
       const stat = lstatSync(abs);
-      const excluded = !keep.has(rel) && ignore.matches(rel);
+      const excluded = ignore.isExcluded(rel, keep);
       if (stat.isDirectory()) {
         if (!excluded) out.push({ rel, abs, stat });
         // An exception pattern may re-include something below an excluded directory.
-        if (!excluded || !ignore.canSkipDir || !ignore.canSkipDir(rel)) walk(rel);
+        if (!ignore.canSkipDir(rel, keep)) walk(rel);
       } else if (!excluded && (stat.isFile() || stat.isSymbolicLink())) {
         out.push({ rel, abs, stat });
       }

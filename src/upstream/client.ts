@@ -143,10 +143,8 @@ export class RegistryClient {
       }
     };
     const cached = tokenCache.get(this.cacheKey(endpoint, scope));
-    let auth: string | undefined;
-    if (cached && cached.expiresAt > Date.now()) auth = `Bearer ${cached.token}`;
-    else if (this.upstream.username !== undefined && this.upstream.password !== undefined && !cached) auth = undefined;
-    let res = await send(auth);
+    // A cached token goes along at once; otherwise the registry's challenge says how to authenticate.
+    let res = await send(cached && cached.expiresAt > Date.now() ? `Bearer ${cached.token}` : undefined);
     if (res.status === 401) {
       const challenge = parseChallenge(res.headers.get("www-authenticate") ?? "");
       await res.body?.cancel();

@@ -95,6 +95,8 @@ describe("git webhooks", () => {
     const unsigned = await fetch(`${kiln.url}/v1/hooks/github`, { method: "POST", headers, body: payload });
     expect(unsigned.status).toBe(401);
     expect(git.archiveRequests).toEqual([]);
+    const listed = (await (await fetch(`${kiln.url}/v1/builds`, { headers: admin })).json()) as { builds: unknown[] };
+    expect(listed.builds).toEqual([]);
 
     const t0 = Date.now();
     const res = await fetch(hook.url, { method: "POST", headers: { ...headers, "x-hub-signature-256": `sha256=${sign(secret, payload)}` }, body: payload });

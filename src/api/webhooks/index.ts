@@ -128,28 +128,22 @@ async function receive(c: C, provider: GitProvider, id?: string) {
   const raw = await readRaw(c);
   const headers = c.req.raw.headers;
   // Find the webhook whose secret verifies this payload; nothing is parsed before that.
+  // Parsing only reads JSON; nothing is acted on (or stored) before a secret verifies the payload.
+  let ev: HookEvent | undefined;
+  try {
+    ev = h.parse(headers, raw);
+  } catch {}
   let candidates: (WebhookConfig & WebhookSecrets)[];
   if (id) {
     const w = await getWebhook(c.env, id);
     candidates = w && h.family.includes(w.provider) ? [w] : [];
   } else {
-    let repository: string | undefined;
-    try {
-      const ev = h.parse(headers, raw);
-      repository = ev.repository;
-    } catch {}
-    candidates = repository ? await webhooksFor(c.env, h.family, repository) : [];
+    candidates = ev?.repository ? await webhooksFor(c.env, h.family, ev.repository) : [];
   }
   let hook: (WebhookConfig & WebhookSecrets) | undefined;
   for (const w of candidates) if (await h.verify(headers, raw, w.secret)) { hook = w; break; }
   if (!hook) throw new ApiError(401, "signature verification failed");
-
-  let ev: HookEvent;
-  try {
-    ev = h.parse(headers, raw);
-  } catch {
-    throw new ApiError(400, "payload is not valid JSON");
-  }
+  if (!ev) throw new ApiError(400, "payload is not valid JSON");
   if (ev.kind === "ping") return c.json({ ok: true, event: "ping", webhook: hook.id }, 200);
   if (ev.kind === "ignored") return c.json({ ok: true, ignored: ev.reason }, 202);
   if (ev.repository && ev.repository.toLowerCase() !== hook.repository.toLowerCase()) {
