@@ -7,7 +7,7 @@
 import { DockerfileError } from "./errors";
 import { checkPortSpec, checkSignal, parseMount } from "./instructions";
 import { ShellError, ShellLex } from "./shell";
-import type { Instruction, SourceContent, WordExpander } from "./types";
+import type { AddInstruction, CopyInstruction, Instruction, SourceContent, WordExpander } from "./types";
 
 /**
  * Returns a copy of `inst` with its words expanded against `env` (the stage's env at this point: the
@@ -21,6 +21,18 @@ export function expandInstruction<T extends Instruction>(inst: T, env: ReadonlyM
 function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: WordExpander): Instruction {
   const word = (w: string): string => shell.processWord(w, env);
   const opt = (w: string | undefined): string | undefined => (w === undefined ? undefined : word(w));
+  /** COPY and ADD: sources, dest, heredoc bodies, --chown and --chmod. */
+  const copyLike = <C extends CopyInstruction | AddInstruction>(inst: C): C => {
+    const out: C = {
+      ...inst,
+      sources: inst.sources.map(word),
+      dest: word(inst.dest),
+      sourceContents: expandContents(inst.sourceContents, env),
+    };
+    if (inst.chown !== undefined) out.chown = opt(inst.chown);
+    if (inst.chmod !== undefined) out.chmod = opt(inst.chmod);
+    return out;
+  };
   try {
     switch (inst.kind) {
       case "ENV":
@@ -46,26 +58,10 @@ function expandAny(inst: Instruction, env: ReadonlyMap<string, string>, shell: W
         for (const p of ports) checkPortSpec(p);
         return { ...inst, ports };
       }
-      case "COPY": {
-        const out: typeof inst = {
-          ...inst,
-          sources: inst.sources.map(word),
-          dest: word(inst.dest),
-          sourceContents: expandContents(inst.sourceContents, env),
-        };
-        if (inst.chown !== undefined) out.chown = opt(inst.chown);
-        if (inst.chmod !== undefined) out.chmod = opt(inst.chmod);
-        return out;
-      }
+      case "COPY":
+        return copyLike(inst);
       case "ADD": {
-        const out: typeof inst = {
-          ...inst,
-          sources: inst.sources.map(word),
-          dest: word(inst.dest),
-          sourceContents: expandContents(inst.sourceContents, env),
-        };
-        if (inst.chown !== undefined) out.chown = opt(inst.chown);
-        if (inst.chmod !== undefined) out.chmod = opt(inst.chmod);
+        const out = copyLike(inst);
         if (inst.checksum !== undefined) out.checksum = opt(inst.checksum);
         return out;
       }
