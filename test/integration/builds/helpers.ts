@@ -136,3 +136,28 @@ export async function layerEntries(repo: string, digest: string): Promise<Record
   }
   return out;
 }
+
+/** The server-sent events of `res` as {event, data (JSON)}, up to and including the first `until` event (or the end). */
+export async function readSse(res: Response, until = "done"): Promise<{ event: string; data: any }[]> {
+  const out: { event: string; data: any }[] = [];
+  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let i: number;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const frame = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      const event = /^event: (.*)$/m.exec(frame)?.[1] ?? "message";
+      const data = JSON.parse(/^data: (.*)$/m.exec(frame)?.[1] ?? "null");
+      out.push({ event, data });
+      if (event === until) {
+        await reader.cancel().catch(() => {});
+        return out;
+      }
+    }
+  }
+  return out;
+}

@@ -1,30 +1,6 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ADMIN, makeTar, postBuild, r2Keys, rawTarEntry, waitBuild } from "./helpers";
-
-async function readSse(res: Response, until = "done"): Promise<{ event: string; data: any }[]> {
-  const out: { event: string; data: any }[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    let i: number;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const frame = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const event = /^event: (.*)$/m.exec(frame)?.[1] ?? "message";
-      const data = JSON.parse(/^data: (.*)$/m.exec(frame)?.[1] ?? "null");
-      out.push({ event, data });
-      if (event === until) {
-        await reader.cancel().catch(() => {});
-        return out;
-      }
-    }
-  }
-  return out;
-}
+import { ADMIN, makeTar, postBuild, r2Keys, rawTarEntry, readSse, waitBuild } from "./helpers";
 
 describe("POST /v1/builds refusals", () => {
   const cases: [string, () => Promise<Uint8Array>, string, RegExp][] = [

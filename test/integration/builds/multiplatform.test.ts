@@ -1,6 +1,6 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ADMIN, imageOf, layerEntries, makeTar, postBuild, waitBuild, type BuildResult } from "./helpers";
+import { ADMIN, imageOf, layerEntries, makeTar, postBuild, readSse, waitBuild, type BuildResult } from "./helpers";
 
 type MultiResult = BuildResult & { children?: { platform: string; id: string; status: string; digest?: string }[] };
 
@@ -18,28 +18,6 @@ async function index(repo: string, ref: string): Promise<{ digest: string; media
   const res = await SELF.fetch(`http://kiln.test/v2/${repo}/manifests/${ref}`, { headers: { ...ADMIN, accept: "application/vnd.oci.image.index.v1+json" } });
   if (!res.ok) throw new Error(`manifest ${repo}:${ref}: ${res.status} ${await res.text()}`);
   return { digest: res.headers.get("docker-content-digest")!, mediaType: res.headers.get("content-type"), doc: (await res.json()) as any };
-}
-
-async function readSse(res: Response): Promise<{ event: string; data: any }[]> {
-  const out: { event: string; data: any }[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return out;
-    buf += value;
-    let i: number;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const frame = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const event = /^event: (.*)$/m.exec(frame)?.[1] ?? "message";
-      out.push({ event, data: JSON.parse(/^data: (.*)$/m.exec(frame)?.[1] ?? "null") });
-      if (event === "done") {
-        await reader.cancel().catch(() => {});
-        return out;
-      }
-    }
-  }
 }
 
 const FILES = { Dockerfile: "FROM scratch\nCOPY hello.txt /hello.txt\nENV GREETING=hi\n", "hello.txt": "hello\n" };

@@ -1,18 +1,8 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { pushBlob, randomBytes, reg, sha256, startUpload, streamOf } from "./helpers";
+import { patch, pushBlob, randomBytes, reg, sha256, startUpload, streamOf, withDigest } from "./helpers";
 
 type Errors = { errors: { code: string }[] };
-
-async function patch(location: string, chunk: Uint8Array, start?: number): Promise<Response> {
-  const headers: Record<string, string> = { "content-type": "application/octet-stream" };
-  if (start !== undefined) headers["content-range"] = `${start}-${start + chunk.length - 1}`;
-  return reg(location, { method: "PATCH", body: chunk, headers });
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`;
-}
 
 describe("digest verification", () => {
   it("keeps nothing when the uploaded bytes do not match the digest", async () => {

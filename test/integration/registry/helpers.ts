@@ -97,3 +97,15 @@ export async function basicForScopes(name: string, scopes: string[]): Promise<st
   const { token } = await res.json() as { token: string };
   return `Basic ${btoa(`kiln:${token}`)}`;
 }
+
+/** PATCH one chunk of an upload session (with Content-Range when `start` is given). */
+export async function patch(location: string, chunk: Uint8Array, start?: number): Promise<Response> {
+  const headers: Record<string, string> = { "content-type": "application/octet-stream" };
+  if (start !== undefined) headers["content-range"] = `${start}-${start + chunk.length - 1}`;
+  return reg(location, { method: "PATCH", body: chunk, headers });
+}
+
+/** The upload `location` with `digest=` added to its query. */
+export function withDigest(location: string, digest: string): string {
+  return `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`;
+}

@@ -1,17 +1,7 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { purgeStaleUploads } from "../../../src/storage/uploads";
-import { randomBytes, reg, sha256, startUpload, streamOf } from "./helpers";
-
-async function patch(location: string, chunk: Uint8Array, start?: number): Promise<Response> {
-  const headers: Record<string, string> = { "content-type": "application/octet-stream" };
-  if (start !== undefined) headers["content-range"] = `${start}-${start + chunk.length - 1}`;
-  return reg(location, { method: "PATCH", body: chunk, headers });
-}
-
-function withDigest(location: string, digest: string): string {
-  return `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`;
-}
+import { patch, randomBytes, reg, sha256, startUpload, streamOf, withDigest } from "./helpers";
 
 describe("upload sessions", () => {
   it("POST opens a session with Location, Range and Docker-Upload-UUID", async () => {
