@@ -7,12 +7,8 @@ import type { ByteReader } from "./bytes";
  * drain the rest of a request after a refusal. An entry's data must be read through `body()` before
  * asking for the next one (or it is skipped).
  */
-export type { TarEntryType } from "../oci/tar";
-
-/** src/oci's header minus the fields context ingest does not use (mode masked to 0o7777, mtime whole seconds). */
-export type TarEntryHeader = Pick<TarHeader, "path" | "type" | "typeflag" | "mode" | "uid" | "gid" | "size" | "mtime" | "linkname">;
-
-export interface TarEntry extends TarEntryHeader {
+/** src/oci's header fields that ingest and layer reading use (mode masked to 0o7777, mtime whole seconds). */
+export interface TarEntry extends Pick<TarHeader, "path" | "type" | "typeflag" | "mode" | "uid" | "gid" | "size" | "mtime" | "linkname"> {
   /** Streams the entry's data to `sink` (once). */
   body(sink: (chunk: Uint8Array) => void | Promise<void>): Promise<void>;
 }
