@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, have, startKiln, type KilnServer } from "./server";
+import { setUpstream } from "./upstream-helpers";
 import { build, contextDir, containerSandbox, haveDockerRegistry, run, runOk, skopeo, startPeerRegistry, startUpstreamProxy, writeLayout, type ContainerSandbox, type PeerRegistry, type UpstreamProxy } from "./helpers";
 
 const ready = have("skopeo") && haveDockerRegistry();
@@ -28,10 +29,7 @@ describe.skipIf(!ready)("multi-platform builds (platform=linux/amd64,linux/arm64
     open = await startUpstreamProxy(peer.url);
     kiln = await startKiln();
     sb = containerSandbox([new URL(kiln.url).host]);
-    const res = await fetch(`${kiln.url}/v1/upstreams/${open.host}`, {
-      method: "PUT", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify({ endpoint: open.url }),
-    });
-    expect(res.status, await res.clone().text()).toBe(200);
+    await setUpstream(kiln, open.host, { endpoint: open.url });
   });
 
   afterAll(async () => {

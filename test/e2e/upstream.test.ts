@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, have, startKiln, type KilnServer } from "./server";
+import { setUpstream } from "./upstream-helpers";
 import { build, contextDir, containerSandbox, haveDockerRegistry, runOk, skopeo, startPeerRegistry, startUpstreamProxy, writeLayout, type PeerRegistry, type UpstreamProxy } from "./helpers";
 
 const ready = have("skopeo") && haveDockerRegistry();
@@ -20,13 +21,6 @@ async function configOf(kiln: KilnServer, repo: string, digest: string) {
   const res = await fetch(`${kiln.url}/v2/${repo}/blobs/${digest}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
   expect(res.status).toBe(200);
   return (await res.json()) as { architecture: string; config: { Env?: string[]; Cmd?: string[]; Labels?: Record<string, string>; WorkingDir?: string; User?: string } };
-}
-
-async function setUpstream(kiln: KilnServer, host: string, body: Record<string, unknown>) {
-  const res = await fetch(`${kiln.url}/v1/upstreams/${host}`, {
-    method: "PUT", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" }, body: JSON.stringify(body),
-  });
-  expect(res.status, await res.clone().text()).toBe(200);
 }
 
 describe.skipIf(!ready)("FROM another registry (pull-through)", () => {
