@@ -12,6 +12,12 @@ export interface Env {
   /** Key for signing registry Bearer tokens (secret); falls back to a key derived from the admin token. */
   KILN_TOKEN_SECRET?: string;
   KILN_MAX_CONTEXT_BYTES?: string;
+  /**
+   * Extra host names kiln answers to (comma-separated `host[:port]`, e.g. `kiln.example.com`): a base
+   * named by one of them (`FROM kiln.example.com/team/base:1`) is read from kiln's own registry. The
+   * host of the request that started the build always counts.
+   */
+  KILN_HOSTS?: string;
 }
 
 type KilnEnv = Env;

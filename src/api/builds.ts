@@ -3,6 +3,7 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
 import { startBuild, parseTag } from "../build/start";
+import { buildPrincipalOf } from "../auth/build-principal";
 import { getBuildRow, listBuilds } from "../storage/builds";
 
 /** /v1/builds: start (POST), inspect (GET), follow (GET …/events, SSE), cancel (DELETE). */
@@ -12,16 +13,21 @@ type C = Context<{ Bindings: Env }>;
 
 const coordinator = (c: C, id: string) => c.env.BUILD_COORDINATOR.get(c.env.BUILD_COORDINATOR.idFromName(id));
 
+/**
+ * The build's row when the caller may see it (pull on its repository; admin for untagged builds).
+ * A build the caller may not see answers 404 exactly like a missing one: nothing about another
+ * tenant's builds leaks, not even which repository they push to. Seeing but lacking `push` (cancel)
+ * is a 403.
+ */
 async function authorizedRow(c: C, id: string, action: "pull" | "push") {
   const row = await getBuildRow(c.env, id);
-  if (!row) {
-    await requireApiScope(c, { kind: "admin" }).catch(() => {
-      throw new ApiError(404, `build ${id} not found`);
-    });
-    throw new ApiError(404, `build ${id} not found`);
-  }
-  if (row.repository) await requireApiScope(c, { kind: "repository", repository: row.repository, action });
-  else await requireApiScope(c, { kind: "admin" });
+  const scope = (a: "pull" | "push") => (row?.repository ? { kind: "repository" as const, repository: row.repository, action: a } : { kind: "admin" as const });
+  const notFound = new ApiError(404, `build ${id} not found`);
+  if (!row) throw notFound;
+  await requireApiScope(c, scope("pull")).catch((e) => {
+    throw e instanceof ApiError && e.status === 403 ? notFound : e;
+  });
+  if (action === "push") await requireApiScope(c, scope("push"));
   return row;
 }
 
@@ -38,6 +44,7 @@ buildsRoutes.post("/", async (c) => {
     if (eq <= 0) throw new ApiError(400, `invalid build-arg ${JSON.stringify(kv)}: expected K=V`);
     buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
+  const principal = buildPrincipalOf(await requireApiScope(c, repos.size ? { kind: "repository", repository: [...repos][0], action: "push" } : { kind: "admin" }));
   const noCache = ["1", "true", "yes"].includes((q.get("no-cache") ?? "").toLowerCase());
   const started = await startBuild(c.env, c.executionCtx, {
     context: c.req.raw.body,
@@ -49,6 +56,7 @@ buildsRoutes.post("/", async (c) => {
     noCache,
     platform: q.get("platform") || undefined,
     origin: url.origin,
+    principal,
   });
   return c.json(started, 202);
 });

@@ -8,7 +8,8 @@ import { getManifest, putManifest } from "../storage/manifests";
 import { StepError, type ImageState, type LayerRef } from "./model";
 import { pullImage, type PulledImage } from "../upstream/pull";
 import { UpstreamError } from "../upstream/client";
-import { ReferenceError } from "../upstream/reference";
+import { ReferenceError, parseReference, type ImageReference } from "../upstream/reference";
+import { buildMayPull, describePrincipal, type BuildPrincipal } from "../auth/build-principal";
 
 export const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -19,42 +20,56 @@ export function scratchConfig(platform: { os: string; architecture: string; vari
   return c;
 }
 
-/** `repo:tag`, `repo@sha256:…`, with an optional local host prefix; null host = kiln itself. */
-export function parseImageRef(ref: string, origin: string): { repository: string; reference: string } {
-  let rest = ref;
-  const first = rest.split("/")[0];
-  if (rest.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) {
-    const originHost = (() => {
-      try {
-        return new URL(origin).host;
-      } catch {
-        return "";
-      }
-    })();
-    const local = first === originHost || /^localhost(:\d+)?$/.test(first);
-    if (!local) throw new RemoteImage(ref);
-    rest = rest.slice(first.length + 1);
-  }
-  let reference = "latest";
-  const at = rest.indexOf("@");
-  if (at >= 0) {
-    reference = rest.slice(at + 1);
-    rest = rest.slice(0, at);
-  } else {
-    const colon = rest.lastIndexOf(":");
-    if (colon > rest.lastIndexOf("/")) {
-      reference = rest.slice(colon + 1);
-      rest = rest.slice(0, colon);
-    }
-  }
-  return { repository: rest, reference };
+/**
+ * Who reads an image and from where: the build's principal (its pulls are authorized as /v2 would
+ * authorize them), its cache scope and the origin it was started on (kiln's own host). A BuildSpec
+ * is one.
+ */
+export interface ImageReader {
+  origin: string;
+  principal: BuildPrincipal;
+  scope: string;
 }
 
-/** Thrown by parseImageRef for a reference that names another registry. */
-export class RemoteImage extends Error {
-  constructor(readonly ref: string) {
-    super(`${ref} is in another registry`);
+/**
+ * Whether `host` (`host[:port]` of a reference) names kiln itself: the origin the build was started
+ * on, a host listed in KILN_HOSTS, or, for a loopback origin, the other loopback spelling of it.
+ */
+export function isKilnHost(env: Env, host: string, origin: string): boolean {
+  const h = host.toLowerCase();
+  const listed = (env.KILN_HOSTS ?? "").split(",").map((x) => x.trim().toLowerCase()).filter(Boolean);
+  if (listed.includes(h)) return true;
+  let o: URL;
+  try {
+    o = new URL(origin);
+  } catch {
+    return false;
   }
+  if (h === o.host.toLowerCase()) return true;
+  const loopback = ["localhost", "127.0.0.1", "[::1]"];
+  if (!loopback.includes(o.hostname)) return false;
+  const m = /^(localhost|127\.0\.0\.1|\[::1\])(?::(\d+))?$/.exec(h);
+  return !!m && (m[2] ?? "") === o.port;
+}
+
+/**
+ * A base reference resolved as docker resolves it: `alpine` is docker.io/library/alpine, always;
+ * an image of kiln itself is named by one of kiln's hosts (`127.0.0.1:8787/team/base:1`).
+ */
+export type ResolvedRef =
+  | { local: true; repository: string; reference: string }
+  | { local: false; reference: ImageReference };
+
+export function resolveImageRef(env: Env, ref: string, origin: string): ResolvedRef {
+  let parsed: ImageReference;
+  try {
+    parsed = parseReference(ref);
+  } catch (e) {
+    if (e instanceof ReferenceError) throw new StepError(e.message);
+    throw e;
+  }
+  if (!isKilnHost(env, parsed.registry, origin)) return { local: false, reference: parsed };
+  return { local: true, repository: parsed.repository, reference: parsed.digest ?? parsed.tag ?? "latest" };
 }
 
 export interface LoadedImage {
@@ -64,29 +79,25 @@ export interface LoadedImage {
   config: ImageConfig;
   layers: LayerRef[];
   repository: string;
+  /** `kiln` for an image of this registry, else the upstream registry host (`docker.io`). */
+  source: string;
 }
 
-/** Loads an image from kiln's registry (picking the platform from an index). */
-export async function loadImage(env: Env, ref: string, origin: string, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, opts: { metadataOnly?: boolean } = {}): Promise<LoadedImage> {
-  let parsed: { repository: string; reference: string };
-  try {
-    parsed = parseImageRef(ref, origin);
-  } catch (e) {
-    if (e instanceof RemoteImage) return await loadRemoteImage(env, ref, platform, log, opts.metadataOnly);
-    throw e;
+/**
+ * Loads a base image (picking the platform from an index): from kiln's registry when the reference
+ * names one of kiln's hosts, authorized as a pull by the build's principal; else from its registry
+ * through the pull-through store.
+ */
+export async function loadImage(env: Env, ref: string, reader: ImageReader, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, opts: { metadataOnly?: boolean } = {}): Promise<LoadedImage> {
+  const resolved = resolveImageRef(env, ref, reader.origin);
+  if (!resolved.local) return await loadRemoteImage(env, ref, reader, platform, log, opts.metadataOnly);
+  const { repository, reference } = resolved;
+  // The same answer whether the repository is missing or hidden: nothing leaks about other tenants.
+  if (!(await buildMayPull(env, reader.principal, repository))) {
+    throw new StepError(`pull access denied for ${ref}: the repository does not exist or ${describePrincipal(reader.principal)} may not pull it`);
   }
-  const { repository, reference } = parsed;
-  let m = await getManifest(env, repository, reference).catch(() => null);
-  if (!m) {
-    // docker.io/library/<name> style names are looked up under their short name too
-    const short = repository.replace(/^library\//, "");
-    if (short !== repository) m = await getManifest(env, short, reference).catch(() => null);
-  }
-  if (!m) {
-    // Not in kiln: docker's normalization sends `alpine` and `org/app` to Docker Hub.
-    if (!ref.includes("/") || !ref.split("/")[0].match(/[.:]|^localhost$/)) return await loadRemoteImage(env, ref, platform, log, opts.metadataOnly);
-    throw new StepError(`${ref}: not found in kiln's registry`);
-  }
+  const m = await getManifest(env, repository, reference).catch(() => null);
+  if (!m) throw new StepError(`${ref}: not found in kiln's registry`);
   let doc = parseManifest(m.bytes, m.mediaType);
   let manifestDigest = m.digest;
   if (isIndexDocument(doc)) {
@@ -107,12 +118,14 @@ export async function loadImage(env: Env, ref: string, origin: string, platform:
     manifestDigest,
     config,
     repository,
+    source: "kiln",
     layers: doc.layers.map((l) => ({ digest: l.digest, diffId: "", size: l.size, mediaType: l.mediaType })).map((l, i) => ({ ...l, diffId: config.rootfs?.diff_ids?.[i] ?? "" })),
   };
 }
 
 /** Pulls `ref` from its registry into kiln's storage (once per digest) and describes it as a base. */
-async function loadRemoteImage(env: Env, ref: string, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, metadataOnly = false): Promise<LoadedImage> {
+async function loadRemoteImage(env: Env, ref: string, reader: ImageReader, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, metadataOnly = false): Promise<LoadedImage> {
+  void reader; // the namespace's upstream credentials (finding 9) are chosen from reader.scope
   let pulled: PulledImage;
   try {
     pulled = await pullImage(env, ref, platform, { log, skipLayers: metadataOnly });
@@ -128,6 +141,7 @@ async function loadRemoteImage(env: Env, ref: string, platform: { os: string; ar
     resolvedDigest: pulled.resolvedDigest,
     config,
     repository: `${pulled.reference.registry}/${pulled.reference.repository}`,
+    source: pulled.reference.registry,
     layers: pulled.layers.map((l, i) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, diffId: config.rootfs?.diff_ids?.[i] ?? "" })),
   };
 }

@@ -1,5 +1,6 @@
 import type { ImageConfig } from "../oci/image";
 import type { Instruction, StageBase } from "../dockerfile/types";
+import type { BuildPrincipal } from "../auth/build-principal";
 
 /** A layer of an image being built. */
 export interface LayerRef {
@@ -72,6 +73,14 @@ export interface BuildSpec {
   platform: { os: string; architecture: string; variant?: string };
   sourceDateEpoch: number;
   secrets?: Record<string, string>;
+  /** Who the build acts as: every image it reads is a pull authorized for this principal. */
+  principal: BuildPrincipal;
+  /**
+   * The cache scope: the namespace of the repository the build pushes to (`acme` of `acme/app`), or
+   * UNTAGGED_SCOPE for an untagged build. Cache entries, cached RUN layers and cache mounts are
+   * visible only inside it.
+   */
+  scope: string;
   /** ONBUILD triggers of image bases by stage index (resolved when the build started). */
   onbuild?: Record<number, string[]>;
   createdAt: number;
@@ -82,6 +91,9 @@ export interface BuildSpec {
   /** Multi-platform child: the repository its manifest is stored in by digest (no tags). */
   manifestRepository?: string;
 }
+
+/** The cache scope of builds that push nowhere (admin only); `_` never starts a namespace. */
+export const UNTAGGED_SCOPE = "_untagged";
 
 /** A child build of a multi-platform build. */
 export interface ChildRef {
@@ -110,6 +122,10 @@ export interface StepView {
 export interface BaseImage {
   stage: number;
   ref: string;
+  /** Where the base came from: `kiln` (this registry) or the upstream registry host (`docker.io`). */
+  source: string;
+  /** The repository inside that registry (`library/alpine`, `team/base`). */
+  repository: string;
   /** The platform-specific image manifest the stage starts from. */
   digest: string;
   /** What the reference resolved to when it is an index (multi-platform image). */

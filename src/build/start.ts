@@ -6,7 +6,8 @@ import { ingestContext } from "../context/ingest";
 import { insertBuild } from "../storage/builds";
 import { planDockerfile } from "./frontend";
 import { loadImage } from "./image";
-import type { BuildSpec, BuildStatus } from "./model";
+import { UNTAGGED_SCOPE, type BuildSpec, type BuildStatus } from "./model";
+import { namespaceOf, type BuildPrincipal } from "../auth/build-principal";
 import { childBuildId, parsePlatformList, platformObject } from "./multiplatform";
 
 export interface StartBuildOptions {
@@ -21,6 +22,8 @@ export interface StartBuildOptions {
   platform?: string;
   secrets?: Record<string, string>;
   origin: string;
+  /** Who the build acts as (the submitting token, or the rights recorded with a webhook). */
+  principal: BuildPrincipal;
   /** A preassigned build id (git webhooks answer with it before the source is fetched). */
   id?: string;
 }
@@ -84,6 +87,7 @@ export function newBuildId(): string {
 export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>): void } | undefined, opts: StartBuildOptions): Promise<StartedBuild> {
   void ctx;
   const tags = opts.tags.map((t) => parseTag(t, opts.origin));
+  buildScope(tags);
   if (opts.platform?.includes(",")) return await startMultiPlatformBuild(env, opts, tags, parsePlatformList(opts.platform));
   const platform = parsePlatform(opts.platform);
   const { context, onbuilds: [onbuild] } = await ingestAndPlan(env, opts, [platform]);
@@ -98,6 +102,18 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
 type Platform = { os: string; architecture: string; variant?: string };
 
 type Ingested = Awaited<ReturnType<typeof ingestContext>>;
+
+/**
+ * The cache scope of a build: the one namespace its tags push into (a 400 naming them when there are
+ * several), UNTAGGED_SCOPE for an untagged build.
+ */
+export function buildScope(tags: { repository: string }[]): string {
+  const namespaces = [...new Set(tags.map((t) => namespaceOf(t.repository)))];
+  if (namespaces.length > 1) {
+    throw new ApiError(400, `a build pushes into one namespace, but its tags name ${namespaces.join(", ")}: build once per namespace (its cache scope)`);
+  }
+  return namespaces[0] ?? UNTAGGED_SCOPE;
+}
 
 /** Ingests the context once and plans the Dockerfile for each platform; a bad Dockerfile is a 400 and discards the context. */
 async function ingestAndPlan(env: Env, opts: StartBuildOptions, platforms: Platform[]): Promise<{ context: Ingested; onbuilds: (Record<number, string[]> | undefined)[] }> {
@@ -135,6 +151,8 @@ function baseSpec(id: string, opts: StartBuildOptions, context: Ingested, tags: 
     platform,
     sourceDateEpoch: epochArg !== undefined && /^\d+$/.test(epochArg) ? Number(epochArg) : 0,
     secrets: { ...(opts.secrets ?? {}), ...context.secrets },
+    principal: opts.principal,
+    scope: buildScope(tags),
     createdAt: Date.now(),
   };
 }
@@ -146,7 +164,8 @@ async function checkPlan(env: Env, dockerfile: string, opts: StartBuildOptions, 
   // ONBUILD triggers of image bases become steps right after their FROM
   for (const stage of graph.stages) {
     if (stage.base.kind !== "image") continue;
-    const img = await loadImage(env, stage.base.ref, opts.origin, platform, undefined, { metadataOnly: true }).catch(() => null);
+    const reader = { origin: opts.origin, principal: opts.principal, scope: buildScope(opts.tags.map((t) => parseTag(t, opts.origin))) };
+    const img = await loadImage(env, stage.base.ref, reader, platform, undefined, { metadataOnly: true }).catch(() => null);
     const triggers = img?.config.config?.OnBuild ?? [];
     if (triggers.length) (onbuild ??= {})[stage.index] = [...triggers];
   }

@@ -133,16 +133,17 @@ async function fromStep(ctx: StepContext, step: PlannedStep, platform: string): 
     state = { config: scratchConfig(ctx.spec.platform), layers: [], key, args: [], cmdSet: false };
   } else {
     const pulls: string[] = [];
-    const img = await loadImage(ctx.env, stage.base.ref, ctx.spec.origin, ctx.spec.platform, (line) => pulls.push(line));
+    const img = await loadImage(ctx.env, stage.base.ref, ctx.spec, ctx.spec.platform, (line) => pulls.push(line));
     for (const line of pulls) await ctx.log(`${line}\n`);
     const via = img.resolvedDigest && img.resolvedDigest !== img.manifestDigest ? ` (index ${img.resolvedDigest})` : "";
-    await ctx.log(`resolved ${stage.base.ref} to ${img.manifestDigest}${via}\n`);
+    const where = img.source === "kiln" ? `kiln's registry (${img.repository})` : img.repository;
+    await ctx.log(`resolved ${stage.base.ref} to ${where}@${img.manifestDigest}${via}\n`);
     const key = await cacheKeyFor({ parent: img.manifestDigest, platform, instruction: { kind: "FROM" } });
     // the triggers run as the next steps (planned at start); the new image does not inherit them
     const config = { ...img.config, config: { ...img.config.config } };
     delete config.config.OnBuild;
     state = { config, layers: img.layers, key, args: [], cmdSet: false };
-    base = { stage: stage.index, ref: stage.base.ref, digest: img.manifestDigest, ...(via ? { resolvedDigest: img.resolvedDigest } : {}) };
+    base = { stage: stage.index, ref: stage.base.ref, source: img.source, repository: img.repository, digest: img.manifestDigest, ...(via ? { resolvedDigest: img.resolvedDigest } : {}) };
   }
   const hit = await lookup(ctx, state.key);
   if (!hit) await putCacheEntry(ctx.env, state.key, { version: 1, layer: null, config: state.config.config as Record<string, unknown>, history: null });
@@ -215,7 +216,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
     } else if (b.kind === "scratch") {
       throw new StepError("COPY --from=scratch: scratch has no files");
     } else {
-      const img = await loadImage(ctx.env, b.ref, ctx.spec.origin, ctx.spec.platform);
+      const img = await loadImage(ctx.env, b.ref, ctx.spec, ctx.spec.platform);
       fromKey = img.manifestDigest;
       source = treeSource(await loadTree(ctx.env, img.layers), img.layers);
     }
@@ -346,7 +347,7 @@ async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, 
         const st = ctx.graph.stages.find((s) => s.index === b.index)!;
         jm.fromLayers = ctx.stateOf(st.steps[st.steps.length - 1]).layers;
       } else if (b.kind === "image") {
-        jm.fromLayers = (await loadImage(ctx.env, b.ref, ctx.spec.origin, ctx.spec.platform)).layers;
+        jm.fromLayers = (await loadImage(ctx.env, b.ref, ctx.spec, ctx.spec.platform)).layers;
       }
     }
     mounts.push(jm);

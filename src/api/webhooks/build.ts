@@ -1,5 +1,6 @@
 /** Starts the build of a push: archive of the exact commit → stripped tar → the ordinary build path. */
 import { startBuild } from "../../build/start";
+import { webhookPrincipal } from "../../auth/build-principal";
 import type { Env } from "../../env";
 import { ApiError } from "../../errors";
 import { insertBuild, updateBuildStatus } from "../../storage/builds";
@@ -55,6 +56,7 @@ export async function startWebhookBuild(env: Env, input: WebhookBuildInput): Pro
       tags: input.tags.map((t) => `${hook.image}:${t}`),
       buildArgs: hook.buildArgs,
       origin,
+      principal: webhookPrincipal(hook.id, hook.image),
     });
   } catch (err) {
     const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);

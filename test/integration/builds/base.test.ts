@@ -15,11 +15,11 @@ describe("FROM an image in kiln's registry", () => {
     );
     expect(base.status, JSON.stringify(base.error)).toBe("succeeded");
     const child = await build(
-      { Dockerfile: "FROM base/os:1\nCOPY --chown=svc:svc app.txt /app.txt\n", "app.txt": "app", "trigger.txt": "t" },
+      { Dockerfile: "FROM kiln.test/base/os:1\nCOPY --chown=svc:svc app.txt /app.txt\n", "app.txt": "app", "trigger.txt": "t" },
       "?tag=base/child:1",
     );
     expect(child.status, JSON.stringify(child.error)).toBe("succeeded");
-    expect(child.steps.map((s) => s.instruction)).toEqual(["FROM base/os:1", "COPY trigger.txt /from-trigger.txt", "ENV TRIGGERED=yes", "COPY --chown=svc:svc app.txt /app.txt"]);
+    expect(child.steps.map((s) => s.instruction)).toEqual(["FROM kiln.test/base/os:1", "COPY trigger.txt /from-trigger.txt", "ENV TRIGGERED=yes", "COPY --chown=svc:svc app.txt /app.txt"]);
     const b = await imageOf("base/os", "1");
     const c = await imageOf("base/child", "1");
     expect(c.manifest.layers.slice(0, 1)).toEqual(b.manifest.layers);
@@ -36,7 +36,7 @@ describe("FROM an image in kiln's registry", () => {
   it("COPY --from an image in kiln's registry and COPY <<heredoc", async () => {
     const base = await build({ Dockerfile: "FROM scratch\nCOPY --chown=3:4 f.txt /data/f.txt\n", "f.txt": "from image" }, "?tag=base/files:1");
     expect(base.status, JSON.stringify(base.error)).toBe("succeeded");
-    const b = await build({ Dockerfile: "FROM scratch\nCOPY --from=base/files:1 /data /copied\nCOPY <<EOF /etc/motd\nhello\nEOF\n" }, "?tag=base/usefiles:1");
+    const b = await build({ Dockerfile: "FROM scratch\nCOPY --from=kiln.test/base/files:1 /data /copied\nCOPY <<EOF /etc/motd\nhello\nEOF\n" }, "?tag=base/usefiles:1");
     expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
     const { manifest, config } = await imageOf("base/usefiles", "1");
     const l0 = await layerEntries("base/usefiles", manifest.layers[0].digest);
