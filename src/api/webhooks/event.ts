@@ -3,7 +3,11 @@ export interface PushEvent {
   kind: "push";
   deliveryId: string;
   repository: string; // owner/name (GitLab: path_with_namespace)
-  projectId?: string; // GitLab numeric project id
+  /**
+   * GitLab: the project id as the payload states it (`project_id`, else `project.id`), unvalidated;
+   * the receiver checks it (see validate.ts) and replaces it with the registered one before any URL.
+   */
+  projectId?: string;
   refType: "branch" | "tag";
   name: string; // branch or tag name
   sha: string;
@@ -25,6 +29,11 @@ export interface StatusUpdate {
 }
 
 export const ZERO_SHA = /^0+$/;
+
+/** `owner/name` (or `group/sub/name`) as URL path segments, each encoded. */
+export function repoPath(repository: string): string {
+  return repository.split("/").map(encodeURIComponent).join("/");
+}
 
 export function splitRef(ref: string): { refType: "branch" | "tag"; name: string } | null {
   if (ref.startsWith("refs/heads/")) return { refType: "branch", name: ref.slice("refs/heads/".length) };

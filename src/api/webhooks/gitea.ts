@@ -1,4 +1,4 @@
-import { parseJsonBody, splitRef, verifyHmacHex, ZERO_SHA, type HookEvent, type ProviderRequest, type StatusUpdate } from "./event";
+import { parseJsonBody, repoPath, splitRef, verifyHmacHex, ZERO_SHA, type HookEvent, type ProviderRequest, type StatusUpdate } from "./event";
 
 /** Gitea and Forgejo: X-Gitea-Signature / X-Forgejo-Signature = hex HMAC-SHA256(secret, raw body). */
 export async function verifyGitea(headers: Headers, raw: Uint8Array, secret: string): Promise<boolean> {
@@ -20,14 +20,14 @@ export function parseGitea(headers: Headers, raw: Uint8Array): HookEvent {
 
 export function giteaArchive(baseUrl: string, repository: string, sha: string, token?: string): ProviderRequest {
   return {
-    url: `${baseUrl}/repos/${repository}/archive/${sha}.tar.gz`,
+    url: `${baseUrl}/repos/${repoPath(repository)}/archive/${encodeURIComponent(sha)}.tar.gz`,
     headers: { "user-agent": "kiln", ...(token ? { authorization: `token ${token}` } : {}) },
   };
 }
 
 export function giteaStatus(baseUrl: string, repository: string, sha: string, token: string, s: StatusUpdate): ProviderRequest & { body: string } {
   return {
-    url: `${baseUrl}/repos/${repository}/statuses/${sha}`,
+    url: `${baseUrl}/repos/${repoPath(repository)}/statuses/${encodeURIComponent(sha)}`,
     headers: { "user-agent": "kiln", authorization: `token ${token}`, "content-type": "application/json" },
     body: JSON.stringify({ state: s.state, target_url: s.targetUrl, description: s.description, context: "kiln" }),
   };

@@ -1,4 +1,4 @@
-import { parseJsonBody, splitRef, verifyHmacHex, ZERO_SHA, type HookEvent, type ProviderRequest, type StatusUpdate } from "./event";
+import { parseJsonBody, repoPath, splitRef, verifyHmacHex, ZERO_SHA, type HookEvent, type ProviderRequest, type StatusUpdate } from "./event";
 
 /** GitHub: X-Hub-Signature-256 = "sha256=" + HMAC-SHA256(secret, raw body). */
 export async function verifyGithub(headers: Headers, raw: Uint8Array, secret: string): Promise<boolean> {
@@ -25,14 +25,14 @@ export function parseGithub(headers: Headers, raw: Uint8Array): HookEvent {
 
 export function githubArchive(baseUrl: string, repository: string, sha: string, token?: string): ProviderRequest {
   return {
-    url: `${baseUrl}/repos/${repository}/tarball/${sha}`,
+    url: `${baseUrl}/repos/${repoPath(repository)}/tarball/${encodeURIComponent(sha)}`,
     headers: { accept: "application/vnd.github+json", "user-agent": "kiln", ...(token ? { authorization: `Bearer ${token}` } : {}) },
   };
 }
 
 export function githubStatus(baseUrl: string, repository: string, sha: string, token: string, s: StatusUpdate): ProviderRequest & { body: string } {
   return {
-    url: `${baseUrl}/repos/${repository}/statuses/${sha}`,
+    url: `${baseUrl}/repos/${repoPath(repository)}/statuses/${encodeURIComponent(sha)}`,
     headers: { accept: "application/vnd.github+json", "user-agent": "kiln", authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: JSON.stringify({ state: s.state, target_url: s.targetUrl, description: s.description, context: "kiln" }),
   };

@@ -7,20 +7,33 @@ import { Hono, type Context } from "hono";
 import { requireApiScope } from "../../auth/api";
 import type { Env } from "../../env";
 import { ApiError } from "../../errors";
-import { claimDelivery, createWebhook, deleteWebhook, getWebhook, listWebhooks, webhooksFor, type GitProvider, type WebhookConfig, type WebhookSecrets } from "../../storage/webhooks";
+import { readLimited } from "../../http/body";
+import { claimPush, createWebhook, deleteWebhook, getWebhook, listWebhooks, webhooksFor, type GitProvider, type WebhookConfig, type WebhookSecrets } from "../../storage/webhooks";
 import { recordWebhookBuild, startWebhookBuild } from "./build";
 import type { HookEvent } from "./event";
 import { parseGitea, verifyGitea } from "./gitea";
 import { parseGithub, verifyGithub } from "./github";
 import { parseGitlab, verifyGitlab } from "./gitlab";
 import { shouldBuild, tagsFor } from "./rules";
+import { GITLAB_PROJECT_ID, refusePush } from "./validate";
 
 type C = Context<{ Bindings: Env }>;
+
+/** Settings read here (wrangler.toml [vars]). */
+type HookEnv = Env & {
+  /** Largest webhook body accepted, in bytes (default 25 MiB: GitHub caps payloads at 25 MB). */
+  KILN_WEBHOOK_MAX_BODY_BYTES?: string;
+};
 
 const PROVIDERS: GitProvider[] = ["github", "gitlab", "gitea", "forgejo"];
 const DEFAULT_BASE: Partial<Record<GitProvider, string>> = { github: "https://api.github.com", gitlab: "https://gitlab.com/api/v4" };
 const IMAGE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
-const MAX_HOOK_BODY = 25 * 1024 * 1024; // GitHub caps payloads at 25 MB
+export const DEFAULT_MAX_HOOK_BODY = 25 * 1024 * 1024; // GitHub caps payloads at 25 MB
+
+export function maxHookBody(env: HookEnv): number {
+  const n = Number(env.KILN_WEBHOOK_MAX_BODY_BYTES);
+  return Number.isSafeInteger(n) && n > 0 ? n : DEFAULT_MAX_HOOK_BODY;
+}
 
 function str(v: unknown, what: string, required = true): string | undefined {
   if (v === undefined || v === null || v === "") {
@@ -54,7 +67,17 @@ webhooksRoutes.post("/", async (c) => {
   const provider = str(body.provider, "provider") as GitProvider;
   if (!PROVIDERS.includes(provider)) throw new ApiError(400, `provider must be one of ${PROVIDERS.join(", ")}`);
   const repository = str(body.repository, "repository")!;
-  if (!/^[\w.-]+(?:\/[\w.-]+)+$/.test(repository)) throw new ApiError(400, `repository must look like owner/name: ${repository}`);
+  if (!/^[\w.-]+(?:\/[\w.-]+)+$/.test(repository) || repository.split("/").some((seg) => seg === "." || seg === "..")) {
+    throw new ApiError(400, `repository must look like owner/name: ${repository}`);
+  }
+  let projectId: string | undefined;
+  if (body.projectId !== undefined && body.projectId !== null && body.projectId !== "") {
+    if (provider !== "gitlab") throw new ApiError(400, "projectId is only for GitLab webhooks");
+    projectId = String(body.projectId);
+    if ((typeof body.projectId !== "number" && typeof body.projectId !== "string") || !GITLAB_PROJECT_ID.test(projectId)) {
+      throw new ApiError(400, `projectId must be GitLab's numeric project id: ${projectId}`);
+    }
+  }
   const secret = str(body.secret, "secret")!;
   if (secret.length < 8) throw new ApiError(400, "secret must be at least 8 characters");
   let baseUrl = str(body.baseUrl, "baseUrl", false) ?? DEFAULT_BASE[provider];
@@ -77,7 +100,7 @@ webhooksRoutes.post("/", async (c) => {
   }
   const token = str(body.token, "token", false);
   const created = await createWebhook(c.env, {
-    provider, repository, baseUrl, image, dockerfile, context,
+    provider, repository, ...(projectId ? { projectId } : {}), baseUrl, image, dockerfile, context,
     branches: strList(body.branches, "branches"), tags: strList(body.tags, "tags"), buildArgs: buildArgs as Record<string, string>,
   }, { secret, token });
   const view = publicView(created, new URL(c.req.url).origin);
@@ -115,12 +138,20 @@ const handlers: Record<GitProvider, { verify: (h: Headers, raw: Uint8Array, secr
   forgejo: { verify: verifyGitea, parse: parseGitea, family: ["gitea", "forgejo"] },
 };
 
+/**
+ * The raw body, at most `max` bytes: a larger Content-Length is refused before reading, and a body
+ * without one (chunked) is counted as it streams and cancelled at the limit, so an oversized body is
+ * never read to its end.
+ */
 async function readRaw(c: C): Promise<Uint8Array> {
-  const declared = Number(c.req.header("content-length") ?? "0");
-  if (declared > MAX_HOOK_BODY) throw new ApiError(413, "webhook payload too large");
-  const buf = new Uint8Array(await c.req.arrayBuffer());
-  if (buf.byteLength > MAX_HOOK_BODY) throw new ApiError(413, "webhook payload too large");
-  return buf;
+  const max = maxHookBody(c.env);
+  const tooLarge = () => new ApiError(413, `webhook payload larger than ${max} bytes (KILN_WEBHOOK_MAX_BODY_BYTES)`, {}, { connection: "close" });
+  const declared = c.req.header("content-length");
+  if (declared !== undefined && Number(declared) > max) {
+    c.req.raw.body?.cancel().catch(() => {});
+    throw tooLarge();
+  }
+  return readLimited(c.req.raw.body, max, tooLarge);
 }
 
 async function receive(c: C, provider: GitProvider, id?: string) {
@@ -146,15 +177,16 @@ async function receive(c: C, provider: GitProvider, id?: string) {
   if (!ev) throw new ApiError(400, "payload is not valid JSON");
   if (ev.kind === "ping") return c.json({ ok: true, event: "ping", webhook: hook.id }, 200);
   if (ev.kind === "ignored") return c.json({ ok: true, ignored: ev.reason }, 202);
-  if (ev.repository && ev.repository.toLowerCase() !== hook.repository.toLowerCase()) {
-    return c.json({ ok: true, ignored: `push to ${ev.repository}, webhook is for ${hook.repository}` }, 202);
-  }
+  // Nothing the payload names reaches a URL unchecked: repository (and GitLab project) must be the
+  // registered one, the commit a full sha, the ref a git ref name. URLs are built from the registration.
+  const refused = refusePush(ev, hook);
+  if (refused) throw new ApiError(400, `push refused: ${refused}`);
   if (ev.deleted) return c.json({ ok: true, ignored: `${ev.refType} ${ev.name} was deleted` }, 202);
-  if (!/^[0-9a-f]{7,64}$/i.test(ev.sha)) throw new ApiError(400, `push without a commit sha`);
   if (!shouldBuild(ev, hook.branches)) return c.json({ ok: true, ignored: `branch ${ev.name} does not match ${hook.branches.join(", ")}` }, 202);
-  const deliveryId = ev.deliveryId || `${ev.sha}:${ev.refType}:${ev.name}`;
   const buildId = crypto.randomUUID();
-  const existing = await claimDelivery(c.env, hook.id, deliveryId, buildId, ev.sha);
+  // One build per (webhook, ref, commit): a redelivery, or the signed body replayed under a new
+  // delivery id, answers with the build already recorded.
+  const existing = await claimPush(c.env, hook.id, ev, buildId);
   const origin = new URL(c.req.url).origin;
   if (existing) {
     return c.json({ id: existing, url: `${origin}/v1/builds/${existing}`, redelivery: true }, 202);

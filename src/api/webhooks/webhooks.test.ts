@@ -1,9 +1,10 @@
 import { describe, expect, it } from "vitest";
-import { tokensEqual, verifyHmacHex } from "./event";
-import { parseGitea, verifyGitea } from "./gitea";
-import { parseGithub, verifyGithub } from "./github";
-import { parseGitlab, verifyGitlab } from "./gitlab";
+import { tokensEqual, verifyHmacHex, type PushEvent } from "./event";
+import { giteaArchive, parseGitea, verifyGitea } from "./gitea";
+import { githubArchive, parseGithub, verifyGithub } from "./github";
+import { gitlabArchive, parseGitlab, verifyGitlab } from "./gitlab";
 import { globMatch, shouldBuild, tagsFor } from "./rules";
+import { badRefName, refusePush } from "./validate";
 
 const enc = new TextEncoder();
 
@@ -90,5 +91,55 @@ describe("webhook rules", () => {
     expect(tagsFor(ev("branch", "feature/x"), ["{branch}", "{sha:7}", "latest"])).toEqual(["feature-x", "0123456"]);
     expect(tagsFor(ev("tag", "v1.0.0"), ["{branch}", "{tag}", "{sha:7}"])).toEqual(["v1.0.0", "0123456"]);
     expect(tagsFor(ev("branch", "main"), [])).toEqual(["main", "0123456", "latest"]);
+  });
+});
+
+describe("webhook payloads never choose a URL (issue 17, finding 7)", () => {
+  const gl = (body: Record<string, unknown>) => parseGitlab(new Headers({ "x-gitlab-event": "Push Hook", "x-gitlab-event-uuid": "u" }), enc.encode(JSON.stringify(body)));
+  const hook = { provider: "gitlab", repository: "grp/app" };
+
+  it("refuses a GitLab project_id that is not a number, before any URL is built", () => {
+    const ev = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: "../../user", project: { path_with_namespace: "grp/app" } });
+    if (ev.kind !== "push") throw new Error("not a push");
+    expect(refusePush(ev, hook)).toMatch(/project_id must be a positive integer/);
+    const mixed = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15, project: { id: 16, path_with_namespace: "grp/app" } });
+    expect(refusePush(mixed as PushEvent, hook)).toMatch(/project_id/);
+  });
+
+  it("refuses another project: a different path, or a different id than the registered one", () => {
+    const other = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 99, project: { id: 99, path_with_namespace: "victim/secret" } });
+    expect(refusePush(other as PushEvent, hook)).toMatch(/victim\/secret.*grp\/app/);
+    const wrongId = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 99, project: { id: 99, path_with_namespace: "grp/app" } });
+    expect(refusePush(wrongId as PushEvent, { ...hook, projectId: "15" })).toMatch(/project 99.*project 15/);
+    const noRepo = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15 });
+    expect(refusePush(noRepo as PushEvent, hook)).toMatch(/names no repository/);
+  });
+
+  it("takes the project for API paths from the registration only", () => {
+    const ok = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15, project: { id: 15, path_with_namespace: "GRP/app" } }) as PushEvent;
+    expect(refusePush(ok, hook)).toBeNull();
+    expect(ok.projectId).toBeUndefined(); // not registered: the encoded path is used
+    expect(gitlabArchive("https://gl.example/api/v4", "grp/app", SHA, "t", ok.projectId).url).toBe(`https://gl.example/api/v4/projects/grp%2Fapp/repository/archive.tar.gz?sha=${SHA}`);
+    const pinned = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15, project: { id: 15, path_with_namespace: "grp/app" } }) as PushEvent;
+    expect(refusePush(pinned, { ...hook, projectId: "15" })).toBeNull();
+    expect(gitlabArchive("https://gl.example/api/v4", "grp/app", SHA, "t", pinned.projectId).url).toBe(`https://gl.example/api/v4/projects/15/repository/archive.tar.gz?sha=${SHA}`);
+    expect(() => gitlabArchive("https://gl.example/api/v4", "grp/app", SHA, "t", "../../user")).toThrow(/numeric/);
+  });
+
+  it("refuses short or odd commit shas and insane refs; encodes every path segment", () => {
+    const gh = (ref: string, after: string) => parseGithub(new Headers({ "x-github-event": "push" }), enc.encode(JSON.stringify({ ref, after, repository: { full_name: "acme/app" } }))) as PushEvent;
+    const github = { provider: "github", repository: "acme/app" };
+    expect(refusePush(gh("refs/heads/main", SHA), github)).toBeNull();
+    expect(refusePush(gh("refs/heads/main", "0123456"), github)).toMatch(/sha/);
+    expect(refusePush(gh("refs/heads/main", `${SHA}/../../user`), github)).toMatch(/sha/);
+    expect(refusePush(gh("refs/heads/main", SHA.toUpperCase()), github)).toMatch(/sha/);
+    expect(refusePush(gh("refs/heads/a/../../b", SHA), github)).toMatch(/\.\./);
+    expect(refusePush(gh("refs/heads/x\ny", SHA), github)).toMatch(/control/);
+    expect(refusePush(gh("refs/heads/main", SHA), { provider: "github", repository: "acme/other" })).toMatch(/acme\/other/);
+    expect(githubArchive("https://api.github.com", "acme/app", SHA).url).toBe(`https://api.github.com/repos/acme/app/tarball/${SHA}`);
+    expect(githubArchive("https://api.github.com", "a b/c?d", "x/y").url).toBe("https://api.github.com/repos/a%20b/c%3Fd/tarball/x%2Fy");
+    expect(giteaArchive("https://g.example/api/v1", "o/r#x", "s/..").url).toBe("https://g.example/api/v1/repos/o/r%23x/archive/s%2F...tar.gz");
+    expect(badRefName("release/1.0")).toBeNull();
+    expect(badRefName("feature/x.lock")).not.toBeNull();
   });
 });
