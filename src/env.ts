@@ -13,6 +13,13 @@ export interface Env {
   KILN_TOKEN_SECRET?: string;
   KILN_MAX_CONTEXT_BYTES?: string;
   /**
+   * Internal hosts that URLs chosen by users (ADD <url>, webhook archives, FROM <host>/… without an
+   * upstream entry) may reach although they are loopback, private or local names: comma-separated
+   * `host`, `host:port`, `[v6]:port`, `*.suffix` or CIDR (`10.0.0.0/8`). Everything else internal is
+   * refused (see src/http/outbound.ts); kiln's own hosts are refused even when listed.
+   */
+  KILN_OUTBOUND_ALLOW?: string;
+  /**
    * Extra host names kiln answers to (comma-separated `host[:port]`, e.g. `kiln.example.com`): a base
    * named by one of them (`FROM kiln.example.com/team/base:1`) is read from kiln's own registry. The
    * host of the request that started the build always counts.
