@@ -250,7 +250,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
   try {
     let remoteKey = key;
     if (remoteArgs.length) {
-      const remote = await addRemoteSources(ctx.env, remoteArgs, (inst as AddInstruction).checksum, tmpPrefix, ctx.log);
+      const remote = await addRemoteSources(ctx.env, remoteArgs, (inst as AddInstruction).checksum, tmpPrefix, ctx.log, ctx.spec.origin);
       staged.push(...remote.keys);
       for (const n of remote.nodes) selected.push({ arg: n.path, node: n, below: [] });
       remoteKey = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), sources: sourceDigestList(selected, source.keepOwner), fromKey });

@@ -6,7 +6,7 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlink
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ADMIN_TOKEN, have, startKiln, type KilnServer } from "./server";
+import { ADMIN_TOKEN, freePort, have, startKiln, type KilnServer } from "./server";
 import { build, containerSandbox, contextDir, credsArg, registryCreds, skopeo, startTlsGuard, submitBuild, type ContainerSandbox, type Credentials, type TlsGuard } from "./helpers";
 
 const haveTools = have("skopeo") && have("umoci");
@@ -34,10 +34,13 @@ describe("builds end to end", () => {
   let sb: ContainerSandbox;
   let creds: Credentials;
   let tmp: string;
+  /** The port of the ADD test's file server: the only loopback address kiln may fetch (KILN_OUTBOUND_ALLOW). */
+  let addPort: number;
 
   beforeAll(async () => {
     tmp = mkdtempSync(path.join(os.tmpdir(), "kiln-e2e-build-"));
-    kiln = await startKiln();
+    addPort = await freePort();
+    kiln = await startKiln({ vars: { KILN_OUTBOUND_ALLOW: `127.0.0.1:${addPort}` } });
     guard = await startTlsGuard(kiln.port);
     sb = containerSandbox([guard.host]);
     creds = await registryCreds(kiln.url, ["repository:e2e/*:pull,push"]);
@@ -250,8 +253,8 @@ describe("builds end to end", () => {
       if (req.url === "/files/tool.txt") res.end(body);
       else { res.statusCode = 404; res.end("no"); }
     });
-    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-    const port = (srv.address() as import("node:net").AddressInfo).port;
+    await new Promise<void>((r) => srv.listen(addPort, "127.0.0.1", r));
+    const port = addPort;
     const good = `sha256:${createHash("sha256").update(body).digest("hex")}`;
     try {
       const ok = await build(kiln.url, ADMIN_TOKEN, contextDir({ Dockerfile: `FROM scratch\nADD --checksum=${good} http://127.0.0.1:${port}/files/tool.txt /opt/\n` }), { tag: "e2e/add:1" });

@@ -2,6 +2,7 @@
 import type { Env } from "../../env";
 import { ByteReader } from "../../context/bytes";
 import { concatBytes } from "../../http/body";
+import { OutboundError, outboundPolicy, safeFetch } from "../../http/outbound";
 import { workerHasher } from "../../context/hasher";
 import { readTar } from "../../context/tar-reader";
 import { cleanPath, rootRelative } from "../../context/paths";
@@ -120,17 +121,27 @@ export async function addRemoteSources(
   checksum: string | undefined,
   tmpPrefix: string,
   log: (text: string) => Promise<void>,
+  /** The origin the build was started with: kiln itself, never fetched. */
+  origin?: string,
 ): Promise<{ nodes: SourceNode[]; keys: string[] }> {
   if (checksum && urls.length !== 1) throw new StepError("ADD --checksum needs exactly one source URL");
   if (checksum && !/^sha256:[0-9a-f]{64}$/.test(checksum)) throw new StepError(`invalid checksum digest format: ${checksum}`);
   const nodes: SourceNode[] = [];
   const keys: string[] = [];
+  let policy: ReturnType<typeof outboundPolicy>;
+  try {
+    policy = outboundPolicy(env, origin);
+  } catch (e) {
+    throw new StepError(`ADD: ${(e as Error).message}`);
+  }
   for (const [i, url] of urls.entries()) {
     await log(`downloading ${url}\n`);
     let res: Response;
     try {
-      res = await fetch(url, { redirect: "follow" });
+      // the URL is the user's: internal addresses and kiln itself are refused, at every redirect hop
+      res = await safeFetch(url, {}, { policy, label: `ADD ${url}` });
     } catch (e) {
+      if (e instanceof OutboundError) throw new StepError(e.message);
       throw new StepError(`failed to load ${url}: ${(e as Error).message}`);
     }
     if (!res.ok || !res.body) throw new StepError(`failed to load ${url}: invalid response status ${res.status}`);
