@@ -25,6 +25,12 @@ export interface Env {
    * host of the request that started the build always counts.
    */
   KILN_HOSTS?: string;
+  /**
+   * `1` shares the cache of Worker-computed steps (FROM, COPY, ADD, WORKDIR, ENV/LABEL/… metadata)
+   * across namespaces; default: every cache entry stays inside its build's scope (namespace). RUN
+   * results never cross scopes, nor does any step after a RUN (its parent key carries the scope).
+   */
+  KILN_SHARED_WORKER_CACHE?: string;
 }
 
 type KilnEnv = Env;

@@ -50,6 +50,11 @@ export interface RunJob {
   registryToken: string;
   /** SOURCE_DATE_EPOCH for clamping mtimes in the produced layer. */
   sourceDateEpoch: number;
+  /**
+   * The build's cache scope (its namespace, BuildSpec.scope): a runner keeps `--mount=type=cache`
+   * directories by (cacheScope, id), so builds of one namespace never see another's cache mounts.
+   */
+  cacheScope: string;
   /** Secret values by id, only for the secrets this step mounts. Never logged, never in a layer. */
   secrets?: Record<string, string>;
 }

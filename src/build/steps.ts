@@ -12,7 +12,7 @@ import { cleanPath, resolveInRoot } from "../context/paths";
 import { appendHistory, appendLayer, rfc3339, type HistoryEntry, type ImageConfig } from "../oci/image";
 import { getCacheEntry, putCacheEntry, type CacheEntry } from "../storage/cache";
 import type { JobMount, RunJob } from "./jobs";
-import { cacheKeyFor, keyedInstruction } from "./cachekey";
+import { cacheKeyFor, keyedInstruction, sharesWorkerCache, stepScopes } from "./cachekey";
 import { expansionEnv } from "./expand";
 import { expandInstruction } from "../dockerfile/expand";
 import { platformString, resolveFrom } from "./frontend";
@@ -87,7 +87,9 @@ async function commit(ctx: StepContext, parent: ImageState, key: string, entry: 
 
 export async function executeStep(ctx: StepContext, step: PlannedStep): Promise<StepOutcome> {
   const platform = platformString(ctx.spec.platform);
-  if (step.kind === "from") return await fromStep(ctx, step, platform);
+  // every key carries the build's cache scope (Worker steps: a shared one when the operator asks)
+  const scopes = stepScopes(ctx.spec.scope, sharesWorkerCache(ctx.env));
+  if (step.kind === "from") return await fromStep(ctx, step, platform, scopes.worker);
   const parent = ctx.stateOf(step.deps[0]);
   const lex = lexFor(ctx.graph);
   const inst = expand(step, step.inst!, parent, lex);
@@ -96,7 +98,7 @@ export async function executeStep(ctx: StepContext, step: PlannedStep): Promise<
       const { state, createdBy } = applyMetadata(parent, inst, ctx.spec.buildArgs, ctx.graph.metaArgs);
       // ARG: the value it resolves to (default, global or --build-arg) is what later steps see
       const values = inst.kind === "ARG" ? inst.args.map((a) => [a.key, state.args.find(([k]) => k === a.key)?.[1] ?? null]) : undefined;
-      const key = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), values });
+      const key = await cacheKeyFor({ scope: scopes.worker, parent: parent.key, platform, instruction: keyedInstruction(inst), values });
       const extra = { args: state.args, cmdSet: state.cmdSet };
       const hit = await lookup(ctx, key);
       if (hit) return { status: "cached", state: applyEntry(parent, key, hit, extra), layer: hit.layer };
@@ -110,26 +112,26 @@ export async function executeStep(ctx: StepContext, step: PlannedStep): Promise<
       return { status: "done", state: await commit(ctx, parent, key, entry, extra) };
     }
     case "workdir":
-      return await workdirStep(ctx, step, parent, inst as Extract<Instruction, { kind: "WORKDIR" }>, platform);
+      return await workdirStep(ctx, step, parent, inst as Extract<Instruction, { kind: "WORKDIR" }>, platform, scopes.worker);
     case "copy":
     case "add":
-      return await copyStep(ctx, step, parent, inst as CopyInstruction | AddInstruction, platform);
+      return await copyStep(ctx, step, parent, inst as CopyInstruction | AddInstruction, platform, scopes.worker);
     case "run":
-      return await runStep(ctx, step, parent, inst as RunInstruction, platform);
+      return await runStep(ctx, step, parent, inst as RunInstruction, platform, scopes.run);
   }
   throw new Error(`unknown step kind ${step.kind}`);
 }
 
-async function fromStep(ctx: StepContext, step: PlannedStep, platform: string): Promise<StepOutcome> {
+async function fromStep(ctx: StepContext, step: PlannedStep, platform: string, scope: string): Promise<StepOutcome> {
   const stage = ctx.graph.stages.find((s) => s.index === step.stage)!;
   let state: ImageState;
   let base: BaseImage | undefined;
   if (stage.base.kind === "stage") {
     const base = ctx.stateOf(step.deps[0]);
-    const key = await cacheKeyFor({ parent: base.key, platform, instruction: { kind: "FROM", stage: true } });
+    const key = await cacheKeyFor({ scope, parent: base.key, platform, instruction: { kind: "FROM", stage: true } });
     state = { config: structuredClone(base.config), layers: base.layers, key, args: [], cmdSet: false };
   } else if (stage.base.kind === "scratch") {
-    const key = await cacheKeyFor({ parent: "scratch", platform, instruction: { kind: "FROM" } });
+    const key = await cacheKeyFor({ scope, parent: "scratch", platform, instruction: { kind: "FROM" } });
     state = { config: scratchConfig(ctx.spec.platform), layers: [], key, args: [], cmdSet: false };
   } else {
     const pulls: string[] = [];
@@ -138,7 +140,7 @@ async function fromStep(ctx: StepContext, step: PlannedStep, platform: string): 
     const via = img.resolvedDigest && img.resolvedDigest !== img.manifestDigest ? ` (index ${img.resolvedDigest})` : "";
     const where = img.source === "kiln" ? `kiln's registry (${img.repository})` : img.repository;
     await ctx.log(`resolved ${stage.base.ref} to ${where}@${img.manifestDigest}${via}\n`);
-    const key = await cacheKeyFor({ parent: img.manifestDigest, platform, instruction: { kind: "FROM" } });
+    const key = await cacheKeyFor({ scope, parent: img.manifestDigest, platform, instruction: { kind: "FROM" } });
     // the triggers run as the next steps (planned at start); the new image does not inherit them
     const config = { ...img.config, config: { ...img.config.config } };
     delete config.config.OnBuild;
@@ -156,10 +158,10 @@ async function userOwner(ctx: StepContext, state: ImageState, tree: () => Promis
   return await resolveChown(ctx.env, user, state.layers, tree);
 }
 
-async function workdirStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: Extract<Instruction, { kind: "WORKDIR" }>, platform: string): Promise<StepOutcome> {
+async function workdirStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: Extract<Instruction, { kind: "WORKDIR" }>, platform: string, scope: string): Promise<StepOutcome> {
   const cur = parent.config.config?.WorkingDir || "/";
   const wd = cleanPath(inst.path.startsWith("/") ? inst.path : `${cur}/${inst.path}`);
-  const key = await cacheKeyFor({ parent: parent.key, platform, instruction: { kind: "WORKDIR", path: wd } });
+  const key = await cacheKeyFor({ scope, parent: parent.key, platform, instruction: { kind: "WORKDIR", path: wd } });
   const hit = await lookup(ctx, key);
   if (hit) return { status: "cached", state: applyEntry(parent, key, hit), layer: hit.layer };
   const config = { ...(parent.config.config ?? {}), WorkingDir: wd };
@@ -199,7 +201,7 @@ function heredocNodes(inst: CopyInstruction | AddInstruction): SourceNode[] {
   });
 }
 
-async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: CopyInstruction | AddInstruction, platform: string): Promise<StepOutcome> {
+async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: CopyInstruction | AddInstruction, platform: string, scope: string): Promise<StepOutcome> {
   const isAdd = inst.kind === "ADD";
   let source: CopySource;
   let fromKey: string | undefined;
@@ -235,7 +237,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
   }
   for (const n of heredocNodes(inst)) selected.push({ arg: n.path, node: n, below: [] });
   const sources = sourceDigestList(selected, source.keepOwner);
-  const key = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), sources, fromKey });
+  const key = await cacheKeyFor({ scope, parent: parent.key, platform, instruction: keyedInstruction(inst), sources, fromKey });
   if (!remoteArgs.length) {
     const hit = await lookup(ctx, key);
     if (hit) return { status: "cached", state: applyEntry(parent, key, hit), layer: hit.layer };
@@ -253,7 +255,7 @@ async function copyStep(ctx: StepContext, step: PlannedStep, parent: ImageState,
       const remote = await addRemoteSources(ctx.env, remoteArgs, (inst as AddInstruction).checksum, tmpPrefix, ctx.log, ctx.spec.origin);
       staged.push(...remote.keys);
       for (const n of remote.nodes) selected.push({ arg: n.path, node: n, below: [] });
-      remoteKey = await cacheKeyFor({ parent: parent.key, platform, instruction: keyedInstruction(inst), sources: sourceDigestList(selected, source.keepOwner), fromKey });
+      remoteKey = await cacheKeyFor({ scope, parent: parent.key, platform, instruction: keyedInstruction(inst), sources: sourceDigestList(selected, source.keepOwner), fromKey });
       const hit = await lookup(ctx, remoteKey);
       if (hit) return { status: "cached", state: applyEntry(parent, remoteKey, hit), layer: hit.layer };
     }
@@ -305,7 +307,7 @@ export function runCommandString(args: string[], state: ImageState): string {
   return [...(tmp.length ? [`|${tmp.length}`, ...tmp] : []), ...args].join(" ");
 }
 
-async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: RunInstruction, platform: string): Promise<StepOutcome> {
+async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, inst: RunInstruction, platform: string, scope: string): Promise<StepOutcome> {
   const c = parent.config.config ?? {};
   let args: string[];
   args = [...inst.args];
@@ -353,6 +355,7 @@ async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, 
     mounts.push(jm);
   }
   const key = await cacheKeyFor({
+    scope,
     parent: parent.key,
     platform,
     instruction: keyedInstruction({ ...inst, mounts: inst.mounts.map((m) => ({ ...m })) } as RunInstruction),
@@ -380,6 +383,7 @@ async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, 
       timeoutSeconds: 3600,
       repository: ctx.spec.tags[0]?.repository ?? ctx.spec.manifestRepository ?? "kiln/build-cache",
       sourceDateEpoch: ctx.spec.sourceDateEpoch,
+      cacheScope: scope,
       ...(Object.keys(secrets).length ? { secrets } : {}),
     },
   };

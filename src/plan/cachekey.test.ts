@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { cacheKeyFor, canonicalJson, type CacheKeyInput } from "./cachekey";
+import { cacheKeyFor, canonicalJson, SHARED_CACHE_SCOPE, type CacheKeyInput } from "./cachekey";
 
 const base: CacheKeyInput = {
+  scope: "acme",
   parent: "sha256:" + "a".repeat(64),
   platform: "linux/amd64",
   instruction: { kind: "COPY", sources: ["."], dest: "/app", chown: "1000" },
@@ -26,6 +27,7 @@ describe("cacheKeyFor", () => {
       sources: [...base.sources!].reverse(),
       platform: base.platform,
       parent: base.parent,
+      scope: "acme",
     };
     expect(await cacheKeyFor(reordered)).toBe(k);
   });
@@ -34,6 +36,28 @@ describe("cacheKeyFor", () => {
     const k = await cacheKeyFor(base);
     const withTimes = { ...base, sources: base.sources!.map((s, i) => ({ ...s, mtime: 1_700_000_000 + i })) };
     expect(await cacheKeyFor(withTimes)).toBe(k);
+  });
+
+  it("is the same for the same inputs in one scope and differs across scopes", async () => {
+    const run: CacheKeyInput = { scope: "a", parent: "scratch", platform: "linux/amd64", instruction: { kind: "RUN", args: ["cat /run/secrets/tok > /f"] }, env: ["PATH=/bin"] };
+    const a1 = await cacheKeyFor(run);
+    expect(await cacheKeyFor({ ...structuredClone(run), scope: "a" })).toBe(a1);
+    const others = await Promise.all(["b", "_untagged", SHARED_CACHE_SCOPE, "A", "a ", "ab"].map((scope) => cacheKeyFor({ ...run, scope })));
+    for (const k of others) expect(k).not.toBe(a1);
+    expect(new Set(others).size).toBe(others.length);
+  });
+
+  it("keeps the scope apart from the other members (no key of one scope equals a crafted key of another)", async () => {
+    // the scope is its own member of the canonical document, so moving text between scope and
+    // instruction or parent never yields the same document
+    const k = await cacheKeyFor({ scope: "a", parent: "scratch", platform: "linux/amd64", instruction: "x" });
+    expect(await cacheKeyFor({ scope: "a\",\"parent\":\"scratch", parent: "", platform: "linux/amd64", instruction: "x" })).not.toBe(k);
+    expect(await cacheKeyFor({ scope: "b", parent: "scratch", platform: "linux/amd64", instruction: "x", env: ["scope=a"] })).not.toBe(k);
+  });
+
+  it("refuses to make a key without a scope", async () => {
+    await expect(cacheKeyFor({ ...base, scope: "" })).rejects.toThrow(/scope/);
+    await expect(cacheKeyFor({ ...base, scope: undefined as unknown as string })).rejects.toThrow(/scope/);
   });
 
   it("changes with any change to the instruction, parent, platform, env, sources or source stage", async () => {
@@ -50,6 +74,7 @@ describe("cacheKeyFor", () => {
       { ...base, sources: base.sources!.map((s, i) => (i === 0 ? { ...s, sha256: "3".repeat(64) } : s)) },
       { ...base, sources: base.sources!.map((s, i) => (i === 2 ? { ...s, linkTarget: "bin/run" } : s)) },
       { ...base, fromKey: "f".repeat(64) },
+      { ...base, scope: "other" },
     ];
     const keys = await Promise.all(variants.map(cacheKeyFor));
     for (const v of keys) expect(v).not.toBe(k);

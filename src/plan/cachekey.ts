@@ -1,6 +1,6 @@
 /**
  * Cache keys (DESIGN.md "Cache keys"): sha256 of the canonical JSON of everything a step's result
- * depends on. Modification times never count; the order sources were listed in does not matter.
+ * depends on, the cache scope first of all. Modification times never count; the order sources were listed in does not matter.
  */
 
 export interface CacheSource {
@@ -13,6 +13,12 @@ export interface CacheSource {
 }
 
 export interface CacheKeyInput {
+  /**
+   * The cache scope (DESIGN.md "Tenancy and trust"): the namespace the build pushes into, so a key
+   * of one namespace never finds another's entry. SHARED_CACHE_SCOPE only for steps whose result
+   * the Worker computes from the other inputs alone (never RUN), when the operator shares them.
+   */
+  scope: string;
   /** Parent step's key, the base image's manifest digest, or "scratch". */
   parent: string;
   platform: string;
@@ -26,8 +32,17 @@ export interface CacheKeyInput {
   fromKey?: string;
 }
 
-/** Bumped when the key derivation changes, so old entries are never reused by mistake. */
-const KEY_VERSION = 1;
+/**
+ * The scope of keys shared across namespaces: no namespace (nor `_untagged`) can be named `*`. Only
+ * for Worker-computed steps (FROM, COPY, ADD, WORKDIR, metadata) and only when the operator asks.
+ */
+export const SHARED_CACHE_SCOPE = "*";
+
+/**
+ * Bumped when the key derivation changes, so old entries are never reused by mistake. 2: the cache
+ * scope entered every key (entries of version 1 were global).
+ */
+const KEY_VERSION = 2;
 
 /** JSON with object keys sorted, undefined members dropped: one text per value. */
 export function canonicalJson(value: unknown): string {
@@ -54,8 +69,10 @@ function normalizeSource(s: CacheSource): CacheSource {
 
 /** The cache key of a step: lower-case sha256 hex. */
 export async function cacheKeyFor(input: CacheKeyInput): Promise<string> {
+  if (typeof input.scope !== "string" || input.scope === "") throw new Error("cache key: no cache scope");
   const doc: Record<string, unknown> = {
     v: KEY_VERSION,
+    scope: input.scope,
     parent: input.parent,
     platform: input.platform,
     instruction: input.instruction,

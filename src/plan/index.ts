@@ -1,4 +1,4 @@
 export { classify, planBuild } from "./plan";
 export type { BuildPlan, Classification, PlanOptions, PlannedInstruction, PlannedStage } from "./plan";
-export { cacheKeyFor, canonicalJson } from "./cachekey";
+export { cacheKeyFor, canonicalJson, SHARED_CACHE_SCOPE } from "./cachekey";
 export type { CacheKeyInput, CacheSource } from "./cachekey";

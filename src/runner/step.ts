@@ -60,6 +60,21 @@ function safeName(s: string): string {
   return createHash("sha256").update(s).digest("hex").slice(0, 32);
 }
 
+/** A namespace (`acme`) or `_untagged`: one path segment, never `.`, `..` or anything with `/`. */
+const CACHE_SCOPE_RE = /^[a-z0-9_]+(?:[._-]+[a-z0-9_]+)*$/;
+
+/**
+ * The directory of a `--mount=type=cache` of a build in `scope` (RunJob.cacheScope):
+ * `<workDir>/cache-mounts/<scope>/<sha256(id)>`. Each scope has its own tree, so a build never sees
+ * another namespace's cache mounts; the id is hashed, so no id (`../x`, `a/b`, `/`) leaves it.
+ */
+export function cacheMountDir(workDir: string, scope: string | undefined, id: string): string {
+  if (typeof scope !== "string" || scope.length > 255 || !CACHE_SCOPE_RE.test(scope)) {
+    throw new Error(`RUN --mount=type=cache: the job has no valid cache scope (${JSON.stringify(scope ?? null)}); is the server older than this runner?`);
+  }
+  return path.join(workDir, "cache-mounts", scope, safeName(id));
+}
+
 export function runcRun(args: { runcRoot: string; bundle: string; id: string }): ReturnType<typeof spawn> {
   return spawn("runc", ["--root", args.runcRoot, "run", "--bundle", args.bundle, args.id], { stdio: ["ignore", "pipe", "pipe"] });
 }
@@ -105,7 +120,7 @@ async function prepareUserMounts(job: RunJob, ctx: StepContext, jobDir: string):
     switch (m.type) {
       case "cache": {
         const id = m.id || m.target;
-        let dir = path.join(ctx.workDir, "cache", safeName(id));
+        let dir = cacheMountDir(ctx.workDir, job.cacheScope, id);
         if (m.sharing === "locked") out.release.push(await lockCache(dir));
         else if (m.sharing === "private" && (cacheInUse.get(dir) ?? 0) > 0) dir = path.join(jobDir, `cache-private-${n}`);
         let created = false;

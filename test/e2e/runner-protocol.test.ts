@@ -59,7 +59,7 @@ describe.skipIf(!canRun)("runner process against kiln", () => {
   const job = (buildId: string, args: string[], extra: Partial<RunJob> = {}): RunJob => ({
     jobId: `${buildId}-${Math.random().toString(36).slice(2, 10)}`, buildId, stepIndex: 1, platform: { os: "linux", architecture: "amd64" },
     layers: [busybox], args, env: ["PATH=/bin"], workdir: "/", user: "", network: "none", mounts: [], timeoutSeconds: 120,
-    repository: REPO, registryToken: ADMIN_TOKEN, sourceDateEpoch: 0, ...extra,
+    repository: REPO, registryToken: ADMIN_TOKEN, sourceDateEpoch: 0, cacheScope: "e2e", ...extra,
   });
 
   async function enqueue(j: RunJob): Promise<void> {

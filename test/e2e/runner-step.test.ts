@@ -165,7 +165,7 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
   const job = (args: string[], layers: JobLayer[], extra: Partial<RunJob> = {}): RunJob => ({
     jobId: `job-${Math.random().toString(36).slice(2)}`, buildId: "b", stepIndex: 0, platform: { os: "linux", architecture: "amd64" },
     layers, args, env: ["PATH=/bin"], workdir: "/", user: "", network: "none", mounts: [], timeoutSeconds: 60,
-    repository: "t/t", registryToken: "", sourceDateEpoch: 0, ...extra,
+    repository: "t/t", registryToken: "", sourceDateEpoch: 0, cacheScope: "t", ...extra,
   });
 
   async function run(j: RunJob, signal?: AbortSignal, allowHostNetwork = false): Promise<StepOutcome & { output: string }> {

@@ -18,7 +18,7 @@ function job(buildId: string, stepIndex: number, architecture: string, extra: Pa
     jobId: `${buildId}-${stepIndex}-${crypto.randomUUID()}`, buildId, stepIndex,
     platform: { os: "linux", architecture }, layers: [], args: ["/bin/sh", "-c", "true"], env: [], workdir: "/",
     user: "", network: "none", mounts: [], timeoutSeconds: 60, repository: "test/app", registryToken: "t",
-    sourceDateEpoch: 0, ...extra,
+    sourceDateEpoch: 0, cacheScope: "test", ...extra,
   };
 }
 
