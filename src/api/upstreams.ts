@@ -7,6 +7,9 @@ import { deleteUpstream, listUpstreams, putUpstream } from "../storage/upstreams
 /** /v1/upstreams: where `FROM <host>/…` pulls from, with credentials and mirrors (admin). */
 export const upstreamsRoutes = new Hono<{ Bindings: Env }>();
 
+/** A namespace: the first segment of a repository name. */
+const NAMESPACE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
+
 const HOST = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:]+\])(?::[0-9]{1,5})?$/;
 
 function checkUrl(value: unknown, what: string): string {
@@ -30,11 +33,11 @@ upstreamsRoutes.put("/:host", async (c) => {
   await requireApiScope(c, { kind: "admin" });
   const host = c.req.param("host").toLowerCase();
   if (!HOST.test(host)) throw new ApiError(400, `invalid registry host: ${host}`);
-  let body: { endpoint?: unknown; username?: unknown; password?: unknown; mirrors?: unknown };
+  let body: { endpoint?: unknown; username?: unknown; password?: unknown; mirrors?: unknown; namespaces?: unknown };
   try {
     body = await c.req.json();
   } catch {
-    throw new ApiError(400, "body must be JSON: { endpoint, username?, password?, mirrors? }");
+    throw new ApiError(400, "body must be JSON: { endpoint, username?, password?, mirrors?, namespaces? }");
   }
   const endpoint = checkUrl(body.endpoint, "endpoint");
   if (body.username !== undefined && typeof body.username !== "string") throw new ApiError(400, "username must be a string");
@@ -42,7 +45,13 @@ upstreamsRoutes.put("/:host", async (c) => {
   if ((body.username === undefined) !== (body.password === undefined)) throw new ApiError(400, "give both username and password, or neither");
   if (body.mirrors !== undefined && !Array.isArray(body.mirrors)) throw new ApiError(400, "mirrors must be an array of URLs");
   const mirrors = ((body.mirrors as unknown[]) ?? []).map((m, i) => checkUrl(m, `mirrors[${i}]`));
-  await putUpstream(c.env, host, { endpoint, username: body.username as string | undefined, password: body.password as string | undefined, mirrors });
+  // the namespaces whose builds may use the credentials; absent: all (the operator's rate-limit account)
+  if (body.namespaces !== undefined && !Array.isArray(body.namespaces)) throw new ApiError(400, "namespaces must be an array of namespace names");
+  const namespaces = body.namespaces === undefined ? undefined : [...new Set((body.namespaces as unknown[]).map((n, i) => {
+    if (typeof n !== "string" || !NAMESPACE.test(n)) throw new ApiError(400, `namespaces[${i}] is not a namespace name (the first segment of a repository, e.g. "acme"): ${JSON.stringify(n)}`);
+    return n;
+  }))].sort();
+  await putUpstream(c.env, host, { endpoint, username: body.username as string | undefined, password: body.password as string | undefined, mirrors, namespaces });
   const saved = (await listUpstreams(c.env)).find((u) => u.host === host);
   return c.json(saved, 200);
 });

@@ -125,10 +125,10 @@ export async function loadImage(env: Env, ref: string, reader: ImageReader, plat
 
 /** Pulls `ref` from its registry into kiln's storage (once per digest) and describes it as a base. */
 async function loadRemoteImage(env: Env, ref: string, reader: ImageReader, platform: { os: string; architecture: string; variant?: string }, log?: (line: string) => void, metadataOnly = false): Promise<LoadedImage> {
-  void reader; // the namespace's upstream credentials (finding 9) are chosen from reader.scope
   let pulled: PulledImage;
   try {
-    pulled = await pullImage(env, ref, platform, { log, skipLayers: metadataOnly });
+    // acts for the build's namespace: it picks the upstream credentials and is what the upstream authorizes
+    pulled = await pullImage(env, ref, platform, { namespace: reader.scope, log, skipLayers: metadataOnly });
   } catch (e) {
     if (e instanceof UpstreamError || e instanceof ReferenceError) throw new StepError(e.message);
     throw e;

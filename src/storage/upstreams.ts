@@ -15,7 +15,16 @@ export interface UpstreamRecord {
   username?: string;
   hasPassword: boolean;
   mirrors: string[];
+  /** Namespaces allowed to use the credentials; absent = every namespace. */
+  namespaces?: string[];
   builtin: boolean;
+}
+
+/** An upstream entry as a build uses it: the endpoint with credentials, and who may use them. */
+export interface UpstreamEntry {
+  endpoint: UpstreamEndpoint;
+  /** Namespaces allowed to use the credentials; null = every namespace. */
+  namespaces: string[] | null;
 }
 
 interface Row {
@@ -24,24 +33,28 @@ interface Row {
   username: string | null;
   password_sealed: string | null;
   mirrors: string;
+  namespaces: string | null;
 }
 
+const COLUMNS = "host, endpoint, username, password_sealed, mirrors, namespaces";
+
 export async function listUpstreams(env: Env): Promise<UpstreamRecord[]> {
-  const { results } = await env.DB.prepare("SELECT host, endpoint, username, password_sealed, mirrors FROM upstreams ORDER BY host").all<Row>();
+  const { results } = await env.DB.prepare(`SELECT ${COLUMNS} FROM upstreams ORDER BY host`).all<Row>();
   const out = new Map<string, UpstreamRecord>();
   for (const [host, endpoint] of Object.entries(DEFAULT_UPSTREAMS)) out.set(host, { host, endpoint, hasPassword: false, mirrors: [], builtin: true });
   for (const r of results) {
-    out.set(r.host, { host: r.host, endpoint: r.endpoint, username: r.username ?? undefined, hasPassword: !!r.password_sealed, mirrors: JSON.parse(r.mirrors), builtin: false });
+    out.set(r.host, { host: r.host, endpoint: r.endpoint, username: r.username ?? undefined, hasPassword: !!r.password_sealed, mirrors: JSON.parse(r.mirrors), ...(r.namespaces !== null ? { namespaces: JSON.parse(r.namespaces) as string[] } : {}), builtin: false });
   }
   return [...out.values()].sort((a, b) => a.host.localeCompare(b.host));
 }
 
-export async function putUpstream(env: Env, host: string, cfg: { endpoint: string; username?: string; password?: string; mirrors?: string[] }): Promise<void> {
+/** Stores the entry of `host`; `namespaces` absent lets every namespace use the credentials. */
+export async function putUpstream(env: Env, host: string, cfg: { endpoint: string; username?: string; password?: string; mirrors?: string[]; namespaces?: string[] }): Promise<void> {
   const sealed = cfg.password !== undefined ? await seal(env, cfg.password) : null;
   await env.DB.prepare(
-    `INSERT INTO upstreams (host, endpoint, username, password_sealed, mirrors, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-     ON CONFLICT(host) DO UPDATE SET endpoint = ?2, username = ?3, password_sealed = ?4, mirrors = ?5, updated_at = ?6`,
-  ).bind(host, cfg.endpoint, cfg.username ?? null, sealed, JSON.stringify(cfg.mirrors ?? []), Date.now()).run();
+    `INSERT INTO upstreams (host, endpoint, username, password_sealed, mirrors, namespaces, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+     ON CONFLICT(host) DO UPDATE SET endpoint = ?2, username = ?3, password_sealed = ?4, mirrors = ?5, namespaces = ?6, updated_at = ?7`,
+  ).bind(host, cfg.endpoint, cfg.username ?? null, sealed, JSON.stringify(cfg.mirrors ?? []), cfg.namespaces ? JSON.stringify(cfg.namespaces) : null, Date.now()).run();
 }
 
 export async function deleteUpstream(env: Env, host: string): Promise<boolean> {
@@ -51,15 +64,23 @@ export async function deleteUpstream(env: Env, host: string): Promise<boolean> {
 
 /** The endpoint for `host`: its configured entry, a built-in default, or https://<host>. */
 export async function upstreamFor(env: Env, host: string): Promise<UpstreamEndpoint> {
-  const r = await env.DB.prepare("SELECT host, endpoint, username, password_sealed, mirrors FROM upstreams WHERE host = ?1").bind(host).first<Row>();
+  return (await upstreamEntry(env, host)).endpoint;
+}
+
+/** The endpoint for `host` with its credentials and the namespaces allowed to use them. */
+export async function upstreamEntry(env: Env, host: string): Promise<UpstreamEntry> {
+  const r = await env.DB.prepare(`SELECT ${COLUMNS} FROM upstreams WHERE host = ?1`).bind(host).first<Row>();
   if (r) {
     return {
-      host, endpoint: r.endpoint, mirrors: JSON.parse(r.mirrors),
-      username: r.username ?? undefined,
-      password: r.password_sealed ? await unseal(env, r.password_sealed) : undefined,
+      endpoint: {
+        host, endpoint: r.endpoint, mirrors: JSON.parse(r.mirrors),
+        username: r.username ?? undefined,
+        password: r.password_sealed ? await unseal(env, r.password_sealed) : undefined,
+      },
+      namespaces: r.namespaces !== null ? (JSON.parse(r.namespaces) as string[]) : null,
     };
   }
-  return { host, endpoint: DEFAULT_UPSTREAMS[host] ?? `https://${host}` };
+  return { endpoint: { host, endpoint: DEFAULT_UPSTREAMS[host] ?? `https://${host}` }, namespaces: null };
 }
 
 export async function recordUpstreamManifest(env: Env, digest: string, mediaType: string, size: number): Promise<void> {
@@ -83,4 +104,61 @@ export async function lastResolution(env: Env, host: string, repository: string,
   const r = await env.DB.prepare("SELECT digest FROM upstream_refs WHERE host = ?1 AND repository = ?2 AND reference = ?3")
     .bind(host, repository, reference).first<{ digest: string }>();
   return r?.digest ?? null;
+}
+
+/** Records that `digest` (manifest or blob) was fetched, digest-verified, from (host, repository). */
+export async function linkUpstream(env: Env, host: string, repository: string, digest: string): Promise<void> {
+  await env.DB.prepare("INSERT OR IGNORE INTO upstream_links (host, repository, digest, linked_at) VALUES (?1, ?2, ?3, ?4)")
+    .bind(host, repository, digest, Date.now()).run();
+}
+
+/** Whether `digest` was fetched from (host, repository) before. */
+export async function isUpstreamLinked(env: Env, host: string, repository: string, digest: string): Promise<boolean> {
+  const r = await env.DB.prepare("SELECT 1 AS x FROM upstream_links WHERE host = ?1 AND repository = ?2 AND digest = ?3")
+    .bind(host, repository, digest).first();
+  return r !== null;
+}
+
+/** What kiln knows of an upstream image: whether it was public when last asked, and who was let in. */
+export interface UpstreamImageAccess {
+  /** null: never asked. */
+  public: boolean | null;
+  /** Namespaces the upstream authorized for the (private) image. */
+  namespaces: string[];
+}
+
+export async function upstreamImageAccess(env: Env, host: string, repository: string, digest: string): Promise<UpstreamImageAccess> {
+  const [img, grants] = await env.DB.batch([
+    env.DB.prepare("SELECT public FROM upstream_images WHERE host = ?1 AND repository = ?2 AND digest = ?3").bind(host, repository, digest),
+    env.DB.prepare("SELECT namespace FROM upstream_image_grants WHERE host = ?1 AND repository = ?2 AND digest = ?3 ORDER BY namespace").bind(host, repository, digest),
+  ]);
+  const row = (img.results as { public: number }[])[0];
+  return { public: row ? row.public === 1 : null, namespaces: (grants.results as { namespace: string }[]).map((g) => g.namespace) };
+}
+
+/**
+ * Records what the upstream answered for an image: public (readable without credentials), or private
+ * and readable by `namespace` with the credentials it may use.
+ */
+export async function recordUpstreamImageAccess(env: Env, host: string, repository: string, digest: string, access: { public: boolean; namespace?: string }): Promise<void> {
+  const now = Date.now();
+  const stmts = [
+    env.DB.prepare(
+      `INSERT INTO upstream_images (host, repository, digest, public, checked_at) VALUES (?1, ?2, ?3, ?4, ?5)
+       ON CONFLICT(host, repository, digest) DO UPDATE SET public = ?4, checked_at = ?5`,
+    ).bind(host, repository, digest, access.public ? 1 : 0, now),
+  ];
+  if (!access.public && access.namespace !== undefined) {
+    stmts.push(env.DB.prepare(
+      `INSERT INTO upstream_image_grants (host, repository, digest, namespace, granted_at) VALUES (?1, ?2, ?3, ?4, ?5)
+       ON CONFLICT(host, repository, digest, namespace) DO UPDATE SET granted_at = ?5`,
+    ).bind(host, repository, digest, access.namespace, now));
+  }
+  await env.DB.batch(stmts);
+}
+
+/** Forgets that the upstream let `namespace` read an image (it refused the namespace's credentials since). */
+export async function revokeUpstreamImageGrant(env: Env, host: string, repository: string, digest: string, namespace: string): Promise<void> {
+  await env.DB.prepare("DELETE FROM upstream_image_grants WHERE host = ?1 AND repository = ?2 AND digest = ?3 AND namespace = ?4")
+    .bind(host, repository, digest, namespace).run();
 }
