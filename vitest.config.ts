@@ -10,7 +10,8 @@ export default defineConfig(async () => {
         main: "./src/index.ts",
         wrangler: { configPath: "./wrangler.toml" },
         miniflare: {
-          bindings: { KILN_ADMIN_TOKEN: "kiln-test-admin", TEST_MIGRATIONS: migrations },
+          // KILN_OUTBOUND_ALLOW: the closed loopback port tests use as an unreachable registry/git host
+          bindings: { KILN_ADMIN_TOKEN: "kiln-test-admin", KILN_OUTBOUND_ALLOW: "127.0.0.1:9", TEST_MIGRATIONS: migrations },
         },
       }),
     ],

@@ -80,7 +80,10 @@ export async function upstreamEntry(env: Env, host: string): Promise<UpstreamEnt
       namespaces: r.namespaces !== null ? (JSON.parse(r.namespaces) as string[]) : null,
     };
   }
-  return { endpoint: { host, endpoint: DEFAULT_UPSTREAMS[host] ?? `https://${host}` }, namespaces: null };
+  if (DEFAULT_UPSTREAMS[host]) return { endpoint: { host, endpoint: DEFAULT_UPSTREAMS[host] }, namespaces: null };
+  // a host only the build names: its requests are checked like any user-chosen URL (src/http/outbound.ts)
+  const outbound = { KILN_OUTBOUND_ALLOW: env.KILN_OUTBOUND_ALLOW, KILN_HOSTS: env.KILN_HOSTS };
+  return { endpoint: { host, endpoint: `https://${host}`, outbound }, namespaces: null };
 }
 
 export async function recordUpstreamManifest(env: Env, digest: string, mediaType: string, size: number): Promise<void> {

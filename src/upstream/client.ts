@@ -3,6 +3,8 @@
  * with tokens cached until they expire, Basic auth, content negotiation, mirrors, clear errors.
  */
 
+import { OutboundError, outboundPolicy, safeFetch, type OutboundEnv, type OutboundPolicy } from "../http/outbound";
+
 export const MANIFEST_ACCEPT = [
   "application/vnd.oci.image.index.v1+json",
   "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -10,7 +12,7 @@ export const MANIFEST_ACCEPT = [
   "application/vnd.docker.distribution.manifest.v2+json",
 ].join(", ");
 
-export type UpstreamErrorKind = "not-found" | "unauthorized" | "rate-limited" | "unreachable" | "bad-response";
+export type UpstreamErrorKind = "not-found" | "unauthorized" | "rate-limited" | "unreachable" | "bad-response" | "refused";
 
 export class UpstreamError extends Error {
   constructor(readonly kind: UpstreamErrorKind, message: string, readonly status?: number) {
@@ -27,6 +29,13 @@ export interface UpstreamEndpoint {
   mirrors?: string[];
   username?: string;
   password?: string;
+  /**
+   * Set for a host a build named that has no admin-configured or built-in entry (the endpoint is
+   * `https://<host>` as the user wrote it): every request, the token realm the registry points to and
+   * every redirect hop included, is checked by src/http/outbound.ts under these settings. Entries an
+   * admin configured (endpoint and mirrors) are trusted and not checked.
+   */
+  outbound?: OutboundEnv;
 }
 
 export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>;
@@ -65,7 +74,28 @@ export class RegistryClient {
   private readonly fetchImpl: FetchLike;
 
   constructor(readonly upstream: UpstreamEndpoint, fetchImpl?: FetchLike) {
-    this.fetchImpl = fetchImpl ?? ((input, init) => fetch(input, init));
+    const transport: FetchLike = fetchImpl ?? ((input, init) => fetch(input, init));
+    const outbound = upstream.outbound;
+    this.fetchImpl = outbound ? this.checkedFetch(outbound, transport) : transport;
+  }
+
+  /** Requests to a user-named host: refused for internal addresses (UpstreamError "refused"), redirects checked. */
+  private checkedFetch(outbound: OutboundEnv, transport: FetchLike): FetchLike {
+    const host = this.upstream.host;
+    const hint = `; an admin can also configure an upstream entry for ${host} (PUT /v1/upstreams/${host})`;
+    let policy: OutboundPolicy | undefined;
+    return async (input, init) => {
+      try {
+        policy ??= outboundPolicy(outbound);
+        const origin = new URL(input).origin;
+        const label = origin === `https://${host}` ? host : `${host}: ${origin}`;
+        return await safeFetch(input, init, { policy, label, fetch: transport, timeoutMs: 30 * 60_000 });
+      } catch (err) {
+        if (err instanceof OutboundError) throw new UpstreamError("refused", err.kind === "refused" ? `${err.message}${hint}` : err.message);
+        if (!policy) throw new UpstreamError("refused", `${host}: ${(err as Error).message}`);
+        throw err;
+      }
+    };
   }
 
   private endpoints(): string[] {
@@ -90,6 +120,7 @@ export class RegistryClient {
     try {
       res = await this.fetchImpl(url.toString(), { headers });
     } catch (err) {
+      if (err instanceof UpstreamError) throw err;
       throw new UpstreamError("unreachable", `${this.upstream.host}: token service ${url.origin} unreachable: ${(err as Error).message}`);
     }
     if (res.status === 401 || res.status === 403) {
@@ -139,6 +170,7 @@ export class RegistryClient {
       try {
         return await this.fetchImpl(url, { method: init.method ?? "GET", headers: { ...init.headers, ...(auth ? { authorization: auth } : {}) }, redirect: "follow" });
       } catch (err) {
+        if (err instanceof UpstreamError) throw err;
         throw new UpstreamError("unreachable", `${this.upstream.host}: ${endpoint} unreachable: ${(err as Error).message}`);
       }
     };

@@ -58,7 +58,8 @@ describe("git webhooks", () => {
 
   beforeAll(async () => {
     git = await startGitHost();
-    kiln = await startKiln();
+    // the git host double is on loopback: the only internal host kiln may fetch from
+    kiln = await startKiln({ vars: { KILN_OUTBOUND_ALLOW: new URL(git.url).host } });
   });
   afterAll(async () => {
     await kiln?.stop(true);

@@ -3,6 +3,7 @@ import { startBuild } from "../../build/start";
 import { webhookPrincipal } from "../../auth/build-principal";
 import type { Env } from "../../env";
 import { ApiError } from "../../errors";
+import { OutboundError, outboundPolicy, safeFetch } from "../../http/outbound";
 import { insertBuild, updateBuildStatus } from "../../storage/builds";
 import type { WebhookConfig, WebhookSecrets } from "../../storage/webhooks";
 import type { PushEvent } from "./event";
@@ -32,15 +33,17 @@ async function fail(env: Env, input: WebhookBuildInput, message: string): Promis
 
 export async function startWebhookBuild(env: Env, input: WebhookBuildInput): Promise<void> {
   const { hook, event, buildId, origin } = input;
-  await postStatus(hook, event.sha, { state: "pending", targetUrl: `${origin}/v1/builds/${buildId}`, description: "kiln is building the image" }, event.projectId);
+  await postStatus(hook, event.sha, { state: "pending", targetUrl: `${origin}/v1/builds/${buildId}`, description: "kiln is building the image" }, event.projectId, { env, origin });
   const req =
     hook.provider === "github" ? githubArchive(hook.baseUrl, hook.repository, event.sha, hook.token)
     : hook.provider === "gitlab" ? gitlabArchive(hook.baseUrl, hook.repository, event.sha, hook.token, event.projectId)
     : giteaArchive(hook.baseUrl, hook.repository, event.sha, hook.token);
   let res: Response;
   try {
-    res = await fetch(req.url, { headers: req.headers, redirect: "follow" });
+    // the URL carries payload fields and the git host picks the redirects: every hop is checked
+    res = await safeFetch(req.url, { headers: req.headers }, { policy: outboundPolicy(env, origin), label: `fetching the source archive ${req.url}` });
   } catch (err) {
+    if (err instanceof OutboundError) return fail(env, input, err.message);
     return fail(env, input, `fetching the source archive failed: ${(err as Error).message}`);
   }
   if (!res.ok || !res.body) {
