@@ -42,8 +42,13 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     const from = c.req.query("from");
     if (parseDigest(mount)) {
       if (from !== undefined ? await mountable(c, from, mount) : await repoHasBlob(c.env, name, mount)) {
-        await linkBlob(c.env, name, mount);
-        return created(name, mount);
+        try {
+          await linkBlob(c.env, name, mount);
+          return created(name, mount);
+        } catch (err) {
+          // Deleted meanwhile: the client uploads it instead (never a 404 for a valid push).
+          if (!(err instanceof OciError && err.code === "BLOB_UNKNOWN")) throw err;
+        }
       }
     }
     // Fall back to a normal upload session (the spec's 202).
@@ -54,8 +59,7 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
   if (digest !== undefined) {
     requireDigest(digest);
     const { body, length } = requestBody(c);
-    const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, body ? length : 0);
-    await linkBlob(c.env, name, stored.digest);
+    const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, body ? length : 0, name);
     return created(name, stored.digest);
   }
   c.req.raw.body?.cancel().catch(() => {});

@@ -68,41 +68,82 @@ async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<U
   return meter.size;
 }
 
-/** Reads `body` only to check it hashes to `d` (the blob is already stored, `stored` bytes long). */
+/**
+ * Reads `body` only to check it hashes to `d` (the blob is already stored, `stored` bytes long).
+ * The stored blob may belong to repositories the caller cannot read, so a failure says exactly what
+ * writeVerified would say for a blob never stored: nothing about the stored one (not its size).
+ */
 async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, stored: number, size?: number): Promise<number> {
-  if (size !== undefined && size !== stored) {
-    // Content of another length cannot have this digest.
-    body.cancel().catch(() => {});
-    throw new OciError("DIGEST_INVALID", "the uploaded content does not match the digest", {
-      detail: { expected: d.string, size, storedSize: stored },
-    });
-  }
   const hex = await hashStream(body, d.webAlgorithm);
-  if (hex !== d.hex) throw digestMismatch(d, hex);
+  if (hex !== d.hex) throw size !== undefined && size <= SINGLE_PUT_MAX ? digestMismatch(d) : digestMismatch(d, hex);
+  if (size !== undefined && size !== stored) {
+    throw new OciError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
+  }
   return stored;
+}
+
+// ------------------------------------------------------------------ pushes vs concurrent deletes
+// A writer pins a digest while it stores and links it; collectBlob deletes nothing pinned. A
+// collection marks the digest in blob_deletions while it removes the bytes; writers wait for that
+// to end before writing the same bytes, so a delete can never remove bytes a push just wrote.
+
+/** A pin outlives a writer that died (a Worker killed mid-push) by at most this long. */
+const PIN_TTL_MS = 60 * 60 * 1000;
+/** A collection marker older than this is from a collector that died; writers ignore it. */
+const DELETION_STALE_MS = 30 * 1000;
+
+/** Runs `fn` with `digest` pinned: no concurrent delete collects the blob until `fn` has finished. */
+export async function withBlobPin<T>(env: Env, digest: string, fn: () => Promise<T>): Promise<T> {
+  const id = crypto.randomUUID();
+  await env.DB.prepare("INSERT INTO blob_pins (id, digest, expires_at) VALUES (?, ?, ?)").bind(id, digest, Date.now() + PIN_TTL_MS).run();
+  try {
+    return await fn();
+  } finally {
+    await env.DB.prepare("DELETE FROM blob_pins WHERE id = ? OR expires_at < ?").bind(id, Date.now()).run();
+  }
+}
+
+/** Waits until no collection of `digest` is deleting its bytes (call before writing them). */
+async function awaitCollection(env: Env, digest: string): Promise<void> {
+  const deadline = Date.now() + DELETION_STALE_MS;
+  for (let wait = 10; ; wait = Math.min(wait * 2, 250)) {
+    const row = await env.DB.prepare("SELECT started_at FROM blob_deletions WHERE digest = ?").bind(digest).first<{ started_at: number }>();
+    if (!row || row.started_at < Date.now() - DELETION_STALE_MS || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, wait));
+  }
 }
 
 /**
  * Stores `body` as blob `digest` only if its bytes hash to `digest`; throws OciError DIGEST_INVALID
  * (or SIZE_INVALID when `size` is given and wrong) and stores nothing otherwise. An already stored
- * blob is never rewritten. Does not link the blob to any repository (see linkBlob).
+ * blob is never rewritten. With `linkTo`, links the blob to that repository before a concurrent
+ * delete can collect it (a push never loses to a delete); else links nothing (see linkBlob).
  */
-export async function putBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size?: number): Promise<{ digest: string; size: number }> {
-  return storeBlobVerified(env, body, digest, size, false);
+export async function putBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size?: number, linkTo?: string): Promise<{ digest: string; size: number }> {
+  return storeBlobVerified(env, body, digest, size, false, linkTo);
 }
 
 /** putBlobVerified for a body that already is a known-length stream of `size` bytes (FixedLengthStream, R2 body). */
-export async function putBlobVerifiedSized(env: Env, body: ReadableStream<Uint8Array>, digest: string, size: number): Promise<{ digest: string; size: number }> {
-  return storeBlobVerified(env, body, digest, size, true);
+export async function putBlobVerifiedSized(env: Env, body: ReadableStream<Uint8Array>, digest: string, size: number, linkTo?: string): Promise<{ digest: string; size: number }> {
+  return storeBlobVerified(env, body, digest, size, true, linkTo);
 }
 
-async function storeBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size: number | undefined, bodyHasLength: boolean): Promise<{ digest: string; size: number }> {
+async function storeBlobVerified(env: Env, body: ReadableStream<Uint8Array>, digest: string, size: number | undefined, bodyHasLength: boolean, linkTo?: string): Promise<{ digest: string; size: number }> {
   const d = requireDigest(digest);
-  const stored = await statBlob(env, digest);
-  if (stored) return { digest, size: await verifyOnly(d, body, stored.size, size) };
-  const written = await writeVerified(env.BUCKET, d, body, size, bodyHasLength);
-  await recordBlob(env, digest, written);
-  return { digest, size: written };
+  return withBlobPin(env, digest, async () => {
+    let result: { digest: string; size: number };
+    const stored = await statBlob(env, digest);
+    if (stored) {
+      result = { digest, size: await verifyOnly(d, body, stored.size, size) };
+    } else {
+      await awaitCollection(env, digest);
+      const written = await writeVerified(env.BUCKET, d, body, size, bodyHasLength);
+      await recordBlob(env, digest, written);
+      result = { digest, size: written };
+    }
+    if (linkTo !== undefined) await linkBlob(env, linkTo, digest);
+    return result;
+  });
 }
 
 /**
@@ -123,6 +164,7 @@ export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>
     await r.upload?.abort().catch(() => {});
     return { digest, size };
   }
+  await awaitCollection(env, digest);
   if (r.small) {
     await bucket.put(blobKey(d), r.small, { sha256: hex });
   } else {
@@ -145,14 +187,22 @@ export async function ensureRepository(env: Env, repo: string): Promise<void> {
     .bind(repo, Date.now()).run();
 }
 
-/** Makes a stored blob visible in `repo` (creating the repository). Throws BLOB_UNKNOWN if the blob is not stored. */
+/**
+ * Makes a stored blob visible in `repo` (creating the repository). Throws BLOB_UNKNOWN if the blob is
+ * not stored. The link is written only while the blob row exists (one statement), so a blob
+ * collected concurrently never leaves a link to missing bytes.
+ */
 export async function linkBlob(env: Env, repo: string, digest: string): Promise<void> {
-  if (!(await statBlob(env, digest))) throw new OciError("BLOB_UNKNOWN", "blob unknown to registry", { detail: { digest } });
   const now = Date.now();
-  await env.DB.batch([
+  const [, link] = await env.DB.batch([
     env.DB.prepare("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING").bind(repo, now),
-    env.DB.prepare("INSERT INTO repo_blobs (repo, digest, created_at) VALUES (?, ?, ?) ON CONFLICT(repo, digest) DO NOTHING").bind(repo, digest, now),
+    env.DB.prepare(
+      "INSERT INTO repo_blobs (repo, digest, created_at) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?2) ON CONFLICT(repo, digest) DO NOTHING",
+    ).bind(repo, digest, now),
   ]);
+  if (!link.meta.changes && !(await statRepoBlob(env, repo, digest))) {
+    throw new OciError("BLOB_UNKNOWN", "blob unknown to registry", { detail: { digest } });
+  }
 }
 
 export async function repoHasBlob(env: Env, repo: string, digest: string): Promise<boolean> {
@@ -181,14 +231,25 @@ export async function unlinkBlob(env: Env, repo: string, digest: string): Promis
 export async function collectBlob(env: Env, digest: string): Promise<boolean> {
   const d = parseDigest(digest);
   if (!d) return false;
-  const res = await env.DB.prepare(
-    `DELETE FROM blobs WHERE digest = ?1
-       AND NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
+  const now = Date.now();
+  // Nothing uses it and no writer has it pinned; checked and acted on in one transaction.
+  const unused = `NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
        AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE ref = ?1)
-       AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)`,
-  ).bind(digest).run();
+       AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)
+       AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?1 AND expires_at > ?2)`;
+  const [, res] = await env.DB.batch([
+    env.DB.prepare(
+      `INSERT INTO blob_deletions (digest, started_at) SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?1) AND ${unused}
+       ON CONFLICT(digest) DO UPDATE SET started_at = excluded.started_at`,
+    ).bind(digest, now),
+    env.DB.prepare(`DELETE FROM blobs WHERE digest = ?1 AND ${unused}`).bind(digest, now),
+  ]);
   if (!res.meta.changes) return false;
-  await env.BUCKET.delete(blobKey(d));
+  try {
+    await env.BUCKET.delete(blobKey(d));
+  } finally {
+    await env.DB.prepare("DELETE FROM blob_deletions WHERE digest = ? AND started_at = ?").bind(digest, now).run();
+  }
   return true;
 }
 
@@ -197,6 +258,7 @@ export async function collectBlob(env: Env, digest: string): Promise<boolean> {
 export async function putBlobBytes(env: Env, bytes: Uint8Array, digest: string): Promise<void> {
   const d = requireDigest(digest);
   if (await statBlob(env, digest)) return;
+  await awaitCollection(env, digest);
   const checksum: R2PutOptions = d.algorithm === "sha256" ? { sha256: d.hex } : { sha512: d.hex };
   await env.BUCKET.put(blobKey(d), bytes, checksum);
   await recordBlob(env, digest, bytes.byteLength);

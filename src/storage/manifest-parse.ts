@@ -25,6 +25,8 @@ export interface ParsedManifest {
   blobs: string[];
   /** Manifests (index entries) that must be in the repository. */
   children: string[];
+  /** The size every referenced blob and child manifest is declared with (the stored one must agree). */
+  sizes: Map<string, number>;
   subject?: string;
   /** The artifactType a referrers list reports: `artifactType`, else (image manifest) config.mediaType. */
   artifactType?: string;
@@ -59,8 +61,10 @@ function bareType(ct: string | null | undefined): string {
 }
 
 /**
- * Parses and validates `bytes` pushed with Content-Type `contentType`. The media type is the
- * Content-Type when it is a manifest type, else the body's `mediaType`, else inferred from the shape.
+ * Parses and validates `bytes` pushed with Content-Type `contentType`. As in distribution, the
+ * Content-Type names the manifest's media type: it must be a manifest type kiln stores (anything
+ * else, `text/plain` or `application/json` included, is MANIFEST_INVALID) and the body's
+ * `mediaType`, when present, must be the same.
  */
 export function parseManifest(bytes: Uint8Array, contentType: string | null | undefined): ParsedManifest {
   let doc: unknown;
@@ -74,26 +78,17 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null | un
   const header = bareType(contentType);
   if (m.mediaType !== undefined && typeof m.mediaType !== "string") throw invalid("mediaType must be a string");
   const bodyType = m.mediaType as string | undefined;
-  let mediaType: string;
-  if ([...IMAGE_TYPES, ...INDEX_TYPES, ...SCHEMA1].includes(header)) {
-    mediaType = header;
-    if (bodyType !== undefined && bodyType !== header) {
-      throw invalid(`mediaType ${bodyType} does not match Content-Type ${header}`);
-    }
-  } else if (bodyType) {
-    mediaType = bodyType;
-  } else if (Array.isArray(m.manifests)) {
-    mediaType = OCI_INDEX;
-  } else if (m.config !== undefined) {
-    mediaType = OCI_MANIFEST;
-  } else {
-    throw invalid("cannot tell the manifest media type (no Content-Type and no mediaType)");
-  }
-  if (SCHEMA1.includes(mediaType)) {
+  if (SCHEMA1.includes(header) || (bodyType !== undefined && SCHEMA1.includes(bodyType))) {
     throw invalid("Docker schema 1 manifests are not supported; push schema 2 or OCI");
   }
-  if (![...IMAGE_TYPES, ...INDEX_TYPES].includes(mediaType)) {
-    throw invalid(`unsupported manifest media type ${mediaType}`);
+  if (![...IMAGE_TYPES, ...INDEX_TYPES].includes(header)) {
+    throw invalid(header
+      ? `Content-Type ${header} is not a manifest media type (want one of ${[...IMAGE_TYPES, ...INDEX_TYPES].join(", ")})`
+      : `a manifest needs a Content-Type (one of ${[...IMAGE_TYPES, ...INDEX_TYPES].join(", ")})`, { contentType: header });
+  }
+  const mediaType = header;
+  if (bodyType !== undefined && bodyType !== header) {
+    throw invalid(`mediaType ${bodyType} does not match Content-Type ${header}`);
   }
   if (m.schemaVersion !== 2) throw invalid("schemaVersion must be 2");
   if (m.artifactType !== undefined && (typeof m.artifactType !== "string" || m.artifactType === "")) {
@@ -103,21 +98,31 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null | un
     mediaType,
     blobs: [],
     children: [],
+    sizes: new Map(),
     annotations: annotations(m.annotations, "manifest"),
     artifactType: m.artifactType as string | undefined,
   };
   if (m.subject !== undefined) parsed.subject = descriptor(m.subject, "subject").digest;
 
+  const sized = (d: Descriptor, where: string) => {
+    const seen = parsed.sizes.get(d.digest);
+    if (seen !== undefined && seen !== d.size) throw invalid(`${where}: ${d.digest} is declared with sizes ${seen} and ${d.size}`, { digest: d.digest });
+    parsed.sizes.set(d.digest, d.size);
+  };
   if (IMAGE_TYPES.includes(mediaType)) {
     const config = descriptor(m.config, "config");
     parsed.blobs.push(config.digest);
+    sized(config, "config");
     if (!Array.isArray(m.layers)) throw invalid("layers must be an array");
     m.layers.forEach((l, i) => {
       const layer = descriptor(l, `layers[${i}]`);
       annotations(layer.annotations, `layers[${i}]`);
       // Foreign / non-distributable layers with URLs live elsewhere by design.
       const external = layer.urls && layer.urls.length > 0 && /foreign|nondistributable/.test(layer.mediaType);
-      if (!external) parsed.blobs.push(layer.digest);
+      if (!external) {
+        parsed.blobs.push(layer.digest);
+        sized(layer, `layers[${i}]`);
+      }
     });
     parsed.artifactType ??= config.mediaType;
   } else {
@@ -126,6 +131,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | null | un
       const child = descriptor(c, `manifests[${i}]`);
       annotations(child.annotations, `manifests[${i}]`);
       parsed.children.push(child.digest);
+      sized(child, `manifests[${i}]`);
     });
   }
   parsed.blobs = [...new Set(parsed.blobs)];

@@ -4,7 +4,7 @@
  */
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { collectBlob, ensureRepository, putBlobBytes } from "./blobs";
+import { collectBlob, ensureRepository, putBlobBytes, withBlobPin } from "./blobs";
 import { blobKey, digestBytes, parseDigest, requireDigest } from "./digest";
 import { parseManifest, type Descriptor } from "./manifest-parse";
 
@@ -23,14 +23,14 @@ function requireTag(tag: string): void {
   if (!isTag(tag)) throw new OciError("MANIFEST_INVALID", "invalid tag (want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})", { detail: { tag } });
 }
 
-/** Rows of `values` in chunks the D1 bind limit (100 parameters) allows. */
-async function existing(env: Env, sql: string, repo: string, values: string[]): Promise<Set<string>> {
-  const found = new Set<string>();
+/** digest → stored size of the rows of `values`, in chunks the D1 bind limit (100 parameters) allows. */
+async function existing(env: Env, sql: string, repo: string, values: string[]): Promise<Map<string, number>> {
+  const found = new Map<string, number>();
   for (let i = 0; i < values.length; i += 90) {
     const part = values.slice(i, i + 90);
     const { results } = await env.DB.prepare(sql.replace("(?)", `(${part.map(() => "?").join(",")})`))
-      .bind(repo, ...part).all<{ digest: string }>();
-    for (const r of results) found.add(r.digest);
+      .bind(repo, ...part).all<{ digest: string; size: number }>();
+    for (const r of results) found.set(r.digest, r.size);
   }
   return found;
 }
@@ -61,13 +61,32 @@ export async function putManifest(
     throw new OciError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
   }
 
-  const haveBlobs = await existing(env, "SELECT digest FROM repo_blobs WHERE repo = ? AND digest IN (?)", repo, parsed.blobs);
+  const haveBlobs = await existing(env, "SELECT r.digest AS digest, b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest IN (?)", repo, parsed.blobs);
   const missingBlob = parsed.blobs.find((b) => !haveBlobs.has(b));
   if (missingBlob) throw new OciError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in repository ${repo}`, { detail: { digest: missingBlob } });
-  const haveChildren = await existing(env, "SELECT digest FROM manifests WHERE repo = ? AND digest IN (?)", repo, parsed.children);
+  const haveChildren = await existing(env, "SELECT digest, size FROM manifests WHERE repo = ? AND digest IN (?)", repo, parsed.children);
   const missingChild = parsed.children.find((c) => !haveChildren.has(c));
   if (missingChild) throw new OciError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} is not in repository ${repo}`, { detail: { digest: missingChild } });
+  // Descriptor sizes must be the stored ones (both are in `repo`, so the caller may know them).
+  for (const [what, have] of [["blob", haveBlobs], ["manifest", haveChildren]] as const) {
+    for (const [ref, stored] of have) {
+      const declared = parsed.sizes.get(ref);
+      if (declared !== undefined && declared !== stored) {
+        throw new OciError("MANIFEST_INVALID", `the manifest declares ${what} ${ref} with size ${declared}, but it is ${stored} bytes`, {
+          detail: { digest: ref, declared, size: stored },
+        });
+      }
+    }
+  }
 
+  // Pinned from storing the bytes until the manifest row exists, so a concurrent DELETE of the same
+  // digest cannot collect the bytes under the new row.
+  return withBlobPin(env, digest, () => storeManifest(env, repo, digest, bytes, parsed, tags));
+}
+
+async function storeManifest(
+  env: Env, repo: string, digest: string, bytes: Uint8Array, parsed: ReturnType<typeof parseManifest>, tags: string[],
+): Promise<{ digest: string; subject?: string }> {
   await putBlobBytes(env, bytes, digest);
   const now = Date.now();
   const db = env.DB;

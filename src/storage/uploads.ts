@@ -5,7 +5,7 @@
  */
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { linkBlob, putBlobVerified, putBlobVerifiedSized } from "./blobs";
+import { putBlobVerified, putBlobVerifiedSized } from "./blobs";
 import { requireDigest } from "./digest";
 import { Meter, SINGLE_PUT_MAX, concatObjects, putFixed, spool } from "./streams";
 
@@ -148,7 +148,7 @@ export async function finishUpload(
   if (session.chunks === 0 && finalBody && finalLength !== 0) {
     // Nothing staged: verify and store the PUT body directly.
     try {
-      result = await putBlobVerified(env, finalBody, digest, finalLength);
+      result = await putBlobVerified(env, finalBody, digest, finalLength, session.repo);
     } catch (err) {
       if (err instanceof OciError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, []);
       throw err;
@@ -158,14 +158,14 @@ export async function finishUpload(
     const keys = await chunkKeys(env, session.id);
     try {
       const staged = concatObjects(env.BUCKET, keys, session.size);
-      result = await putBlobVerifiedSized(env, staged.stream, digest, session.size);
+      result = await putBlobVerifiedSized(env, staged.stream, digest, session.size, session.repo);
       await staged.done;
     } catch (err) {
       if (err instanceof OciError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, keys);
       throw err;
     }
   }
-  await linkBlob(env, session.repo, digest);
+  // Linked to session.repo by the put above, before a concurrent delete could collect the blob.
   await dropSession(env, session.id, await chunkKeys(env, session.id));
   return result;
 }
