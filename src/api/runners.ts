@@ -1,7 +1,10 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
-import { requireApiScope } from "../auth/api";
+import { requireApiScope, type Principal } from "../auth/api";
+import { runnerServes } from "../auth/scopes";
+import { ADMIN_HOLDER } from "../auth/job-token";
+import type { ClaimHolder } from "../build/dispatcher";
 import type { ClaimRequest } from "../build/jobs";
 
 /** The dispatcher every route and the BuildCoordinator talk to. */
@@ -47,13 +50,23 @@ export function parseClaimRequest(body: Record<string, unknown>): ClaimRequest {
   };
 }
 
-/** /v1/runners: runners claim RUN jobs here (runner token), admins list the runners seen. */
+/** The runner token behind a /v1/runners or /v1/jobs call: its id ("admin" for the admin token) and what it serves. */
+export function runnerHolder(principal: Principal, origin: string): ClaimHolder {
+  if (principal.kind === "admin") return { tokenId: ADMIN_HOLDER, serves: "all", origin };
+  if (principal.kind !== "token") throw new ApiError(401, "a runner needs an API token");
+  return { tokenId: principal.id, serves: runnerServes(principal.scopes), origin };
+}
+
+/**
+ * /v1/runners: runners claim RUN jobs here (runner token: `runner` gets jobs of every namespace,
+ * `runner:<pattern>` only jobs of matching repositories), admins list the runners seen.
+ */
 export const runnersRoutes = new Hono<{ Bindings: Env }>();
 
 runnersRoutes.post("/claim", async (c) => {
-  await requireApiScope(c, { kind: "runner" });
+  const principal = await requireApiScope(c, { kind: "runner" });
   const req = parseClaimRequest(await jsonBody(c.req.raw));
-  const claimed = await dispatcherStub(c.env).claim(req);
+  const claimed = await dispatcherStub(c.env).claim(req, runnerHolder(principal, new URL(c.req.url).origin));
   if (!claimed) return c.body(null, 204);
   return c.json(claimed);
 });

@@ -6,6 +6,7 @@ import type { Context } from "hono";
 import type { Env } from "../env";
 import { secretsEqual, sha256Hex, timingSafeEqual } from "./crypto";
 import { type RegistryAccess, verifyRegistryToken } from "./registry-token";
+import { checkJobToken, isJobSubject, parseJobSubject } from "./job-token";
 import type { TokenScope } from "./scopes";
 import { findLiveTokenById, findTokenByHash, looksLikeApiToken } from "../storage/tokens";
 
@@ -43,6 +44,12 @@ export async function principalFromSecret(env: Env, secret: string, allowJwt = t
     const { sub, access, exp } = verified.claims;
     if (sub.startsWith("token:") && !(await findLiveTokenById(env.DB, sub.slice("token:".length)))) {
       return { reason: "token revoked" };
+    }
+    if (isJobSubject(sub)) {
+      // A RUN job's credential lives only as long as its lease and its runner token (job-token.ts).
+      const job = parseJobSubject(sub);
+      const dead = job ? await checkJobToken(env, job) : "invalid token";
+      if (dead) return { reason: dead };
     }
     return { principal: { kind: "registry", subject: sub, access, expiresAt: exp } };
   }

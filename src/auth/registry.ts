@@ -2,6 +2,7 @@ import type { Context } from "hono";
 import type { Env } from "../env";
 import { OciError } from "../errors";
 import { type Principal, resolveCredentials } from "./principal";
+import { JOB_TOKEN_ROUTES, isJobSubject } from "./job-token";
 import { type TokenScope, grantedActions } from "./scopes";
 import { findLiveTokenById, isRepositoryPublic, listPublicRepositories } from "../storage/tokens";
 
@@ -70,8 +71,9 @@ export async function authorizeRegistry(
     if (repo && action === "pull" && (await isRepositoryPublic(c.env.DB, repo))) return;
     throw unauthorized(c, repo, action, "authentication required");
   }
-  if (!repo) return;
   const principal = creds.principal;
+  if (principal.kind === "registry" && isJobSubject(principal.subject)) return jobTokenGate(c, principal, repo, action);
+  if (!repo) return;
   if (principalAllows(principal, repo, action)) return;
   if (action === "pull" && (await isRepositoryPublic(c.env.DB, repo))) return;
   if (principal.kind === "registry" && creds.scheme === "bearer") {
@@ -79,6 +81,32 @@ export async function authorizeRegistry(
   }
   throw new OciError("DENIED", `requested access to the resource is denied: ${action} on ${repo}`, {
     detail: [{ Type: "repository", Name: repo, Action: action }],
+    headers: API_VERSION,
+  });
+}
+
+/** The kind of /v2 route of a request ("blob", "upload", "manifest", …), set by the /v2 router. */
+const routeKinds = new WeakMap<Request, string>();
+
+/** The /v2 router names the route kind of a request before any handler calls authorizeRegistry. */
+export function setRegistryRouteKind(c: Context<{ Bindings: Env }>, kind: string): void {
+  routeKinds.set(c.req.raw, kind);
+}
+
+/**
+ * A RUN job's registry token (job-token.ts; its lease was checked when it was resolved): pull and push
+ * of blobs on the job's repository only. Manifests, tags, referrers, the catalog, deletes and every
+ * other repository are refused with 403, public or not.
+ */
+function jobTokenGate(c: Context<{ Bindings: Env }>, principal: Extract<Principal, { kind: "registry" }>, repo: string | undefined, action: RegistryAction): void {
+  const kind = routeKinds.get(c.req.raw);
+  let why = "";
+  if (!kind || !JOB_TOKEN_ROUTES.has(kind)) why = "a job token may only read and upload blobs";
+  else if (action === "delete") why = "a job token may not delete";
+  else if (!repo || !principalAllows(principal, repo, action)) why = "a job token may only use its job's repository";
+  if (!why) return;
+  throw new OciError("DENIED", `requested access to the resource is denied: ${why}`, {
+    detail: repo ? [{ Type: "repository", Name: repo, Action: action }] : null,
     headers: API_VERSION,
   });
 }

@@ -1,5 +1,8 @@
 /**
- * API token scopes: `repository:<pattern>:<actions>`, `runner`, `admin`.
+ * API token scopes: `repository:<pattern>:<actions>`, `runner`, `runner:<pattern>`, `admin`.
+ *
+ * `runner` is the operator's pool: it serves RUN jobs of every namespace. `runner:<pattern>` serves only
+ * jobs whose repository the pattern covers (a tenant's own runners, e.g. `runner:team/**`).
  *
  * Patterns name repositories: an exact name (`team/app`), `*` within one path segment (`team/*`,
  * `*`), `**` across segments (`team/**`). Actions are `pull` and `push`; registry `delete` needs `push`.
@@ -11,7 +14,8 @@ export type RegistryGrant = "pull" | "push" | "delete";
 
 export type TokenScope =
   | { kind: "admin" }
-  | { kind: "runner" }
+  /** `pattern` absent: the operator's pool (every namespace); present: only matching repositories. */
+  | { kind: "runner"; pattern?: string }
   | { kind: "repository"; pattern: string; actions: RepositoryAction[] };
 
 /** OCI Distribution repository name grammar (path components joined by `/`). */
@@ -48,9 +52,15 @@ export function parseScope(scope: unknown): TokenScope {
   if (typeof scope !== "string") throw new ScopeError(`invalid scope ${JSON.stringify(scope)}: must be a string`);
   if (scope === "admin") return { kind: "admin" };
   if (scope === "runner") return { kind: "runner" };
+  if (scope.startsWith("runner:")) {
+    const pattern = scope.slice("runner:".length);
+    if (pattern.includes(":")) throw new ScopeError(`invalid scope "${scope}": expected "runner" or "runner:<repository pattern>"`);
+    validatePattern(pattern, scope);
+    return { kind: "runner", pattern };
+  }
   const parts = scope.split(":");
   if (parts.length !== 3 || parts[0] !== "repository") {
-    throw new ScopeError(`invalid scope "${scope}": expected "admin", "runner" or "repository:<pattern>:<pull|push|pull,push>"`);
+    throw new ScopeError(`invalid scope "${scope}": expected "admin", "runner", "runner:<pattern>" or "repository:<pattern>:<pull|push|pull,push>"`);
   }
   const [, pattern, actionList] = parts;
   validatePattern(pattern, scope);
@@ -70,7 +80,18 @@ export function parseScopes(scopes: unknown): TokenScope[] {
 }
 
 export function formatScope(scope: TokenScope): string {
-  return scope.kind === "repository" ? `repository:${scope.pattern}:${scope.actions.join(",")}` : scope.kind;
+  if (scope.kind === "repository") return `repository:${scope.pattern}:${scope.actions.join(",")}`;
+  if (scope.kind === "runner" && scope.pattern !== undefined) return `runner:${scope.pattern}`;
+  return scope.kind;
+}
+
+/**
+ * The repositories whose RUN jobs `scopes` may run: "all" for the operator's pool (`runner`, or an
+ * admin), else the patterns of its `runner:<pattern>` scopes (empty: no runner scope at all).
+ */
+export function runnerServes(scopes: TokenScope[]): "all" | string[] {
+  if (scopes.some((s) => s.kind === "admin" || (s.kind === "runner" && s.pattern === undefined))) return "all";
+  return scopes.flatMap((s) => (s.kind === "runner" && s.pattern !== undefined ? [s.pattern] : []));
 }
 
 const compiled = new Map<string, RegExp>();

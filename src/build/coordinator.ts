@@ -4,8 +4,7 @@ import { DockerfileError } from "../dockerfile/errors";
 import type { ContextIndex } from "../context/ingest";
 import { getContextIndexBytes } from "../storage/contexts";
 import { updateBuildStatus } from "../storage/builds";
-import { mintRegistryToken } from "../auth/api";
-import type { RunJob, RunResult } from "./jobs";
+import type { QueuedJob, RunResult } from "./jobs";
 import { planDockerfile } from "./frontend";
 import { pushImage } from "./image";
 import { executeStep, finishRun, type StepContext } from "./steps";
@@ -537,13 +536,8 @@ export class BuildCoordinator extends DurableObject<Env> {
         const jobId = `${this.spec().id}-${r.idx}-${crypto.randomUUID().slice(0, 8)}`;
         this.setStep(r.idx, { job_id: jobId, cache_key: out.key, run_key: out.key, created_by: out.createdBy });
         this.emit("step", this.stepView(this.row(r.idx)!));
-        let registryToken = "";
-        try {
-          registryToken = await mintRegistryToken(this.env, this.spec().origin, [{ repository: out.job.repository, actions: ["pull", "push"] }], 6 * 3600);
-        } catch (e) {
-          console.error("could not mint a registry token for the RUN job", e);
-        }
-        const job: RunJob = { ...out.job, jobId, registryToken };
+        // No credential here: the Dispatcher mints one per lease when a runner claims the job.
+        const job: QueuedJob = { ...out.job, jobId };
         await this.log(r.idx, "waiting for a runner\n");
         await this.dispatcher().enqueue(job);
         return;

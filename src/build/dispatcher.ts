@@ -1,7 +1,9 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import type { ClaimedJob, ClaimRequest, JobLayer, JobState, JobStatus, RunJob, RunResult } from "./jobs";
-import { linkBlob } from "../storage/blobs";
+import type { ClaimedJob, ClaimRequest, JobLayer, JobState, JobStatus, QueuedJob, RunJob, RunResult } from "./jobs";
+import { linkBlob, statRepoBlob } from "../storage/blobs";
+import { patternMatches } from "../auth/scopes";
+import { mintJobToken } from "../auth/job-token";
 
 /**
  * The queue of RUN jobs handed to runners (issue 5). One instance: `env.DISPATCHER.idFromName("default")`.
@@ -11,7 +13,23 @@ import { linkBlob } from "../storage/blobs";
  * build cancels its jobs (runners learn it with 410 on their next lease/log call). A job of a build goes
  * preferably to the runner that completed the previous step of that build: it is held for that runner
  * for a short while (`KILN_DISPATCH_PREFER_MS`, default 2000) before any runner may take it.
+ *
+ * Tenancy (issue 17): a claim names the runner token and the repositories it serves ("all" for the
+ * operator's pool); only jobs whose repository matches are handed to it. The lease records that token,
+ * and only it may renew, log or complete. The job's secrets live in their own column, are sent only in
+ * the claim response and are dropped when the job ends; its registry credential is minted per lease
+ * (job-token.ts) and is valid only while `leaseLive` says so. A completion's layer must be linked in
+ * the job's repository with the stated size.
  */
+
+/** Who claims: the runner token (its id, or "admin") and the repositories it serves. */
+export interface ClaimHolder {
+  tokenId: string;
+  /** "all" (scope `runner`, admin) or the patterns of its `runner:<pattern>` scopes. */
+  serves: "all" | string[];
+  /** Origin of the claim request (the audience of the job's registry token). */
+  origin: string;
+}
 
 /** What the Dispatcher calls on the BuildCoordinator (implemented by the builds engineer). */
 export interface RunStepSink {
@@ -31,13 +49,15 @@ export interface RunnerInfo {
 /** Outcome of a lease renewal, log append or completion. `gone` means 410: stop and kill the step. */
 export type LeaseOutcome =
   | { ok: true; leaseExpiresAt: number }
-  | { ok: false; status: 404 | 409 | 410; message: string };
+  | { ok: false; status: 400 | 403 | 404 | 409 | 410; message: string };
 
 const DEFAULT_LEASE_SECONDS = 30;
 const MAX_LEASE_SECONDS = 600;
 const MAX_WAIT_MS = 25_000;
 const FORWARD_RETRY_MS = 5_000;
 const MAX_FORWARD_ATTEMPTS = 20;
+/** Upper bound of a job token's lifetime; it dies earlier with its lease (checked on every /v2 call). */
+const MAX_JOB_TOKEN_SECONDS = 24 * 3600;
 
 interface JobRow {
   job_id: string;
@@ -59,6 +79,9 @@ interface JobRow {
   forward_attempts: number;
   next_forward_at: number | null;
   acked: number;
+  repository: string | null;
+  runner_token: string | null;
+  secrets_json: string | null;
   [key: string]: SqlStorageValue;
 }
 
@@ -149,6 +172,15 @@ export class Dispatcher extends DurableObject<Env> {
     `);
     const cols = this.sql.exec<{ name: string }>("PRAGMA table_info(jobs)").toArray().map((c) => c.name);
     if (!cols.includes("acked")) this.sql.exec("ALTER TABLE jobs ADD COLUMN acked INTEGER NOT NULL DEFAULT 0");
+    // Issue 17: the job's repository (who may claim it), the runner token holding the lease, and the
+    // job's secrets apart from job_json (dropped when the job ends).
+    if (!cols.includes("repository")) this.sql.exec("ALTER TABLE jobs ADD COLUMN repository TEXT");
+    if (!cols.includes("runner_token")) this.sql.exec("ALTER TABLE jobs ADD COLUMN runner_token TEXT");
+    if (!cols.includes("secrets_json")) this.sql.exec("ALTER TABLE jobs ADD COLUMN secrets_json TEXT");
+    // Jobs queued by an older version carried secrets and a registry token in job_json: unfinished ones
+    // cannot be handed out safely any more (no repository to match), finished ones lose them.
+    this.sql.exec("UPDATE jobs SET state = 'cancelled', lease_id = NULL WHERE repository IS NULL AND state IN ('queued', 'leased')");
+    this.sql.exec("UPDATE jobs SET job_json = '{}' WHERE repository IS NULL AND job_json != '{}'");
   }
 
   /**
@@ -228,9 +260,12 @@ export class Dispatcher extends DurableObject<Env> {
   /**
    * Queues a RUN job (idempotent by jobId: a job already known is left as it is). The job's layers
    * (rootfs and bind-mount sources) are linked into `job.repository` first, so the runner can fetch
-   * them with the job's registry token before any image of the build is pushed.
+   * them with the job's registry token before any image of the build is pushed. Its secrets are kept
+   * apart from the job and any `registryToken` is dropped (each lease gets its own).
    */
-  async enqueue(job: RunJob): Promise<void> {
+  async enqueue(queued: QueuedJob): Promise<void> {
+    const { secrets, registryToken: _ignored, ...job } = queued;
+    void _ignored;
     if (this.row(job.jobId)) return;
     this.prune(Date.now());
     const digests = new Set([...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.digest));
@@ -246,11 +281,12 @@ export class Dispatcher extends DurableObject<Env> {
     const now = Date.now();
     const cancelled = this.sql.exec("SELECT 1 FROM cancelled_builds WHERE build_id = ?", job.buildId).toArray().length > 0;
     const preferred = this.sql.exec<{ runner_id: string }>("SELECT runner_id FROM build_runner WHERE build_id = ?", job.buildId).toArray()[0]?.runner_id ?? null;
+    const keepSecrets = !cancelled && secrets && Object.keys(secrets).length ? JSON.stringify(secrets) : null;
     this.sql.exec(
-      `INSERT INTO jobs (job_id, build_id, step_index, platform, network, job_json, state, enqueued_at, preferred_runner, hold_until)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (job_id, build_id, step_index, platform, network, job_json, state, enqueued_at, preferred_runner, hold_until, repository, secrets_json)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       job.jobId, job.buildId, job.stepIndex, platformString(job.platform), job.network, JSON.stringify(job),
-      cancelled ? "cancelled" : "queued", now, preferred, preferred ? now + this.preferMs() : 0,
+      cancelled ? "cancelled" : "queued", now, preferred, preferred ? now + this.preferMs() : 0, job.repository, keepSecrets,
     );
     await this.scheduleAlarm();
     this.wake();
@@ -271,7 +307,7 @@ export class Dispatcher extends DurableObject<Env> {
   /** Cancels every job of a build that is not finished; later enqueues of it are cancelled at once. */
   async cancelBuild(buildId: string): Promise<void> {
     this.sql.exec("INSERT OR REPLACE INTO cancelled_builds (build_id, at) VALUES (?, ?)", buildId, Date.now());
-    this.sql.exec("UPDATE jobs SET state = 'cancelled', lease_id = NULL WHERE build_id = ? AND state IN ('queued', 'leased')", buildId);
+    this.sql.exec("UPDATE jobs SET state = 'cancelled', lease_id = NULL, secrets_json = NULL WHERE build_id = ? AND state IN ('queued', 'leased')", buildId);
     await this.scheduleAlarm();
   }
 
@@ -280,8 +316,8 @@ export class Dispatcher extends DurableObject<Env> {
     const r = this.row(jobId);
     if (!r) return null;
     return {
-      jobId: r.job_id, buildId: r.build_id, stepIndex: r.step_index, state: r.state, runnerId: r.runner_id,
-      leaseId: r.lease_id, leaseExpiresAt: r.lease_expires_at, attempts: r.attempts,
+      jobId: r.job_id, buildId: r.build_id, stepIndex: r.step_index, state: r.state, repository: r.repository ?? "",
+      runnerId: r.runner_id, runnerTokenId: r.runner_token, leaseId: r.lease_id, leaseExpiresAt: r.lease_expires_at, attempts: r.attempts,
       result: r.result_json ? (JSON.parse(r.result_json) as RunResult) : null, forwarded: r.forwarded === 1,
     };
   }
@@ -308,8 +344,12 @@ export class Dispatcher extends DurableObject<Env> {
 
   // ---- runner protocol ----
 
-  /** Hands out the next job this runner may run, waiting up to `waitSeconds` (max 25) for one. */
-  async claim(req: ClaimRequest): Promise<ClaimedJob | null> {
+  /**
+   * Hands out the next job this runner may run (platform, network, and a repository its token serves),
+   * waiting up to `waitSeconds` (max 25) for one. The answer carries a registry token for this lease
+   * and the job's secrets.
+   */
+  async claim(req: ClaimRequest, holder: ClaimHolder): Promise<ClaimedJob | null> {
     const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, (req.waitSeconds ?? 25) * 1000));
     const started = Date.now();
     const deadline = started + waitMs;
@@ -320,7 +360,7 @@ export class Dispatcher extends DurableObject<Env> {
     );
     for (;;) {
       if (left()) return null;
-      const got = await this.tryClaim(req);
+      const got = await this.tryClaim(req, holder);
       if (got) return got;
       const remaining = deadline - Date.now();
       if (remaining <= 0) return null;
@@ -340,13 +380,16 @@ export class Dispatcher extends DurableObject<Env> {
     this.wake();
   }
 
-  private async tryClaim(req: ClaimRequest): Promise<ClaimedJob | null> {
+  private async tryClaim(req: ClaimRequest, holder: ClaimHolder): Promise<ClaimedJob | null> {
     const now = Date.now();
     this.expireLeases(now);
     const candidates = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'queued' ORDER BY enqueued_at, step_index").toArray();
     const hostWait = this.hostNetworkWaitMs();
+    const serves = (repository: string | null) =>
+      repository !== null && (holder.serves === "all" || holder.serves.some((p) => patternMatches(p, repository)));
     const pick = candidates.find(
       (r) =>
+        serves(r.repository) &&
         platformMatches(r.platform, req.platforms) &&
         (!r.preferred_runner || r.preferred_runner === req.runnerId || r.hold_until <= now) &&
         // --network=host steps wait for a runner that allows it; after a while any runner takes them
@@ -357,11 +400,33 @@ export class Dispatcher extends DurableObject<Env> {
     const leaseId = crypto.randomUUID();
     const leaseExpiresAt = now + Math.min(this.leaseMs(req.leaseSeconds), this.ackMs());
     this.sql.exec(
-      "UPDATE jobs SET state = 'leased', acked = 0, runner_id = ?, lease_id = ?, lease_expires_at = ? WHERE job_id = ? AND state = 'queued'",
-      req.runnerId, leaseId, leaseExpiresAt, pick.job_id,
+      "UPDATE jobs SET state = 'leased', acked = 0, runner_id = ?, runner_token = ?, lease_id = ?, lease_expires_at = ? WHERE job_id = ? AND state = 'queued'",
+      req.runnerId, holder.tokenId, leaseId, leaseExpiresAt, pick.job_id,
     );
+    const job = JSON.parse(pick.job_json) as Omit<RunJob, "registryToken" | "secrets">;
+    let registryToken: string;
+    try {
+      const ttl = Math.min(MAX_JOB_TOKEN_SECONDS, Math.max(600, (job.timeoutSeconds || 3600) + 1800));
+      registryToken = await mintJobToken(this.env, holder.origin, pick.repository!, { jobId: pick.job_id, leaseId, runnerTokenId: holder.tokenId }, ttl);
+    } catch (err) {
+      this.sql.exec(
+        "UPDATE jobs SET state = 'queued', runner_id = NULL, runner_token = NULL, lease_id = NULL, lease_expires_at = NULL WHERE job_id = ? AND lease_id = ?",
+        pick.job_id, leaseId,
+      );
+      throw err;
+    }
     await this.scheduleAlarm();
-    return { job: JSON.parse(pick.job_json) as RunJob, leaseId, leaseExpiresAt };
+    const secrets = pick.secrets_json ? (JSON.parse(pick.secrets_json) as Record<string, string>) : undefined;
+    return { job: { ...job, registryToken, ...(secrets ? { secrets } : {}) }, leaseId, leaseExpiresAt };
+  }
+
+  /**
+   * Whether `leaseId` of `jobId` is alive and held by runner token `tokenId` (the job's registry token
+   * is valid only then).
+   */
+  async leaseLive(jobId: string, leaseId: string, tokenId: string): Promise<boolean> {
+    const r = this.row(jobId);
+    return !!r && r.state === "leased" && r.lease_id === leaseId && r.runner_token === tokenId && (r.lease_expires_at ?? 0) > Date.now();
   }
 
   /** Requeues jobs whose lease passed; fails them after too many lost leases. */
@@ -378,7 +443,7 @@ export class Dispatcher extends DurableObject<Env> {
       if (attempts >= this.maxAttempts()) {
         const result: RunResult = { ok: false, exitCode: null, message: `runner lost the job ${attempts} times (lease expired); giving up` };
         this.sql.exec(
-          "UPDATE jobs SET state = 'done', attempts = ?, lease_id = NULL, result_json = ?, forwarded = 0, next_forward_at = ? WHERE job_id = ?",
+          "UPDATE jobs SET state = 'done', attempts = ?, lease_id = NULL, secrets_json = NULL, result_json = ?, forwarded = 0, next_forward_at = ? WHERE job_id = ?",
           attempts, JSON.stringify(result), now, r.job_id,
         );
       } else {
@@ -392,13 +457,16 @@ export class Dispatcher extends DurableObject<Env> {
     this.wake();
   }
 
-  private checkLease(jobId: string, leaseId: string | undefined): { row: JobRow } | { outcome: LeaseOutcome } {
+  private checkLease(jobId: string, leaseId: string | undefined, tokenId: string): { row: JobRow } | { outcome: LeaseOutcome } {
     this.expireLeases(Date.now());
     const r = this.row(jobId);
     if (!r) return { outcome: { ok: false, status: 404, message: `job ${jobId} not found` } };
     if (r.state === "cancelled") return { outcome: { ok: false, status: 410, message: "the build was cancelled" } };
     if (r.state !== "leased" || !leaseId || r.lease_id !== leaseId) {
       return { outcome: { ok: false, status: 410, message: "lease lost: the job was re-queued or handed to another runner" } };
+    }
+    if (r.runner_token !== tokenId) {
+      return { outcome: { ok: false, status: 403, message: "this lease is held by another runner token" } };
     }
     if (!r.acked) {
       this.sql.exec("UPDATE jobs SET acked = 1 WHERE job_id = ?", jobId);
@@ -407,9 +475,9 @@ export class Dispatcher extends DurableObject<Env> {
     return { row: r };
   }
 
-  /** Renews a lease. 410 when the job was cancelled, re-queued or its lease lost. */
-  async renewLease(jobId: string, leaseId: string, leaseSeconds?: number): Promise<LeaseOutcome> {
-    const c = this.checkLease(jobId, leaseId);
+  /** Renews a lease. 410 when the job was cancelled, re-queued or its lease lost; 403 from another runner token. */
+  async renewLease(jobId: string, leaseId: string, tokenId: string, leaseSeconds?: number): Promise<LeaseOutcome> {
+    const c = this.checkLease(jobId, leaseId, tokenId);
     if ("outcome" in c) { await this.scheduleAlarm(); return c.outcome; }
     const leaseExpiresAt = Date.now() + this.leaseMs(leaseSeconds);
     this.sql.exec("UPDATE jobs SET lease_expires_at = ? WHERE job_id = ?", leaseExpiresAt, jobId);
@@ -418,8 +486,8 @@ export class Dispatcher extends DurableObject<Env> {
   }
 
   /** Forwards output of a running job to its build log. 410 when the job is cancelled or the lease lost. */
-  async appendLog(jobId: string, leaseId: string | undefined, text: string): Promise<LeaseOutcome> {
-    const c = this.checkLease(jobId, leaseId);
+  async appendLog(jobId: string, leaseId: string | undefined, tokenId: string, text: string): Promise<LeaseOutcome> {
+    const c = this.checkLease(jobId, leaseId, tokenId);
     if ("outcome" in c) return c.outcome;
     if (text) {
       try {
@@ -432,20 +500,32 @@ export class Dispatcher extends DurableObject<Env> {
   }
 
   /**
-   * Records the result of a job from its lease holder and forwards it to the coordinator exactly once.
-   * A repeated completion with the same lease after success answers ok without forwarding again.
+   * Records the result of a job from its lease holder (that lease id, from that runner token) and
+   * forwards it to the coordinator exactly once. A layer must be linked in the job's repository with the
+   * stated size (400 otherwise; the job stays leased). A repeated completion with the same lease after
+   * success answers ok without forwarding again. The job's secrets are forgotten.
    */
-  async complete(jobId: string, leaseId: string, result: RunResult): Promise<LeaseOutcome> {
+  async complete(jobId: string, leaseId: string, tokenId: string, result: RunResult): Promise<LeaseOutcome> {
     const bad = validateRunResult(result);
     if (bad) return { ok: false, status: 409, message: bad };
     const r0 = this.row(jobId);
-    if (r0 && r0.state === "done" && r0.lease_id === leaseId && leaseId) return { ok: true, leaseExpiresAt: 0 };
-    const c = this.checkLease(jobId, leaseId);
+    if (r0 && r0.state === "done" && r0.lease_id === leaseId && leaseId && r0.runner_token === tokenId) return { ok: true, leaseExpiresAt: 0 };
+    const c0 = this.checkLease(jobId, leaseId, tokenId);
+    if ("outcome" in c0) return c0.outcome;
+    const normalized = normalizeResult(result);
+    if (normalized.ok && normalized.layer) {
+      const { digest, size } = normalized.layer;
+      const repository = c0.row.repository ?? "";
+      const stat = await statRepoBlob(this.env, repository, digest);
+      if (!stat) return { ok: false, status: 400, message: `layer ${digest} was not uploaded to ${repository}: upload it with the job's registry token before completing` };
+      if (stat.size !== size) return { ok: false, status: 400, message: `layer ${digest} in ${repository} has ${stat.size} bytes, not ${size}` };
+    }
+    // The lease may have changed while the layer was checked.
+    const c = this.checkLease(jobId, leaseId, tokenId);
     if ("outcome" in c) return c.outcome;
     const now = Date.now();
-    const normalized = normalizeResult(result);
     this.sql.exec(
-      "UPDATE jobs SET state = 'done', result_json = ?, forwarded = 0, next_forward_at = ?, lease_expires_at = NULL WHERE job_id = ?",
+      "UPDATE jobs SET state = 'done', result_json = ?, forwarded = 0, next_forward_at = ?, lease_expires_at = NULL, secrets_json = NULL WHERE job_id = ?",
       JSON.stringify(normalized), now + FORWARD_RETRY_MS, jobId,
     );
     if (normalized.ok) {

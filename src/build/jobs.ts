@@ -44,9 +44,19 @@ export interface RunJob {
   network: "none" | "host";
   mounts: JobMount[];
   timeoutSeconds: number;
-  /** Repository the result layer is uploaded to (POST /v2/<repository>/blobs/uploads/). */
+  /**
+   * Repository the result layer is uploaded to (POST /v2/<repository>/blobs/uploads/). The job's layers
+   * (`layers`, bind-mount `fromLayers`) are linked into it when the job is queued, so the runner reads
+   * them through it too (GET /v2/<repository>/blobs/<digest>). Only runner tokens whose scope covers
+   * this repository (`runner`, or `runner:<pattern>` matching it) ever receive the job.
+   */
   repository: string;
-  /** Short-lived registry token with pull,push on `repository` (Bearer for /v2 calls). */
+  /**
+   * The registry credential of this lease (Bearer for /v2 calls), minted when the job is claimed: it
+   * reads and uploads blobs of `repository` and nothing else (no manifests, tags, deletes or other
+   * repositories), and only while the lease lives. It dies when the job completes, is cancelled or
+   * re-leased, or when the runner token that claimed it is revoked. Empty in what is queued.
+   */
   registryToken: string;
   /** SOURCE_DATE_EPOCH for clamping mtimes in the produced layer. */
   sourceDateEpoch: number;
@@ -55,9 +65,16 @@ export interface RunJob {
    * directories by (cacheScope, id), so builds of one namespace never see another's cache mounts.
    */
   cacheScope: string;
-  /** Secret values by id, only for the secrets this step mounts. Never logged, never in a layer. */
+  /**
+   * Secret values by id, only for the secrets this step mounts. Never logged, never in a layer. Sent
+   * only to the current lease holder in the claim response; kiln keeps them apart from the queued job
+   * and forgets them when the job ends (done or cancelled). A re-queued job keeps them until then.
+   */
   secrets?: Record<string, string>;
 }
+
+/** What the BuildCoordinator (or an admin through POST /v1/jobs) queues: a job without a lease credential. */
+export type QueuedJob = Omit<RunJob, "registryToken"> & { registryToken?: string };
 
 export type RunResult =
   | {
@@ -67,8 +84,14 @@ export type RunResult =
     }
   | { ok: false; exitCode: number | null; message: string };
 
-/** What POST /v1/runners/claim answers with. */
+/**
+ * What POST /v1/runners/claim answers with (204 when no job the runner token may serve came). The
+ * Dispatcher records which runner token holds the lease; lease renewals, logs and the completion are
+ * accepted only with that lease id from that same token (403 from another token, 410 once the lease is
+ * lost).
+ */
 export interface ClaimedJob {
+  /** The job with `registryToken` minted for this lease and, when the step mounts any, its `secrets`. */
   job: RunJob;
   leaseId: string;
   leaseExpiresAt: number; // ms since epoch; renew with POST /v1/jobs/:id/lease before it passes
@@ -97,7 +120,11 @@ export interface RenewLeaseRequest {
   leaseId: string;
 }
 
-/** Body of POST /v1/jobs/:id/complete. */
+/**
+ * Body of POST /v1/jobs/:id/complete, from the lease holder's runner token. A result with a layer is
+ * accepted only when that layer was uploaded to the job's repository (linked there) with the stated
+ * size; otherwise 400 and the job stays leased (its build does not use the layer).
+ */
 export interface CompleteJobRequest {
   leaseId: string;
   result: RunResult;
@@ -111,7 +138,11 @@ export interface JobStatus {
   buildId: string;
   stepIndex: number;
   state: JobState;
+  /** Repository of the job (decides which runner tokens may claim it). */
+  repository: string;
   runnerId: string | null;
+  /** Id of the API token holding (or that last held) the lease; "admin" for the admin token. */
+  runnerTokenId: string | null;
   leaseId: string | null;
   leaseExpiresAt: number | null;
   attempts: number;

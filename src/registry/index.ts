@@ -4,7 +4,7 @@
  */
 import { Hono } from "hono";
 import type { Env } from "../env";
-import { authorizeRegistry } from "../auth/registry";
+import { authorizeRegistry, setRegistryRouteKind } from "../auth/registry";
 import { OciError } from "../errors";
 import { handleBlob } from "./blobs";
 import { type Ctx, unsupportedMethod } from "./http";
@@ -27,6 +27,7 @@ async function dispatch(c: Ctx): Promise<Response> {
   const pathname = new URL(c.req.url).pathname;
   const route = parseRoute(pathname.replace(/^\/v2/, ""));
   if (!route) throw new OciError("NAME_UNKNOWN", "no such registry endpoint", { status: 404, detail: { path: pathname } });
+  setRegistryRouteKind(c, route.kind);
   switch (route.kind) {
     case "ping":
       return ping(c);

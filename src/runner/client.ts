@@ -22,6 +22,11 @@ async function errorText(res: Response): Promise<string> {
   }
 }
 
+/** Answers that mean the lease is not (or no longer) this runner's: stop working on the job. */
+function lost(status: number): boolean {
+  return status === 410 || status === 404 || status === 403;
+}
+
 export class KilnClient {
   constructor(readonly server: string, private token: string) {
     this.server = server.replace(/\/$/, "");
@@ -54,26 +59,33 @@ export class KilnClient {
     if (!res.ok) throw new Error(`leave: HTTP ${res.status}: ${await errorText(res)}`);
   }
 
-  /** Renews a lease; throws Gone on 410 (cancelled, requeued). */
+  /**
+   * Renews a lease; throws Gone on 410 (cancelled, requeued), 404, or 403 (the lease is held by another
+   * runner token: only the token that claimed a job may renew, log or complete it).
+   */
   async renew(jobId: string, leaseId: string, leaseSeconds?: number): Promise<number> {
     const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/lease`, { leaseId, leaseSeconds });
-    if (res.status === 410 || res.status === 404) throw new Gone(await errorText(res));
+    if (lost(res.status)) throw new Gone(await errorText(res));
     if (!res.ok) throw new Error(`lease: HTTP ${res.status}: ${await errorText(res)}`);
     return ((await res.json()) as { leaseExpiresAt: number }).leaseExpiresAt;
   }
 
   async logs(jobId: string, leaseId: string, text: string): Promise<void> {
     const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/logs`, text, { [LEASE_HEADER]: leaseId });
-    if (res.status === 410 || res.status === 404) throw new Gone(await errorText(res));
+    if (lost(res.status)) throw new Gone(await errorText(res));
     if (!res.ok) throw new Error(`logs: HTTP ${res.status}: ${await errorText(res)}`);
   }
 
+  /**
+   * Reports the result. A layer must have been uploaded to the job's repository first (with the job's
+   * registry token): the server refuses (400) a layer it does not find there with that size.
+   */
   async complete(jobId: string, leaseId: string, result: RunResult): Promise<void> {
     let lastErr: unknown;
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         const res = await this.post(`/v1/jobs/${encodeURIComponent(jobId)}/complete`, { leaseId, result });
-        if (res.status === 410 || res.status === 404) throw new Gone(await errorText(res));
+        if (lost(res.status)) throw new Gone(await errorText(res));
         if (res.ok) return;
         lastErr = new Error(`complete: HTTP ${res.status}: ${await errorText(res)}`);
         if (res.status < 500) break;
@@ -87,7 +99,9 @@ export class KilnClient {
   }
 
   /**
-   * Uploads a blob file to /v2/<repository> (skipped when the registry has it already): one PUT when it
+   * Uploads a blob file to /v2/<repository> with the job's registry token (which is valid only for the
+   * blobs of the job's repository and only while the lease lives), skipped when the repository has it
+   * already: one PUT when it
    * fits in a chunk, else PATCH chunks (a Worker request body is limited to ~100 MB) and a closing PUT.
    */
   async uploadBlob(repository: string, registryToken: string, file: string, digest: string, size: number, chunkSize = UPLOAD_CHUNK): Promise<void> {

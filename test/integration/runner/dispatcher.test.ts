@@ -2,6 +2,7 @@ import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Dispatcher, RunStepSink } from "../../../src/build/dispatcher";
 import type { ClaimedJob, RunJob, RunResult } from "../../../src/build/jobs";
+import { pushBlob, randomBytes } from "../registry/helpers";
 
 const ADMIN = "kiln-test-admin";
 const BASE = "http://kiln.test";
@@ -52,7 +53,11 @@ async function claim(runnerId: string, architecture: string, extra: Record<strin
   return (await res.json()) as ClaimedJob;
 }
 
-const okResult = (c = "a"): RunResult => ({ ok: true, layer: { digest: digest(c), diffId: digest("b"), mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", size: 10 } });
+/** A successful result whose layer was really uploaded to the job's repository (else the completion is refused). */
+async function okResult(repo = "test/app"): Promise<RunResult> {
+  const bytes = randomBytes(64);
+  return { ok: true, layer: { digest: await pushBlob(repo, bytes), diffId: digest("b"), mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", size: bytes.length } };
+}
 
 describe("dispatcher: claim", () => {
   it("needs credentials and a valid body", async () => {
@@ -70,7 +75,9 @@ describe("dispatcher: claim", () => {
     await stub().enqueue(j);
     await stub().enqueue(j); // idempotent
     const got = await claim("r1", a);
-    expect(got?.job).toEqual(j);
+    const { registryToken: queuedToken, ...queued } = j;
+    expect(got?.job).toEqual({ ...queued, registryToken: expect.any(String) });
+    expect(got!.job.registryToken).not.toBe(queuedToken); // minted for the lease, not what was queued
     expect(got!.leaseExpiresAt).toBeGreaterThan(Date.now());
     expect(await claim("r2", a)).toBeNull();
   });
@@ -161,8 +168,8 @@ describe("dispatcher: leases", () => {
     expect(second.leaseId).not.toBe(first.leaseId);
     expect((await post(`/v1/jobs/${j.jobId}/lease`, { leaseId: first.leaseId })).status).toBe(410);
     expect((await post(`/v1/jobs/${j.jobId}/logs`, "late output", { "kiln-lease-id": first.leaseId, "content-type": "text/plain" })).status).toBe(410);
-    expect((await post(`/v1/jobs/${j.jobId}/complete`, { leaseId: first.leaseId, result: okResult() })).status).toBe(410);
-    expect((await post(`/v1/jobs/${j.jobId}/complete`, { leaseId: second.leaseId, result: okResult() })).status).toBe(200);
+    expect((await post(`/v1/jobs/${j.jobId}/complete`, { leaseId: first.leaseId, result: await okResult() })).status).toBe(410);
+    expect((await post(`/v1/jobs/${j.jobId}/complete`, { leaseId: second.leaseId, result: await okResult() })).status).toBe(200);
     expect(rec.finished.filter((f) => f.jobId === j.jobId)).toHaveLength(1);
     expect((await stub().jobStatus(j.jobId))!.attempts).toBe(1);
   });
@@ -261,7 +268,7 @@ describe("dispatcher: logs and completion", () => {
     const a = arch();
     await stub().enqueue(job("b-retry", 0, a));
     const got = (await claim("r1", a))!;
-    expect((await post(`/v1/jobs/${got.job.jobId}/complete`, { leaseId: got.leaseId, result: okResult() })).status).toBe(200);
+    expect((await post(`/v1/jobs/${got.job.jobId}/complete`, { leaseId: got.leaseId, result: await okResult() })).status).toBe(200);
     expect(rec.finished).toHaveLength(0);
     for (let i = 0; i < 50 && !rec.finished.length; i++) await new Promise((r) => setTimeout(r, 200));
     expect(rec.finished.map((f) => f.jobId)).toEqual([got.job.jobId]);
@@ -282,7 +289,7 @@ describe("dispatcher: cancel", () => {
     const logs = await post(`/v1/jobs/${running.jobId}/logs`, "more", { "kiln-lease-id": got.leaseId, "content-type": "text/plain" });
     expect(logs.status).toBe(410);
     expect(((await logs.json()) as { error: { message: string } }).error.message).toMatch(/cancelled/);
-    expect((await post(`/v1/jobs/${running.jobId}/complete`, { leaseId: got.leaseId, result: okResult() })).status).toBe(410);
+    expect((await post(`/v1/jobs/${running.jobId}/complete`, { leaseId: got.leaseId, result: await okResult() })).status).toBe(410);
     expect(await claim("r2", a)).toBeNull();
     await stub().enqueue(job("b-cancel", 2, a));
     expect(await claim("r2", a)).toBeNull();
@@ -297,7 +304,7 @@ describe("dispatcher: preference", () => {
     const a = arch();
     await stub().enqueue(job("b-pref", 0, a));
     const first = (await claim("warm", a))!;
-    expect((await post(`/v1/jobs/${first.job.jobId}/complete`, { leaseId: first.leaseId, result: okResult() })).status).toBe(200);
+    expect((await post(`/v1/jobs/${first.job.jobId}/complete`, { leaseId: first.leaseId, result: await okResult() })).status).toBe(200);
 
     const next = job("b-pref", 1, a);
     await stub().enqueue(next);
