@@ -13,7 +13,7 @@ import { diffEntries, writeLayerFile, type DiffEntry } from "../../src/runner/di
 import { extractLayer, UnsafeLayerError } from "../../src/runner/extract";
 import { LayerStore } from "../../src/runner/layers";
 import { mountOverlay, unmount } from "../../src/runner/rootfs";
-import { removeJobDir, runStep, type StepOutcome } from "../../src/runner/step";
+import { cacheMountDir, removeJobDir, runStep, type StepOutcome } from "../../src/runner/step";
 import { encodeHeader, END_OF_ARCHIVE, padding, readTar, type TarHeader } from "../../src/runner/tar";
 import { getXattrs, setXattrs } from "../../src/runner/xattr";
 
@@ -155,6 +155,27 @@ describe.skipIf(!isRoot)("upperdir differ", () => {
   });
 });
 
+describe("cache mount directories", () => {
+  it("are <workDir>/cache-mounts/<scope>/<hash of id>: no id leaves its scope's directory", () => {
+    const root = "/var/lib/kiln-runner";
+    const inScope = (scope: string, id: string) => {
+      const dir = cacheMountDir(root, scope, id);
+      expect(path.dirname(dir), `${scope} ${id}`).toBe(path.join(root, "cache-mounts", scope));
+      expect(path.basename(dir)).toMatch(/^[0-9a-f]{32}$/);
+      return dir;
+    };
+    for (const id of ["go", "/root/.cache", "../b/go", "../../../etc", "..", ".", "a/b", "", "\u0000"]) inScope("a", id);
+    expect(inScope("a", "go")).toBe(inScope("a", "go"));
+    expect(inScope("a", "go")).not.toBe(inScope("b", "go"));
+    expect(inScope("a", "go")).not.toBe(inScope("a", "go2"));
+    expect(inScope("_untagged", "go")).not.toBe(inScope("a", "go"));
+    expect(inScope("my-team.x_y", "go")).toBeTruthy();
+    for (const bad of ["", ".", "..", "../a", "a/b", "/a", "A", "a b", "-a", "a.", undefined]) {
+      expect(() => cacheMountDir(root, bad, "go"), String(bad)).toThrow(/cache scope/);
+    }
+  });
+});
+
 describe.skipIf(!canRun)("RUN steps under runc", () => {
   let workDir: string;
   let store: LayerStore;
@@ -291,6 +312,27 @@ describe.skipIf(!canRun)("RUN steps under runc", () => {
     const tmpfs = await run(job(["/bin/sh", "-c", "echo x > /scratch/file"], base, { mounts: [{ type: "tmpfs", target: "/scratch" }] }));
     expect(tmpfs.status).toBe("ok");
     expect(tmpfs.layer).toBeNull();
+  });
+
+  it("keeps cache mounts per cache scope: the same id in another scope is another directory", async () => {
+    const base = [busyboxLayer, shellLayer];
+    const mounts = [{ type: "cache" as const, target: "/c", id: "shared-id" }];
+    const a = await run(job(["/bin/sh", "-c", "echo from-a > /c/marker"], base, { mounts, cacheScope: "tenant-a" }));
+    expect(a.status, a.output + (a.message ?? "")).toBe("ok");
+    const b = await run(job(["/bin/sh", "-c", "cat /c/marker 2>/dev/null || echo none; echo from-b > /c/marker"], base, { mounts, cacheScope: "tenant-b" }));
+    expect(b.output).toBe("none\n");
+    const a2 = await run(job(["/bin/sh", "-c", "cat /c/marker"], base, { mounts, cacheScope: "tenant-a" }));
+    expect(a2.output).toBe("from-a\n");
+    // an id that names a path stays a name inside its scope's directory
+    const climb = await run(job(["/bin/sh", "-c", "ls -A /c; echo climbed > /c/x"], base, { mounts: [{ type: "cache", target: "/c", id: "../tenant-a/" + "x".repeat(8) }], cacheScope: "tenant-b" }));
+    expect(climb.output).toBe("");
+    expect(await fs.readdir(path.join(workDir, "cache-mounts", "tenant-a"))).toHaveLength(1);
+    expect(await fs.readdir(path.join(workDir, "cache-mounts", "tenant-b"))).toHaveLength(2);
+    expect(existsSync(path.join(workDir, "cache-mounts", "tenant-a", "x".repeat(8)))).toBe(false);
+    // a job without a valid scope gets no cache mount at all
+    const none = await run(job(["/bin/sh", "-c", "true"], base, { mounts, cacheScope: undefined as unknown as string }));
+    expect(none.status).toBe("error");
+    expect(none.message).toMatch(/cache scope/);
   });
 
   it("mounts secrets read-only and keeps them out of the layer and the bundle", async () => {
