@@ -120,7 +120,7 @@ describe("git webhooks", () => {
   it("GitLab: a tag push tags the git tag; a branch deletion and a non-matching branch are ignored", async () => {
     const sha = "b1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
     git.archives.set(sha, archiveOf({ "svc/Dockerfile": "FROM scratch\nCOPY app.txt /app.txt\n", "svc/app.txt": "svc\n" }, "app-b1b2c3d-b1b2c3d"));
-    const hook = await createHook({ provider: "gitlab", repository: "grp/app", secret: "gitlab-token-1", baseUrl: git.url, image: "hooks/gl", context: "svc", branches: ["main"], tags: ["{tag}", "{branch}"] });
+    const hook = await createHook({ provider: "gitlab", repository: "grp/app", projectId: 42, secret: "gitlab-token-1", baseUrl: git.url, image: "hooks/gl", context: "svc", branches: ["main"], tags: ["{tag}", "{branch}"] });
     const send = (event: string, body: Record<string, unknown>, uuid: string, token = "gitlab-token-1") =>
       fetch(hook.url, { method: "POST", headers: { "x-gitlab-event": event, "x-gitlab-token": token, "x-gitlab-event-uuid": uuid, "content-type": "application/json" }, body: JSON.stringify(body) });
     const project = { id: 42, path_with_namespace: "grp/app", default_branch: "main" };

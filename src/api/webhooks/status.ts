@@ -38,5 +38,5 @@ export async function reportBuildFinished(env: Env, buildId: string, status: str
     state: ok ? "success" : status === "cancelled" ? "error" : "failure",
     targetUrl: `${origin}/v1/builds/${buildId}`,
     description: (ok ? "image built and pushed" : status === "cancelled" ? "build cancelled" : `build failed${message ? `: ${message}` : ""}`).slice(0, 140),
-  }, undefined, { env, origin });
+  }, hook.projectId, { env, origin });
 }
