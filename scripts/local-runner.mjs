@@ -1,7 +1,8 @@
 // Starts a local kiln runner next to `npm start` when this machine can run RUN steps (root, runc,
-// overlayfs); otherwise says why not and returns null. Called by scripts/start.mjs.
+// overlayfs); otherwise says why not and returns null. Called by scripts/start.mjs once the server
+// answers. The runner's token is kept in the state folder and reused (see localRunnerToken).
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
@@ -24,38 +25,82 @@ export function whyNoRunner() {
   return null;
 }
 
-async function waitForServer(server, ms = 90_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      const res = await fetch(`${server}/healthz`);
-      if (res.ok) return;
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`kiln did not answer at ${server}`);
-    await new Promise((r) => setTimeout(r, 500));
+/** Calls kiln's token API as admin; throws with the server's message when it answers an error. */
+async function tokensApi(server, adminToken, method, suffix = "", body) {
+  const res = await fetch(`${server}/v1/tokens${suffix}`, {
+    method,
+    headers: { authorization: `Bearer ${adminToken}`, ...(body ? { "content-type": "application/json" } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  if (!res.ok) {
+    const text = await res.text().catch(() => "");
+    let message = text.trim().split("\n")[0] || res.statusText;
+    try { message = JSON.parse(text).error?.message ?? message; } catch { /* not JSON */ }
+    throw new Error(`${method} /v1/tokens${suffix} answered HTTP ${res.status}: ${message}`);
   }
+  return res.status === 204 ? null : await res.json();
 }
 
-export default async function startLocalRunner({ root, server, adminToken, env }) {
+function readTrimmed(file) {
+  try { return readFileSync(file, "utf8").trim(); } catch { return ""; }
+}
+
+/** Writes `text` to `file` with mode 0600, atomically (a reader never sees half a token). */
+function writeSecret(file, text) {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o600 });
+  chmodSync(tmp, 0o600);
+  renameSync(tmp, file);
+}
+
+/**
+ * The local runner's token, kept in the state folder (`local-runner.token`, mode 0600, and its id in
+ * `local-runner.token-id`): reused while the server still knows it and it is not revoked; otherwise a
+ * new one is minted. Earlier local-runner tokens of this host (left by older `npm start`s or replaced
+ * now) are revoked, so one stays active.
+ */
+export async function localRunnerToken({ server, adminToken, stateDir }) {
+  mkdirSync(stateDir, { recursive: true });
+  const tokenFile = path.join(stateDir, "local-runner.token");
+  const idFile = path.join(stateDir, "local-runner.token-id");
+  const name = `local-runner-${os.hostname()}`;
+  const { tokens } = await tokensApi(server, adminToken, "GET");
+  const savedId = readTrimmed(idFile);
+  const saved = readTrimmed(tokenFile);
+  let id = savedId;
+  let reused = Boolean(saved && savedId && tokens.some((t) => t.id === savedId && !t.revoked && t.scopes.includes("runner")));
+  if (!reused) {
+    const created = await tokensApi(server, adminToken, "POST", "", { name, scopes: ["runner"] });
+    writeSecret(tokenFile, `${created.token}\n`);
+    writeSecret(idFile, `${created.id}\n`);
+    id = created.id;
+  } else {
+    chmodSync(tokenFile, 0o600);
+  }
+  const revoked = [];
+  for (const t of tokens) {
+    if (t.id === id || t.revoked || t.name !== name || t.scopes.join(",") !== "runner") continue;
+    await tokensApi(server, adminToken, "DELETE", `/${encodeURIComponent(t.id)}`);
+    revoked.push(t.id);
+  }
+  return { id, tokenFile, reused, revoked };
+}
+
+export default async function startLocalRunner({ root, server, adminToken, env, stateDir }) {
   const why = whyNoRunner();
   if (why) {
     console.log(`kiln: no local runner, so RUN steps wait for a remote one: ${why}`);
     return null;
   }
-  await waitForServer(server);
-  const res = await fetch(`${server}/v1/tokens`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-    body: JSON.stringify({ name: `local-runner-${os.hostname()}`, scopes: ["runner"] }),
-  });
-  let token = adminToken;
-  if (res.status === 201 || res.ok) token = (await res.json()).token;
-  else console.log(`kiln: could not create a runner token (HTTP ${res.status}); the local runner uses the admin token`);
+  const { id, tokenFile, reused, revoked } = await localRunnerToken({ server, adminToken, stateDir });
+  console.log(`kiln: local runner token ${id} (${reused ? "reused" : "new"}; kept in ${tokenFile})${revoked.length ? `; revoked the previous one${revoked.length > 1 ? `s (${revoked.length})` : ""}` : ""}`);
   // Next to the server's local state (already ignored by git): layers, cache mounts, runc state.
-  const workDir = process.env.KILN_RUNNER_DIR ?? path.join(process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state"), "runner");
-  const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "src/runner/main.ts"), "--server", server, "--token", token, "--work-dir", workDir], {
-    cwd: root, env, stdio: "inherit",
+  const workDir = process.env.KILN_RUNNER_DIR ?? path.join(stateDir, "runner");
+  // The token goes by file, never on the command line (`ps` shows argv to every user).
+  const child = spawn(process.execPath, [path.join(root, "bin", "kiln.mjs"), "runner", "--server", server, "--token-file", tokenFile, "--work-dir", workDir], {
+    cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true,
   });
+  await new Promise((resolve, reject) => { child.once("spawn", resolve); child.once("error", reject); });
   console.log(`kiln: local runner started (pid ${child.pid}, work dir ${workDir})`);
   return child;
 }

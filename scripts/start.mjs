@@ -1,41 +1,199 @@
 #!/usr/bin/env node
 // `npm start`: kiln on http://127.0.0.1:8787 with persisted local state (R2, D1, Durable Objects),
 // D1 migrations applied, and a local runner when runc and overlayfs are usable here.
+//
+// Environment: PORT (8787), KILN_STATE_DIR (.kiln-state), KILN_ADMIN_TOKEN (kiln-dev-token),
+// KILN_NO_RUNNER=1 (no local runner), KILN_NO_TLS_GUARD=1 (wrangler dev on PORT directly),
+// KILN_INSPECTOR_PORT (wrangler's inspector; by default 9229 or any free port), KILN_RUNNER_DIR,
+// KILN_START_TIMEOUT (seconds to wait for the server to answer; 90).
+//
+// Everything it starts (wrangler dev with its workerd and esbuild, the local runner) runs in its own
+// process group; any failure, Ctrl-C or SIGTERM stops those groups, so nothing is left running.
 import { spawn, spawnSync } from "node:child_process";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import net from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { freePort, startTlsGuard } from "./tls-guard.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const persist = process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state");
-const port = process.env.PORT ?? "8787";
+const persist = path.resolve(process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state"));
+const port = Number(process.env.PORT ?? "8787");
+const host = "127.0.0.1";
 const adminToken = process.env.KILN_ADMIN_TOKEN ?? "kiln-dev-token";
+const startTimeoutMs = Number(process.env.KILN_START_TIMEOUT ?? "90") * 1000;
 const env = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false" };
 const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
 
-const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", persist], {
-  cwd: root, env, stdio: ["ignore", "inherit", "inherit"],
-});
-if (migrate.status !== 0) process.exit(migrate.status ?? 1);
+class StartError extends Error {}
 
-// wrangler dev listens on an internal port behind a TLS guard on the public one (see tls-guard.mjs);
-// KILN_NO_TLS_GUARD=1 runs wrangler dev on the public port directly.
-const guarded = !process.env.KILN_NO_TLS_GUARD;
-const workerPort = guarded ? String(await freePort()) : port;
-const server = spawn(wrangler, [
-  "dev", "--ip", "127.0.0.1", "--port", workerPort, "--persist-to", persist,
-  "--var", `KILN_ADMIN_TOKEN:${adminToken}`, "--show-interactive-dev-session=false",
-], { cwd: root, env, stdio: "inherit" });
+/** Processes started here (each the leader of its own group) and the TLS guard. */
+const started = { groups: [], guard: null };
+let stopping = null;
 
-const guard = guarded ? await startTlsGuard({ listenPort: port, targetPort: workerPort }) : null;
-console.log(`kiln: http://127.0.0.1:${port}  state: ${persist}`);
-console.log(`kiln: admin token: ${adminToken}`);
+/** Stops every process group started here: SIGTERM, then SIGKILL after `graceMs`. */
+function stopAll(graceMs = 8000) {
+  stopping ??= (async () => {
+    await started.guard?.close().catch(() => {});
+    await Promise.all(started.groups.map(async (child) => {
+      const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", r));
+      try { process.kill(-child.pid, "SIGTERM"); } catch { /* gone */ }
+      const timer = new Promise((r) => setTimeout(r, graceMs, "timeout"));
+      await Promise.race([exited, timer]);
+      // The group may outlive its leader (workerd after wrangler): always finish it.
+      try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
+    }));
+  })();
+  return stopping;
+}
 
-let runner;
-const startRunner = process.env.KILN_NO_RUNNER ? null : await import("./local-runner.mjs").catch(() => null);
-if (startRunner) runner = await startRunner.default({ root, server: `http://127.0.0.1:${port}`, adminToken, env });
+async function fail(message, code = 1) {
+  process.stderr.write(`kiln: ${message}\n`);
+  await stopAll();
+  process.exit(code);
+}
 
-const stop = () => { runner?.kill("SIGTERM"); server.kill("SIGTERM"); guard?.close(); };
-process.on("SIGINT", stop);
-process.on("SIGTERM", stop);
-server.on("exit", (code) => { runner?.kill("SIGTERM"); guard?.close(); process.exit(code ?? 0); });
+/** The pid and command line of the process listening on TCP `port` (Linux /proc), or null. */
+function portHolder(portNumber) {
+  const inodes = new Set();
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text;
+    try { text = readFileSync(file, "utf8"); } catch { continue; }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== "0A") continue; // 0A: LISTEN
+      if (parseInt(f[1].split(":")[1], 16) === portNumber) inodes.add(f[9]);
+    }
+  }
+  if (!inodes.size) return null;
+  let pids;
+  try { pids = readdirSync("/proc").filter((p) => /^\d+$/.test(p)); } catch { return null; }
+  for (const pid of pids) {
+    let fds;
+    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      let link;
+      try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (m && inodes.has(m[1])) {
+        let command = "";
+        try { command = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).join(" "); } catch { /* gone */ }
+        if (command.length > 100) command = `${command.slice(0, 97)}...`;
+        return { pid: Number(pid), command };
+      }
+    }
+  }
+  return null;
+}
+
+function describeHolder(portNumber) {
+  const h = portHolder(portNumber);
+  if (!h) return "something (its owner is not visible from here)";
+  return h.command ? `pid ${h.pid} (${h.command})` : `pid ${h.pid}`;
+}
+
+/** Listens on `portNumber` to find out whether it is free; throws StartError naming its holder. */
+async function checkPort(portNumber, what, hint) {
+  const srv = net.createServer();
+  try {
+    await new Promise((resolve, reject) => { srv.once("error", reject); srv.listen(portNumber, host, resolve); });
+  } catch (e) {
+    if (e.code === "EADDRINUSE") throw new StartError(`${what} ${host}:${portNumber} is in use by ${describeHolder(portNumber)}; ${hint}`);
+    if (e.code === "EACCES") throw new StartError(`${what} ${host}:${portNumber} needs privileges this user lacks; ${hint}`);
+    throw new StartError(`${what} ${host}:${portNumber} cannot be opened: ${e.message}`);
+  }
+  await new Promise((r) => srv.close(r));
+}
+
+async function waitForServer(url, child) {
+  const deadline = Date.now() + startTimeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new StartError(`wrangler dev exited (${child.exitCode ?? child.signalCode}) before kiln answered; its output is above`);
+    }
+    try {
+      const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
+      if (res.ok) return;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new StartError(`kiln did not answer at ${url} within ${startTimeoutMs / 1000} s (KILN_START_TIMEOUT); wrangler's output is above`);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+}
+
+async function main() {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new StartError(`PORT=${process.env.PORT} is not a TCP port`);
+  const otherPort = `stop it, or start kiln on another port: PORT=${port === 8787 ? 8788 : port + 1} npm start`;
+  // wrangler dev listens on an internal port behind a TLS guard on the public one (see tls-guard.mjs);
+  // KILN_NO_TLS_GUARD=1 runs wrangler dev on the public port directly.
+  const guarded = !process.env.KILN_NO_TLS_GUARD;
+  await checkPort(port, "port", otherPort);
+  const inspectorPort = process.env.KILN_INSPECTOR_PORT;
+  if (inspectorPort) await checkPort(Number(inspectorPort), "the inspector port (KILN_INSPECTOR_PORT)", "choose another one or unset it");
+  const workerPort = guarded ? await freePort() : port;
+  if (guarded) {
+    // Holding the public port from here on: nothing can take it while wrangler starts.
+    try {
+      started.guard = await startTlsGuard({ listenPort: port, targetPort: workerPort, host });
+    } catch (e) {
+      if (e.code === "EADDRINUSE") throw new StartError(`port ${host}:${port} is in use by ${describeHolder(port)}; ${otherPort}`);
+      throw e;
+    }
+  }
+
+  const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", persist], {
+    cwd: root, env, stdio: ["ignore", "inherit", "inherit"],
+  });
+  if (stopping) return;
+  if (migrate.status !== 0) throw new StartError(`applying the D1 migrations failed (wrangler exited ${migrate.status ?? migrate.signal}); its output is above`);
+
+  const args = [
+    "dev", "--ip", host, "--port", String(workerPort), "--persist-to", persist,
+    "--var", `KILN_ADMIN_TOKEN:${adminToken}`, "--show-interactive-dev-session=false",
+  ];
+  if (inspectorPort) args.push("--inspector-port", inspectorPort);
+  const server = spawn(wrangler, args, { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true });
+  started.groups.push(server);
+  server.on("error", (e) => { void fail(`could not run wrangler: ${e.message}`); });
+
+  const url = `http://${host}:${port}`;
+  await waitForServer(url, server);
+  if (stopping) return;
+  console.log(`kiln: ${url}  state: ${persist}`);
+  console.log(`kiln: admin token: ${adminToken}`);
+
+  let runner = null;
+  if (!process.env.KILN_NO_RUNNER) {
+    const { default: startLocalRunner } = await import("./local-runner.mjs");
+    try {
+      runner = await startLocalRunner({ root, server: url, adminToken, env, stateDir: persist });
+    } catch (e) {
+      throw new StartError(`the local runner could not start: ${e.message}`);
+    }
+    if (runner) {
+      started.groups.push(runner);
+      runner.on("exit", (code, signal) => {
+        if (!stopping) console.log(`kiln: the local runner stopped (${code ?? signal}); RUN steps wait for another runner`);
+      });
+    }
+  }
+  if (stopping) return;
+  server.on("exit", (code, signal) => {
+    if (stopping) return;
+    void fail(`wrangler dev stopped (${code ?? signal}); kiln is down`, code || 1);
+  });
+}
+
+const onSignal = (signal) => {
+  if (stopping) return;
+  process.stderr.write(`kiln: ${signal}: stopping\n`);
+  stopAll().then(() => process.exit(signal === "SIGINT" ? 130 : 143));
+};
+process.on("SIGINT", () => onSignal("SIGINT"));
+process.on("SIGTERM", () => onSignal("SIGTERM"));
+process.on("SIGHUP", () => onSignal("SIGHUP"));
+
+try {
+  await main();
+} catch (e) {
+  await fail(e instanceof StartError ? e.message : `npm start failed: ${e.stack ?? e}`);
+}

@@ -2,8 +2,11 @@
 import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { contextStream } from "./context";
-import { PlainProgress, type BuildView, type StepView } from "./progress";
+import { authHeaders, CliError, httpError, request, serverMessage } from "./http";
+import { makeProgress, type BuildView, type DockerfileSource, type Progress, type ProgressMode, type StepView } from "./progress";
 import { readSse } from "./sse";
+
+export { withPositions } from "./progress";
 
 export interface BuildOptions {
   dir: string;
@@ -16,24 +19,7 @@ export interface BuildOptions {
   noCache: boolean;
   platform?: string;
   secrets: string[];
-  quiet?: boolean;
-}
-
-function authHeaders(token?: string): Record<string, string> {
-  return token ? { authorization: `Bearer ${token}` } : {};
-}
-
-/** Adds `[i/n]` per stage, as BuildKit prints it. */
-export function withPositions(steps: StepView[]): StepView[] {
-  const byStage = new Map<string, StepView[]>();
-  for (const s of steps) {
-    const k = String(s.stage ?? "");
-    byStage.set(k, [...(byStage.get(k) ?? []), s]);
-  }
-  return steps.map((s) => {
-    const list = byStage.get(String(s.stage ?? ""))!;
-    return { ...s, position: `${list.indexOf(s) + 1}/${list.length}` };
-  });
+  progress?: ProgressMode;
 }
 
 /** Reads `--secret id=x,src=file` (or env=VAR) into { id: value }. */
@@ -51,19 +37,28 @@ export function readSecrets(specs: string[]): Record<string, string> {
   return out;
 }
 
-export async function runBuild(opts: BuildOptions, out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+function formatBytes(n: number): string {
+  if (n < 1024) return `${n}B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)}kB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)}MB`;
+  return `${(n / 1024 ** 3).toFixed(2)}GB`;
+}
+
+export async function runBuild(opts: BuildOptions, progress: Progress = makeProgress(opts.progress ?? "plain", { firstNumber: 1 })): Promise<number> {
   const dir = path.resolve(opts.dir);
-  if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`build context ${opts.dir} is not a directory`);
-  const dockerfileArg = opts.dockerfile ?? "Dockerfile";
+  if (!statSync(dir, { throwIfNoEntry: false })?.isDirectory()) throw new CliError(`build context ${opts.dir} is not a directory`);
   const dockerfileAbs = path.resolve(opts.dockerfile ? opts.dockerfile : path.join(dir, "Dockerfile"));
   const relDockerfile = path.relative(dir, dockerfileAbs).split(path.sep).join("/");
   const outside = relDockerfile.startsWith("../") || path.isAbsolute(relDockerfile);
   let dockerfileText: string;
   try {
     dockerfileText = readFileSync(dockerfileAbs, "utf8");
-  } catch {
-    throw new Error(`cannot read Dockerfile ${dockerfileArg}`);
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message;
+    throw new CliError(`cannot read the Dockerfile ${opts.dockerfile ?? path.join(opts.dir, "Dockerfile")}: ${why}${opts.dockerfile ? "" : " (name another one with -f)"}`);
   }
+  // The excerpt of an error names the file as the user did (`-f Dockerfile.syntax`).
+  const source: DockerfileSource = { name: opts.dockerfile ?? "Dockerfile", lines: dockerfileText.split(/\r?\n/) };
 
   const q = new URLSearchParams();
   for (const t of opts.tags) q.append("tag", t);
@@ -74,8 +69,11 @@ export async function runBuild(opts: BuildOptions, out: (s: string) => void = (s
   if (opts.platform) q.set("platform", opts.platform);
 
   const secrets = readSecrets(opts.secrets);
-  const { stream } = contextStream(dir, outside ? undefined : relDockerfile);
-  let body: ReadableStream<Uint8Array> = stream;
+  const { stream, files } = contextStream(dir, outside ? undefined : relDockerfile);
+  let sent = 0;
+  let body: ReadableStream<Uint8Array> = stream.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, ctrl) { sent += chunk.byteLength; ctrl.enqueue(chunk); },
+  }));
   let contentType = "application/x-tar";
   if (outside || Object.keys(secrets).length) {
     // multipart/form-data, streamed: optional `dockerfile` and `secrets` parts, then the `context`.
@@ -86,7 +84,7 @@ export async function runBuild(opts: BuildOptions, out: (s: string) => void = (s
     if (outside) head.push(`--${boundary}\r\nContent-Disposition: form-data; name="dockerfile"; filename="Dockerfile"\r\nContent-Type: text/plain\r\n\r\n${dockerfileText}\r\n`);
     if (Object.keys(secrets).length) head.push(`--${boundary}\r\nContent-Disposition: form-data; name="secrets"\r\nContent-Type: application/json\r\n\r\n${JSON.stringify(secrets)}\r\n`);
     head.push(`--${boundary}\r\nContent-Disposition: form-data; name="context"; filename="context.tar.gz"\r\nContent-Type: application/gzip\r\n\r\n`);
-    const reader = stream.getReader();
+    const reader = body.getReader();
     let stage = 0;
     body = new ReadableStream<Uint8Array>({
       async pull(ctrl) {
@@ -103,64 +101,91 @@ export async function runBuild(opts: BuildOptions, out: (s: string) => void = (s
     });
   }
 
-  const progress = new PlainProgress(out);
-  out(`#0 [internal] load build context ${dir}\n`);
-  const res = await fetch(`${opts.server}/v1/builds?${q}`, {
-    method: "POST",
-    headers: { "content-type": contentType, ...authHeaders(opts.token) },
-    body,
-    duplex: "half",
-  } as RequestInit);
-  const created = (await res.json().catch(() => ({}))) as { id?: string; error?: { message?: string; line?: number } };
-  if (!res.ok || !created.id) {
-    const msg = created.error?.message ?? `server answered ${res.status}`;
-    out(`ERROR: ${msg}${created.error?.line ? ` (Dockerfile line ${created.error.line})` : ""}\n`);
+  const started = Date.now();
+  progress.begin("context", "[internal] load build context");
+  let res: Response;
+  try {
+    res = await request(opts.server, `/v1/builds?${q}`, {
+      method: "POST",
+      headers: { "content-type": contentType, ...authHeaders(opts.token) },
+      body,
+      duplex: "half",
+    } as RequestInit);
+  } catch (e) {
+    progress.end("context", "failed");
+    throw e;
+  }
+  progress.note("context", `transferring context: ${files} file${files === 1 ? "" : "s"}, ${formatBytes(sent)} done`);
+  if (res.status === 400) {
+    // The Dockerfile (or a parameter) is wrong: the message, with the excerpt when it has a line.
+    const { message, line } = await serverMessage(res);
+    progress.end("context", "done", Date.now() - started);
+    progress.rejected(message, line, source);
     return 1;
   }
-  out(`#0 build ${created.id} queued\n\n`);
-  return await follow(opts.server, opts.token, created.id, progress, dockerfileText.split("\n"));
+  if (!res.ok) {
+    progress.end("context", "failed", Date.now() - started);
+    if (res.status === 403 && opts.tags.length === 0) {
+      throw new CliError("starting the build failed: untagged builds need an admin token; add -t <repository>:<tag> to push the image somewhere your token may push");
+    }
+    throw await httpError("starting the build", res);
+  }
+  const created = (await res.json().catch(() => ({}))) as { id?: string };
+  if (!created.id) throw new CliError(`starting the build failed: the server answered ${res.status} without a build id; is ${opts.server} a kiln server?`);
+  progress.end("context", "done", Date.now() - started);
+  progress.status(`build ${created.id} queued`);
+  return await follow(opts.server, opts.token, created.id, progress, source);
 }
 
-/** Follows a build's events until `done`; returns the exit code. */
-export async function follow(server: string, token: string | undefined, id: string, progress: PlainProgress, dockerfileLines?: string[]): Promise<number> {
-  let steps: StepView[] = [];
-  const refresh = async (): Promise<BuildView> => {
-    const r = await fetch(`${server}/v1/builds/${id}`, { headers: authHeaders(token) });
-    if (!r.ok) throw new Error(`GET /v1/builds/${id}: ${r.status}`);
-    const b = (await r.json()) as BuildView;
-    steps = withPositions(b.steps ?? []);
-    return { ...b, steps };
-  };
-  await refresh();
+async function getBuild(server: string, token: string | undefined, id: string): Promise<BuildView> {
+  const r = await request(server, `/v1/builds/${encodeURIComponent(id)}`, { headers: authHeaders(token) });
+  if (!r.ok) throw await httpError(`reading build ${id}`, r, r.status === 404 ? "check the build id (and that your token may pull its repository)" : undefined);
+  return (await r.json()) as BuildView;
+}
+
+/**
+ * Follows a build's events until `done`; returns the exit code. The event stream replays the whole
+ * history on every connection: after a reconnect the events already seen are skipped, so nothing is
+ * shown twice.
+ */
+export async function follow(server: string, token: string | undefined, id: string, progress: Progress, source?: DockerfileSource): Promise<number> {
+  const first = await getBuild(server, token, id);
+  // Every step first, so that positions ([2/5]) are known before any step starts.
+  for (const s of first.steps ?? []) if (s.status === "pending") progress.step(s);
   const terminal = new Set(["succeeded", "failed", "cancelled"]);
-  for (let attempt = 0; attempt < 5; attempt++) {
+  let seen = 0;
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 6; attempt++) {
+    let count = 0;
     try {
-      const res = await fetch(`${server}/v1/builds/${id}/events`, { headers: { accept: "text/event-stream", ...authHeaders(token) } });
-      if (!res.ok || !res.body) throw new Error(`events: ${res.status}`);
+      const res = await request(server, `/v1/builds/${encodeURIComponent(id)}/events`, { headers: { accept: "text/event-stream", ...authHeaders(token) } });
+      if (!res.ok || !res.body) throw await httpError(`following build ${id}`, res);
       for await (const ev of readSse(res.body)) {
+        if (count++ < seen) continue;
+        seen = count;
         let data: any;
         try { data = JSON.parse(ev.data); } catch { data = { text: ev.data }; }
         if (ev.event === "step") {
-          const s = (data.step ?? data) as StepView;
-          const known = steps.find((x) => x.index === s.index);
-          progress.step({ ...known, ...s, position: known?.position });
+          progress.step((data.step ?? data) as StepView);
         } else if (ev.event === "log") {
-          const idx = data.step ?? data.index ?? 0;
-          progress.log(idx, String(data.text ?? data.line ?? ""), data.elapsedMs);
+          progress.log(Number(data.step ?? data.index ?? 0), String(data.text ?? data.line ?? ""));
         } else if (ev.event === "done") {
-          const b = await refresh();
-          progress.done(b, dockerfileLines);
+          const b = await getBuild(server, token, id);
+          progress.done(b, source);
           return b.status === "succeeded" ? 0 : 1;
         }
       }
-    } catch {
-      await new Promise((r) => setTimeout(r, 500));
+    } catch (e) {
+      if (e instanceof CliError && !/cannot reach/.test(e.message)) throw e;
+      lastError = e;
     }
-    const b = await refresh();
-    if (terminal.has(b.status)) {
-      progress.done(b, dockerfileLines);
+    const b = await getBuild(server, token, id).catch((e) => { lastError = e; return undefined; });
+    if (b && terminal.has(b.status)) {
+      progress.done(b, source);
       return b.status === "succeeded" ? 0 : 1;
     }
+    await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
   }
-  throw new Error(`lost the event stream of build ${id}`);
+  const why = lastError instanceof Error ? `: ${lastError.message}` : "";
+  throw new CliError(`lost the event stream of build ${id}${why}; follow it again with kiln logs ${id}`);
 }

@@ -1,17 +1,89 @@
 // The `kiln` command: build, login, logs, cancel, runner.
+import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { follow, runBuild } from "./build";
-import { loadConfig, resolveTarget, saveConfig } from "./config";
-import { PlainProgress } from "./progress";
+import { configPath, loadConfig, resolveTarget, saveConfig } from "./config";
+import { authHeaders, CliError, httpError, request, statusHint } from "./http";
+import { makeProgress, type BuildView, type ProgressMode } from "./progress";
 
 const USAGE = `usage:
   kiln build [-t repo:tag]... [-f Dockerfile] [--build-arg K=V]... [--target T] [--no-cache]
-             [--platform os/arch] [--secret id=x,src=file]... [--server URL] [--token T] <dir>
+             [--platform os/arch] [--secret id=x,src=file]... [--progress plain|tty|quiet] [-q]
+             [--server URL] [--token T] <dir>
   kiln login [--server URL] [--token T]     (reads the token from stdin when not given)
-  kiln logs <build-id> [--server URL]
-  kiln cancel <build-id> [--server URL]
-  kiln runner --server URL --token T [--work-dir D] [--concurrency N] [--allow-host-network]
+  kiln logs <build-id> [--progress plain|tty|quiet] [--server URL] [--token T]
+  kiln cancel <build-id> [--server URL] [--token T]
+  kiln runner --server URL [--token-file F] [--work-dir D] [--concurrency N] [--allow-host-network]
+              (the token from --token-file, or KILN_TOKEN; --token T shows it to every user in ps)
 `;
+
+/** --progress: plain (a log), tty (redraws in place; plain when stdout is no terminal), quiet; default tty. */
+function progressMode(flags: Record<string, unknown>): ProgressMode {
+  if (flags.quiet) return "quiet";
+  const mode = (flags.progress as string | undefined) ?? process.env.KILN_PROGRESS ?? "auto";
+  if (mode === "auto") return "tty";
+  if (mode === "plain" || mode === "tty" || mode === "quiet") return mode;
+  throw new UsageError(`--progress ${mode}: expected plain, tty or quiet`);
+}
+
+/** `kiln runner`: --token-file F (or KILN_TOKEN) so that the token stays out of argv. */
+function runnerArgs(argv: string[]): string[] {
+  const out: string[] = [];
+  let file: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--token-file") {
+      file = argv[++i];
+      if (file === undefined) throw new UsageError("flag --token-file needs a value");
+    } else if (a.startsWith("--token-file=")) {
+      file = a.slice("--token-file=".length);
+    } else {
+      out.push(a);
+    }
+  }
+  if (file !== undefined) {
+    let token: string;
+    try {
+      token = readFileSync(file, "utf8").split("\n").map((l) => l.trim()).find((l) => l !== "") ?? "";
+    } catch (e) {
+      throw new CliError(`cannot read the token file ${file}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`);
+    }
+    if (!token) throw new CliError(`the token file ${file} is empty`);
+    // In this process only: runnerMain reads it like --token, nothing shows it to ps.
+    out.unshift("--token", token);
+  }
+  return out;
+}
+
+/** DELETE /v1/builds/:id, said as a sentence: what was cancelled, or why nothing was. */
+async function cancelBuild(server: string, token: string | undefined, id: string): Promise<number> {
+  const path = `/v1/builds/${encodeURIComponent(id)}`;
+  const notFound = "check the build id (and that your token may pull its repository)";
+  const before = await request(server, path, { headers: authHeaders(token) });
+  if (!before.ok) throw await httpError(`cancelling build ${id}`, before, before.status === 404 ? notFound : undefined);
+  const was = (await before.json()) as BuildView;
+  if (["succeeded", "failed", "cancelled"].includes(was.status)) {
+    process.stdout.write(`build ${id} had already ${was.status === "cancelled" ? "been cancelled" : was.status}; nothing to cancel\n`);
+    return 0;
+  }
+  const res = await request(server, path, { method: "DELETE", headers: authHeaders(token) });
+  if (!res.ok) {
+    throw await httpError(`cancelling build ${id}`, res, res.status === 404 ? notFound : res.status === 403 ? "cancelling needs push on the build's repository" : statusHint(res.status));
+  }
+  const after = (await res.json()) as BuildView;
+  if (after.status === "cancelled") {
+    const steps = was.steps ?? [];
+    const running = steps.filter((s) => s.status === "running").map((s) => s.instruction);
+    const done = steps.filter((s) => ["done", "cached"].includes(s.status)).length;
+    const where = was.status === "running"
+      ? ` (it was running${running.length ? ` ${running.join(", ")}` : ""}; ${done} of ${steps.length} steps done)`
+      : ` (it was ${was.status})`;
+    process.stdout.write(`cancelled build ${id}${where}\n`);
+    return 0;
+  }
+  process.stdout.write(`build ${id} ${after.status} before it could be cancelled\n`);
+  return 0;
+}
 
 export class UsageError extends Error {}
 
@@ -46,7 +118,7 @@ export async function main(argv: string[]): Promise<number> {
       const { flags, positional } = parseArgs(rest, {
         bool: ["no-cache", "quiet"],
         repeat: ["tag", "build-arg", "secret"],
-        value: ["file", "target", "platform", "server", "token"],
+        value: ["file", "target", "platform", "server", "token", "progress"],
         alias: { "-t": "tag", "-f": "file", "-q": "quiet" },
       });
       if (positional.length !== 1) throw new UsageError("kiln build needs exactly one context directory");
@@ -60,6 +132,7 @@ export async function main(argv: string[]): Promise<number> {
         noCache: Boolean(flags["no-cache"]),
         platform: flags.platform as string | undefined,
         secrets: (flags.secret as string[]) ?? [],
+        progress: progressMode(flags),
       });
     }
     case "login": {
@@ -74,30 +147,28 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (!token) throw new UsageError("no token given");
       // Check the token against the registry's token endpoint before saving it.
-      const res = await fetch(`${server}/v2/token?service=kiln`, { headers: { authorization: `Basic ${Buffer.from(`kiln:${token}`).toString("base64")}` } });
-      if (res.status === 401) { process.stderr.write(`login failed: ${server} refused the token\n`); return 1; }
-      if (!res.ok) { process.stderr.write(`login failed: ${server} answered ${res.status}\n`); return 1; }
+      const res = await request(server, "/v2/token?service=kiln", { headers: { authorization: `Basic ${Buffer.from(`kiln:${token}`).toString("base64")}` } });
+      if (res.status === 401) throw new CliError(`login failed: ${server} refused the token; check it, or ask an admin for a new one`);
+      if (!res.ok) throw await httpError(`logging in to ${server}`, res);
       saveConfig({ ...loadConfig(), server, token });
-      process.stdout.write(`Login Succeeded (${server})\n`);
+      process.stdout.write(`Login Succeeded (${server}; token saved in ${configPath()})\n`);
       return 0;
     }
     case "logs": {
-      const { flags, positional } = parseArgs(rest, { bool: [], repeat: [], value: ["server", "token"], alias: {} });
+      const { flags, positional } = parseArgs(rest, { bool: ["quiet"], repeat: [], value: ["server", "token", "progress"], alias: { "-q": "quiet" } });
       if (positional.length !== 1) throw new UsageError("kiln logs needs a build id");
       const { server, token } = resolveTarget({ server: flags.server as string, token: flags.token as string });
-      return await follow(server, token, positional[0], new PlainProgress((s) => process.stdout.write(s)));
+      return await follow(server, token, positional[0], makeProgress(progressMode(flags)));
     }
     case "cancel": {
       const { flags, positional } = parseArgs(rest, { bool: [], repeat: [], value: ["server", "token"], alias: {} });
       if (positional.length !== 1) throw new UsageError("kiln cancel needs a build id");
       const { server, token } = resolveTarget({ server: flags.server as string, token: flags.token as string });
-      const res = await fetch(`${server}/v1/builds/${positional[0]}`, { method: "DELETE", headers: token ? { authorization: `Bearer ${token}` } : {} });
-      process.stdout.write(`${res.status} ${await res.text()}\n`);
-      return res.ok ? 0 : 1;
+      return await cancelBuild(server, token, positional[0]);
     }
     case "runner": {
       const mod = await import("../runner/main");
-      return (await mod.runnerMain(rest)) ?? 0;
+      return (await mod.runnerMain(runnerArgs(rest))) ?? 0;
     }
     case undefined:
     case "help":
@@ -110,15 +181,30 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** A reader that went away (`kiln logs … | head`) ends the command quietly. */
+function quietOnEpipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(0);
+    throw err;
+  });
+}
+
 export async function cli(argv: string[]): Promise<void> {
+  quietOnEpipe(process.stdout);
+  quietOnEpipe(process.stderr);
   try {
     process.exitCode = await main(argv);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`kiln: ${err.message}\n${USAGE}`);
       process.exitCode = 2;
+    } else if (err instanceof CliError) {
+      process.stderr.write(`kiln: ${err.message}\n`);
+      process.exitCode = 1;
     } else {
-      process.stderr.write(`kiln: ${(err as Error).message}\n`);
+      // Not one of ours: still one line (KILN_DEBUG=1 for the stack).
+      process.stderr.write(`kiln: ${(err as Error)?.message ?? String(err)}\n`);
+      if (process.env.KILN_DEBUG) process.stderr.write(`${(err as Error)?.stack}\n`);
       process.exitCode = 1;
     }
   }
