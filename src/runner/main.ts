@@ -79,11 +79,16 @@ async function runnerIdFor(workDir: string): Promise<string> {
   }
 }
 
-/** Removes what a killed runner left in its work dir: containers, mounts, job directories. */
+/** Removes what a killed runner left in its work dir: containers, mounts, job directories, unscoped cache mounts. */
 export async function recoverWorkDir(workDir: string): Promise<void> {
   await cleanupContainers(RUNC_ROOT(workDir));
   for (const m of await mountsUnder(path.join(workDir, "jobs"))) await unmount(m).catch(() => {});
   await fs.rm(path.join(workDir, "jobs"), { recursive: true, force: true });
+  // cache mounts of runners before cache scopes (`cache/<32 hex of the id>`) were shared by every
+  // namespace: nothing reads them any more (see cacheMountDir)
+  const legacy = path.join(workDir, "cache");
+  const names = await fs.readdir(legacy).catch(() => null);
+  if (names && names.every((n) => /^[0-9a-f]{32}$/.test(n))) await fs.rm(legacy, { recursive: true, force: true });
   const layers = path.join(workDir, "layers");
   for (const name of await fs.readdir(layers).catch(() => [] as string[])) {
     if (name.startsWith(".tmp-")) await fs.rm(path.join(layers, name), { recursive: true, force: true });

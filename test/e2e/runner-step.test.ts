@@ -14,6 +14,7 @@ import { extractLayer, UnsafeLayerError } from "../../src/runner/extract";
 import { LayerStore } from "../../src/runner/layers";
 import { mountOverlay, unmount } from "../../src/runner/rootfs";
 import { cacheMountDir, removeJobDir, runStep, type StepOutcome } from "../../src/runner/step";
+import { recoverWorkDir } from "../../src/runner/main";
 import { encodeHeader, END_OF_ARCHIVE, padding, readTar, type TarHeader } from "../../src/runner/tar";
 import { getXattrs, setXattrs } from "../../src/runner/xattr";
 
@@ -173,6 +174,25 @@ describe("cache mount directories", () => {
     for (const bad of ["", ".", "..", "../a", "a/b", "/a", "A", "a b", "-a", "a.", undefined]) {
       expect(() => cacheMountDir(root, bad, "go"), String(bad)).toThrow(/cache scope/);
     }
+  });
+});
+
+describe.skipIf(!canRun)("a runner's work dir at start", () => {
+  it("drops the unscoped cache mounts of older runners and keeps the scoped ones", async () => {
+    const wd = await fs.mkdtemp(path.join(tmp, "recover-"));
+    const legacy = path.join(wd, "cache", "0123456789abcdef0123456789abcdef");
+    await fs.mkdir(legacy, { recursive: true });
+    await fs.writeFile(path.join(legacy, "marker"), "shared by every namespace");
+    const scoped = cacheMountDir(wd, "acme", "go");
+    await fs.mkdir(scoped, { recursive: true });
+    await fs.writeFile(path.join(scoped, "marker"), "acme's");
+    await recoverWorkDir(wd);
+    expect(existsSync(path.join(wd, "cache"))).toBe(false);
+    expect(await fs.readFile(path.join(scoped, "marker"), "utf8")).toBe("acme's");
+    // a `cache` directory that is not the old layout is not the runner's to remove
+    await fs.mkdir(path.join(wd, "cache", "notes"), { recursive: true });
+    await recoverWorkDir(wd);
+    expect(existsSync(path.join(wd, "cache", "notes"))).toBe(true);
   });
 });
 
