@@ -206,6 +206,13 @@ export class BuildCoordinator extends DurableObject<Env> {
     this.setMeta("status", status);
     this.ctx.waitUntil(updateBuildStatus(this.env, this.spec().id, status, extra).catch((e) => console.error("builds row update failed", e)));
     if (TERMINAL.has(status)) {
+      // No step runs any more: the build's secret values leave kiln's state (issue 17).
+      const stored = this.spec();
+      if (stored.secrets) {
+        const { secrets: _dropped, ...rest } = stored;
+        void _dropped;
+        this.setMeta("spec", rest);
+      }
       // Builds from git pushes report their result on the commit.
       this.ctx.waitUntil(reportBuildFinished(this.env, this.spec().id, status, this.spec().origin, extra.error).catch((e) => console.error("commit status report failed", e)));
       // A multi-platform child tells its parent at once (the parent also polls).

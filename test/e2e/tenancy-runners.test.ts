@@ -122,25 +122,30 @@ describe("tenancy: runners, job credentials and completions", () => {
     }
   }
 
-  /** The rows of the Dispatcher's jobs table, read from its SQLite file in the server's state dir. */
-  function dispatcherRows(jobId: string): string {
+  /** Runs `sql` on the SQLite file of every Durable Object of `className` in the server's state dir. */
+  function durableRows(className: string, sql: string): string {
     const files: string[] = [];
     const walk = (dir: string) => {
       for (const e of readdirSync(dir, { withFileTypes: true })) {
         const p = path.join(dir, e.name);
         if (e.isDirectory()) walk(p);
-        else if (e.name.endsWith(".sqlite") && p.includes("Dispatcher")) files.push(p);
+        else if (e.name.endsWith(".sqlite") && p.includes(className)) files.push(p);
       }
     };
     walk(kiln.stateDir);
     expect(files.length).toBeGreaterThan(0);
     let out = "";
     for (const f of files) {
-      const r = spawnSync("sqlite3", ["-readonly", "-json", f, `SELECT * FROM jobs WHERE job_id = '${jobId.replace(/'/g, "''")}'`], { encoding: "utf8" });
+      const r = spawnSync("sqlite3", ["-readonly", "-json", f, sql], { encoding: "utf8" });
       if (r.status === 0) out += r.stdout;
     }
     return out;
   }
+
+  /** The row of a job in the Dispatcher's jobs table. */
+  const dispatcherRows = (jobId: string) => durableRows("Dispatcher", `SELECT * FROM jobs WHERE job_id = '${jobId.replace(/'/g, "''")}'`);
+  /** The stored spec of every build (BuildCoordinator state). */
+  const buildSpecs = () => durableRows("BuildCoordinator", "SELECT v FROM meta WHERE k = 'spec'");
 
   beforeAll(async () => {
     tmp = await fs.mkdtemp(path.join(os.tmpdir(), "kiln-e2e-tenancy-runners-"));
@@ -302,6 +307,7 @@ describe("tenancy: runners, job credentials and completions", () => {
     expect(await list.text()).not.toContain(secret);
     // While the job lives the Dispatcher keeps them (a re-queue hands them to the next holder) ...
     expect(dispatcherRows(got.job.jobId)).toContain(secret);
+    expect(buildSpecs()).toContain(secret);
     expect((await call(`/v1/jobs/${got.job.jobId}/complete`, runnerA.token, { body: { leaseId: got.leaseId, result: { ok: false, exitCode: 2, message: "failed on purpose" } } })).status).toBe(200);
     expect((await waitForBuild(kiln.url, tenantA.token, id, 60_000)).status).toBe("failed");
     // ... and not once it ended.
@@ -309,6 +315,9 @@ describe("tenancy: runners, job credentials and completions", () => {
     expect(rows).toContain(got.job.jobId);
     expect(rows).not.toContain(secret);
     expect(await (await call(`/v1/jobs/${got.job.jobId}`, ADMIN_TOKEN)).text()).not.toContain(secret);
+    // The build that ended keeps no copy either.
+    expect(buildSpecs()).toContain(id);
+    expect(buildSpecs()).not.toContain(secret);
 
     // Cancelled builds drop them too.
     const id2 = await submit(tenantA.token, "a/secret:2", { Dockerfile: "FROM scratch\nRUN --mount=type=secret,id=tok [\"/y\"]\n" }, { tok: secret });
@@ -318,6 +327,7 @@ describe("tenancy: runners, job credentials and completions", () => {
     const deadline = Date.now() + 10_000;
     while ((await jobStatus(q2.jobId)).state !== "cancelled" && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     expect(dispatcherRows(q2.jobId)).not.toContain(secret);
+    expect(buildSpecs()).not.toContain(secret);
   });
 
   describe.skipIf(!canRunRunner)("with real runners", () => {
@@ -346,6 +356,7 @@ describe("tenancy: runners, job credentials and completions", () => {
       const byB = await jobStatus(qb.jobId);
       expect([byB.runnerId, byB.runnerTokenId]).toEqual(["pool", pool.id]);
       expect(dispatcherRows(qb.jobId)).not.toContain(secret);
+      expect(buildSpecs()).not.toContain(secret);
     }, 400_000);
   });
 });
