@@ -14,7 +14,11 @@ export interface RegistryAccess {
 
 export interface RegistryTokenClaims {
   iss: string;
-  /** "admin", "token:<id>" (an API token), "anonymous", or "kiln:<purpose>" for internal tokens. */
+  /**
+   * "admin", "token:<id>" (an API token), "anonymous", "kiln:<purpose>" for internal tokens, or
+   * "job:<jobId>:<leaseId>:<runnerTokenId>" for a RUN job lease's credential (job-token.ts: blob routes
+   * of its repository only, valid only while the lease lives and the runner token is not revoked).
+   */
   sub: string;
   aud: string;
   iat: number;
@@ -107,8 +111,9 @@ export async function verifyRegistryToken(env: Env, jwt: string, use: "access" |
 }
 
 /**
- * A short-lived registry token for internal use (e.g. a runner job: pull,push on the build's
- * repository). Accepted by authorizeRegistry as `Authorization: Bearer <token>` (or as Basic password).
+ * A short-lived registry token for internal use, valid until it expires. Accepted by authorizeRegistry
+ * as `Authorization: Bearer <token>` (or as Basic password). Runner jobs do not use it: their
+ * credential is bound to the lease (mintJobToken in job-token.ts).
  */
 export async function mintRegistryToken(
   env: Env,
