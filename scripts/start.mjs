@@ -31,18 +31,20 @@ class StartError extends Error {}
 const started = { groups: [], guard: null };
 let stopping = null;
 
-/** Stops every process group started here: SIGTERM, then SIGKILL after `graceMs`. */
+/**
+ * Stops every process group started here, the last started first (the runner, while the server can
+ * still hear that it leaves; then wrangler dev): SIGTERM, then SIGKILL after `graceMs`.
+ */
 function stopAll(graceMs = 8000) {
   stopping ??= (async () => {
-    await started.guard?.close().catch(() => {});
-    await Promise.all(started.groups.map(async (child) => {
+    for (const child of [...started.groups].reverse()) {
       const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", r));
       try { process.kill(-child.pid, "SIGTERM"); } catch { /* gone */ }
-      const timer = new Promise((r) => setTimeout(r, graceMs, "timeout"));
-      await Promise.race([exited, timer]);
+      await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
       // The group may outlive its leader (workerd after wrangler): always finish it.
       try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
-    }));
+    }
+    await started.guard?.close().catch(() => {});
   })();
   return stopping;
 }
