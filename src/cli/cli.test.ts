@@ -1,8 +1,38 @@
 import { describe, expect, it } from "vitest";
 import { parseArgs, UsageError } from "./main";
-import { PlainProgress } from "./progress";
+import { httpError, networkReason } from "./http";
+import { PlainProgress, QuietProgress, TtyProgress, type Progress } from "./progress";
 import { readSse } from "./sse";
-import { withPositions, readSecrets } from "./build";
+import { readSecrets } from "./build";
+
+/** The screen a terminal shows after `raw` (newline, carriage return, cursor up, clear to end). */
+function emulate(raw: string): string[] {
+  const lines: string[] = [""];
+  let row = 0;
+  let col = 0;
+  for (let i = 0; i < raw.length; i++) {
+    const ch = raw[i];
+    if (ch === "\x1b") {
+      const m = /^\x1b\[(\d*)([A-Za-z])/.exec(raw.slice(i));
+      if (!m) throw new Error(`unknown escape at ${i}`);
+      i += m[0].length - 1;
+      if (m[2] === "A") row = Math.max(0, row - Number(m[1] || 1));
+      else if (m[2] === "J") { lines.length = row + 1; lines[row] = lines[row].slice(0, col); }
+      else throw new Error(`unexpected escape ${JSON.stringify(m[0])}`);
+    } else if (ch === "\n") {
+      row++; col = 0;
+      if (lines.length <= row) lines.push("");
+    } else if (ch === "\r") {
+      col = 0;
+    } else {
+      const l = lines[row].padEnd(col);
+      lines[row] = l.slice(0, col) + ch + l.slice(col + 1);
+      col++;
+    }
+  }
+  if (lines[lines.length - 1] === "") lines.pop();
+  return lines;
+}
 
 const buildSpec = { bool: ["no-cache"], repeat: ["tag", "build-arg"], value: ["file", "target"], alias: { "-t": "tag", "-f": "file" } };
 
@@ -27,25 +57,157 @@ describe("kiln CLI", () => {
     expect(events.map((e) => [e.event, e.data])).toEqual([["step", '{"index":0}'], ["log", "a\nb"], ["done", "{}"]]);
   });
 
-  it("numbers steps per stage and prints BuildKit-style progress with the failing line", () => {
-    const steps = withPositions([
-      { index: 0, stage: "build", instruction: "FROM scratch", status: "done" },
-      { index: 1, stage: "build", instruction: "COPY a /a", status: "cached" },
-      { index: 2, stage: "build", instruction: "COPY missing /x", status: "failed", durationMs: 1200 },
-      { index: 3, stage: "build", instruction: "ENV A=1", status: "skipped" },
-    ]);
+  // The events a failing RUN build sends, as the coordinator sends them (from a real build).
+  const RUN = 'RUN ["/bin/busybox","sh","-c","printf part-one; sleep 1; echo \\" part-two\\"; exit 3"]';
+  const MESSAGE = `process ${RUN.slice(4)} did not complete successfully: exit code 3\npart-one part-two`;
+  const DOCKERFILE = ["FROM scratch", "COPY a.txt /a", "COPY busybox /bin/busybox", RUN, 'CMD ["x"]', ""];
+  const step = (index: number, instruction: string, status: string, durationMs: number | null = null) =>
+    ({ index, stage: "stage-0", instruction, status, durationMs, line: index });
+  function failingBuild(p: Progress): void {
+    const names = ["", "FROM scratch", "COPY a.txt /a", "COPY busybox /bin/busybox", RUN, 'CMD ["x"]'];
+    for (let i = 1; i <= 5; i++) p.step(step(i, names[i], "pending"));
+    p.step(step(1, names[1], "running"));
+    p.step(step(1, names[1], "done", 40));
+    p.step(step(2, names[2], "running"));
+    p.step(step(2, names[2], "cached", 0));
+    p.step(step(3, names[3], "running"));
+    p.step(step(3, names[3], "done", 1100));
+    p.step(step(4, RUN, "running"));
+    p.log(4, "waiting for a runner\n");
+    p.log(4, "part-one");
+    p.log(4, " part-two\n");
+    p.step(step(4, RUN, "failed", 3400));
+    p.log(4, `ERROR: ${MESSAGE}\n`);
+    p.step(step(5, names[5], "skipped"));
+    p.done({
+      id: "b1", status: "failed",
+      steps: [step(1, names[1], "done", 40), step(2, names[2], "cached", 0), step(3, names[3], "done", 1100), step(4, RUN, "failed", 3400), step(5, names[5], "skipped")],
+      error: { message: MESSAGE, step: 4, line: 4 },
+    }, { name: "Dockerfile.run", lines: DOCKERFILE });
+  }
+
+  it("plain progress: one number per step in order, output once and line-buffered, kiln's lines marked, excerpt with the file's name", () => {
+    let out = "";
+    failingBuild(new PlainProgress((s) => { out += s; }, { firstNumber: 2 }));
+    expect(out).toBe(`#2 [1/5] FROM scratch
+#2 DONE 0.0s
+
+#3 [2/5] COPY a.txt /a
+#3 CACHED
+
+#4 [3/5] COPY busybox /bin/busybox
+#4 DONE 1.1s
+
+#5 [4/5] ${RUN}
+#5 kiln: waiting for a runner
+#5 part-one part-two
+#5 ERROR 3.4s
+
+------
+ > [4/5] ${RUN}:
+part-one part-two
+------
+Dockerfile.run:4
+--------------------
+   1 |     FROM scratch
+   2 |     COPY a.txt /a
+   3 |     COPY busybox /bin/busybox
+   4 | >>> ${RUN}
+   5 |     CMD ["x"]
+--------------------
+ERROR: process ${RUN.slice(4)} did not complete successfully: exit code 3
+`);
+  });
+
+  it("plain progress keeps a step's lines together when steps run at once, numbered as shown", () => {
     let out = "";
     const p = new PlainProgress((s) => { out += s; });
-    for (const s of steps) p.step(s);
-    p.log(2, "no such file: missing");
-    p.done({ id: "b1", status: "failed", steps, error: { message: "COPY failed: missing not found", step: 2, line: 3 } },
-      ["FROM scratch", "COPY a /a", "COPY missing /x", "ENV A=1"]);
-    expect(out).toContain("#2 [build 2/4] COPY a /a\n#2 CACHED");
-    expect(out).toContain("#3 [build 3/4] COPY missing /x\n");
-    expect(out).toContain("#3 ERROR 1.2s");
-    expect(out).toContain(">>>   3 | COPY missing /x");
-    expect(out).toContain("ERROR: COPY failed: missing not found (Dockerfile line 3)");
-    expect(out).not.toContain("ENV A=1\n#4");
+    const a = { index: 1, stage: "a", instruction: "RUN one", status: "pending" };
+    const b = { index: 2, stage: "b", instruction: "RUN two", status: "pending" };
+    p.step(a); p.step(b);
+    p.step({ ...a, status: "running" });
+    p.step({ ...b, status: "running" });
+    p.log(2, "b says\n");
+    p.log(1, "a sa");
+    p.step({ ...b, status: "done", durationMs: 200 });
+    p.log(1, "ys\n");
+    p.step({ ...a, status: "done", durationMs: 900 });
+    p.done({ id: "b9", status: "succeeded", steps: [{ ...a, status: "done", durationMs: 900 }, { ...b, status: "done", durationMs: 200 }], image: { repository: "t/x", tags: ["1"], digest: "sha256:abc" } });
+    expect(out).toBe("#1 [a 1/1] RUN one\n#1 a says\n#1 DONE 0.9s\n\n#2 [b 1/1] RUN two\n#2 b says\n#2 DONE 0.2s\n\n"
+      + "#3 exporting to image\n#3 pushing t/x:1\n#3 digest sha256:abc\n#3 DONE\n\nkiln: build b9 succeeded\n");
+  });
+
+  it("a Dockerfile rejected at submit shows the excerpt under the file's real name, the line once", () => {
+    let out = "";
+    const p = new PlainProgress((s) => { out += s; });
+    p.rejected("Dockerfile:3: unknown instruction: NOPE", 3, { name: "Dockerfile.syntax", lines: ["FROM scratch", "COPY a /a", "NOPE x", 'CMD ["x"]'] });
+    expect(out).toBe("Dockerfile.syntax:3\n--------------------\n   1 |     FROM scratch\n   2 |     COPY a /a\n   3 | >>> NOPE x\n   4 |     CMD [\"x\"]\n--------------------\nERROR: unknown instruction: NOPE\n");
+  });
+
+  it("tty progress redraws in place: running steps live at the bottom, finished ones once above", () => {
+    let raw = "";
+    let now = 0;
+    const p = new TtyProgress((s) => { raw += s; }, { now: () => now, columns: () => 100, rows: () => 40 });
+    const screen = () => emulate(raw);
+    p.status("build b1 queued");
+    p.step(step(1, "FROM scratch", "pending"));
+    p.step(step(2, "RUN make", "pending"));
+    p.step(step(1, "FROM scratch", "running"));
+    now = 100;
+    p.step(step(1, "FROM scratch", "done", 100));
+    p.step(step(2, "RUN make", "running"));
+    p.log(2, "compiling\n");
+    now = 1500;
+    p.render();
+    expect(screen().map((l) => l.trimEnd())).toEqual([
+      "kiln: build b1 queued",
+      expect.stringMatching(/^ => \[1\/2\] FROM scratch +0\.1s$/),
+      expect.stringMatching(/^ => \[2\/2\] RUN make +1\.4s$/),
+      " => => # compiling",
+      "[+] Building b1 1.5s (1/2 done)",
+    ]);
+    p.log(2, "linking\n");
+    now = 2500;
+    p.step(step(2, "RUN make", "failed", 2400));
+    p.done({ id: "b1", status: "failed", steps: [step(1, "FROM scratch", "done", 100), step(2, "RUN make", "failed", 2400)], error: { message: "exit code 2", step: 2, line: 2 } },
+      { name: "Dockerfile", lines: ["FROM scratch", "RUN make"] });
+    const final = screen().map((l) => l.trimEnd());
+    expect(final.slice(0, 5)).toEqual([
+      "kiln: build b1 queued",
+      expect.stringMatching(/^ => \[1\/2\] FROM scratch +0\.1s$/),
+      expect.stringMatching(/^ => ERROR \[2\/2\] RUN make +2\.4s$/),
+      " => => # compiling",
+      " => => # linking",
+    ]);
+    expect(final.filter((l) => l.includes("RUN make")).length).toBe(3); // the step, the summary's header, the excerpt
+    expect(final.join("\n")).toContain("   2 | >>> RUN make\n--------------------\nERROR: exit code 2");
+    expect(final.join("\n")).not.toContain("[+] Building");
+    expect(raw).toContain("\x1b[J");
+  });
+
+  it("quiet progress prints only the digest, or the failure to stderr", () => {
+    let out = "";
+    let err = "";
+    const q = new QuietProgress((s) => { out += s; }, (s) => { err += s; });
+    q.step(step(1, "FROM scratch", "running"));
+    q.log(1, "noise\n");
+    q.done({ id: "b2", status: "succeeded", steps: [step(1, "FROM scratch", "done", 1)], image: { repository: "t/x", tags: ["1"], digest: "sha256:abc" } });
+    expect([out, err]).toEqual(["sha256:abc\n", ""]);
+    out = "";
+    failingBuild(new QuietProgress((s) => { out += s; }, (s) => { err += s; }));
+    expect(out).toBe("");
+    expect(err).toContain("------\n > [4/5] ");
+    expect(err).toContain("ERROR: process ");
+  });
+
+  it("says why a request failed in one sentence: network causes and the server's message, never JSON", async () => {
+    const refused = Object.assign(new TypeError("fetch failed"), { cause: Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:1"), { code: "ECONNREFUSED" }) });
+    expect(networkReason(refused)).toBe("connection refused");
+    const res = new Response(JSON.stringify({ error: { message: "token lacks scope repository:x/y:push" } }), { status: 403 });
+    const e = await httpError("starting the build", res);
+    expect(e.message).toBe("starting the build failed: token lacks scope repository:x/y:push (HTTP 403); use a token with that scope (an admin creates one with POST /v1/tokens)");
+    const html = await httpError("reading build b1", new Response("<html>bad gateway</html>", { status: 502, statusText: "Bad Gateway" }));
+    expect(html.message).toBe("reading build b1 failed: Bad Gateway (HTTP 502); the server's log has the details; try again once it is fixed");
   });
 
   it("reads secrets from files and the environment, never from the command line", () => {

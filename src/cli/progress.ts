@@ -91,9 +91,14 @@ export function withPositions(steps: StepView[]): StepView[] {
   });
 }
 
-export function stepLabel(step: StepView): string {
+/**
+ * `[build 2/5] COPY . /app`; as BuildKit, an unnamed stage (`stage-0`) is named only when the
+ * Dockerfile has several stages.
+ */
+export function stepLabel(step: StepView, singleStage = false): string {
   const parts: string[] = [];
-  if (typeof step.stage === "string" && step.stage !== "" && !/^\d+$/.test(step.stage)) parts.push(step.stage);
+  const unnamed = typeof step.stage === "string" && /^stage-\d+$/.test(step.stage);
+  if (typeof step.stage === "string" && step.stage !== "" && !/^\d+$/.test(step.stage) && !(unnamed && singleStage)) parts.push(step.stage);
   if (step.position) parts.push(step.position);
   return `[${parts.length ? parts.join(" ") : String(step.index)}] ${step.instruction}`;
 }
@@ -105,6 +110,11 @@ export class BuildModel {
   readonly order: Vertex[] = [];
 
   constructor(private readonly now: () => number = Date.now) {}
+
+  private label(view: StepView): string {
+    const stages = new Set([...this.steps.values()].map((s) => String(s.stage ?? "")));
+    return stepLabel(this.positioned(view), stages.size <= 1);
+  }
 
   private positioned(view: StepView): StepView {
     const stage = String(view.stage ?? "");
@@ -144,7 +154,7 @@ export class BuildModel {
       if (v && !terminal(v.state)) this.end(key, "cancelled", view.durationMs ?? undefined);
       return v;
     }
-    v ??= this.add(key, stepLabel(this.positioned(merged)), view.index);
+    v ??= this.add(key, this.label(merged), view.index);
     if (terminal(v.state)) return v;
     if (view.status === "cached" || view.status === "done" || view.status === "failed") this.end(key, view.status, view.durationMs ?? undefined);
     return v;
@@ -157,7 +167,7 @@ export class BuildModel {
     if (!v) {
       // Output of a step whose start we did not see: show it as started.
       const view = this.steps.get(stepIndex) ?? { index: stepIndex, instruction: "", status: "running" };
-      v = this.add(key, stepLabel(this.positioned(view)), stepIndex);
+      v = this.add(key, this.label(view), stepIndex);
     }
     // kiln's own closing line of a failed step: the build's error says it once, at the end.
     if (v.state === "failed" && text.startsWith("ERROR: ")) return v;
