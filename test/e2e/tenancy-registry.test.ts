@@ -29,7 +29,7 @@ describe("tenancy: registry leaks", () => {
 
   async function pushBlob(repo: string, auth: string, data: Buffer): Promise<string> {
     const digest = sha256(data);
-    const res = await v2(`${repo}/blobs/uploads/?digest=${digest}`, auth, { method: "POST", body: data });
+    const res = await v2(`${repo}/blobs/uploads/?digest=${digest}`, auth, { method: "POST", body: new Uint8Array(data) });
     expect(res.status, await res.text()).toBe(201);
     return digest;
   }
