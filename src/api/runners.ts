@@ -71,12 +71,15 @@ runnersRoutes.post("/claim", async (c) => {
   return c.json(claimed);
 });
 
-/** A runner going away: its pending claims end empty instead of handing it a job it cannot take. */
+/**
+ * A runner going away: its pending claims (made with this same token) end empty instead of handing it
+ * a job it cannot take.
+ */
 runnersRoutes.post("/leave", async (c) => {
-  await requireApiScope(c, { kind: "runner" });
+  const principal = await requireApiScope(c, { kind: "runner" });
   const body = await jsonBody(c.req.raw);
   if (typeof body.runnerId !== "string" || !body.runnerId) throw new ApiError(400, "runnerId is required");
-  await dispatcherStub(c.env).leave(body.runnerId);
+  await dispatcherStub(c.env).leave(body.runnerId, runnerHolder(principal, new URL(c.req.url).origin).tokenId);
   return c.body(null, 204);
 });
 

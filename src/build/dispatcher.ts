@@ -85,6 +85,11 @@ interface JobRow {
   [key: string]: SqlStorageValue;
 }
 
+/** A runner id as announced by one runner token. */
+function leavingKey(tokenId: string, runnerId: string): string {
+  return `${tokenId}\n${runnerId}`;
+}
+
 export function platformString(p: RunJob["platform"]): string {
   return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
 }
@@ -136,7 +141,7 @@ function normalizeResult(r: RunResult): RunResult {
 export class Dispatcher extends DurableObject<Env> {
   private sql: SqlStorage;
   private waiters = new Set<() => void>();
-  /** Runners that said they are going away (runnerId → when): their pending long-polls end empty. */
+  /** Runners that said they are going away (leavingKey → when): their pending long-polls end empty. */
   private leaving = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -353,7 +358,7 @@ export class Dispatcher extends DurableObject<Env> {
     const waitMs = Math.min(MAX_WAIT_MS, Math.max(0, (req.waitSeconds ?? 25) * 1000));
     const started = Date.now();
     const deadline = started + waitMs;
-    const left = () => (this.leaving.get(req.runnerId) ?? 0) >= started;
+    const left = () => (this.leaving.get(leavingKey(holder.tokenId, req.runnerId)) ?? 0) >= started;
     this.sql.exec(
       "INSERT OR REPLACE INTO runners (runner_id, platforms, labels, last_seen) VALUES (?, ?, ?, ?)",
       req.runnerId, JSON.stringify(req.platforms), JSON.stringify(req.labels ?? {}), Date.now(),
@@ -373,9 +378,12 @@ export class Dispatcher extends DurableObject<Env> {
     }
   }
 
-  /** A runner shutting down: its long-polls in flight end without a job (so none is handed to it). */
-  async leave(runnerId: string): Promise<void> {
-    this.leaving.set(runnerId, Date.now());
+  /**
+   * A runner shutting down: its long-polls in flight end without a job (so none is handed to it). Only
+   * the polls made with the same runner token end: another token naming the runner id changes nothing.
+   */
+  async leave(runnerId: string, tokenId: string): Promise<void> {
+    this.leaving.set(leavingKey(tokenId, runnerId), Date.now());
     for (const [id, at] of this.leaving) if (at < Date.now() - 60_000) this.leaving.delete(id);
     this.wake();
   }

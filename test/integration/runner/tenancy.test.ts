@@ -131,6 +131,28 @@ describe("runner pools", () => {
     expect((await stub().jobStatus(j4.jobId))!.runnerTokenId).toBe("admin");
   });
 
+  it("another runner token naming a runner id cannot end that runner's long-polls", async () => {
+    const arc = arch();
+    const mine = await createToken([`runner:${ns("l")}/*`]);
+    const other = await createToken(["runner"]);
+    const repo = `${ns("l")}/app`;
+    const owner = await createToken([`runner:${repo}`]);
+    const pending = call("/v1/runners/claim", owner.token, { body: { runnerId: `victim-${arc}`, platforms: [`linux/${arc}`], waitSeconds: 10 } });
+    await new Promise((r) => setTimeout(r, 300));
+    for (const t of [mine, other]) expect((await call("/v1/runners/leave", t.token, { body: { runnerId: `victim-${arc}` } })).status).toBe(204);
+    const j = job(repo, arc);
+    await stub().enqueue(j);
+    const res = await pending;
+    expect(res.status).toBe(200); // still polling: the job reached it
+    expect(((await res.json()) as ClaimedJob).job.jobId).toBe(j.jobId);
+    // Its own token still ends them.
+    const again = call("/v1/runners/claim", owner.token, { body: { runnerId: `victim-${arc}`, platforms: [`linux/${arc}`], waitSeconds: 10 } });
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await call("/v1/runners/leave", owner.token, { body: { runnerId: `victim-${arc}` } })).status).toBe(204);
+    await stub().enqueue(job(repo, arc));
+    expect((await again).status).toBe(204);
+  });
+
   it("repository tokens are not runners", async () => {
     const t = await createToken([`repository:${ns("a")}/*:pull,push`]);
     expect((await call("/v1/runners/claim", t.token, { body: { runnerId: "x", waitSeconds: 0 } })).status).toBe(403);
