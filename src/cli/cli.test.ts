@@ -1,5 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { parseArgs, UsageError } from "./main";
+import { parseArgs, runnerArgs, UsageError } from "./main";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { httpError, networkReason } from "./http";
 import { PlainProgress, QuietProgress, TtyProgress, type Progress } from "./progress";
 import { readSse } from "./sse";
@@ -208,6 +211,17 @@ ERROR: process ${RUN.slice(4)} did not complete successfully: exit code 3
     expect(e.message).toBe("starting the build failed: token lacks scope repository:x/y:push (HTTP 403); use a token with that scope (an admin creates one with POST /v1/tokens)");
     const html = await httpError("reading build b1", new Response("<html>bad gateway</html>", { status: 502, statusText: "Bad Gateway" }));
     expect(html.message).toBe("reading build b1 failed: Bad Gateway (HTTP 502); the server's log has the details; try again once it is fixed");
+  });
+
+  it("kiln runner --token-file reads the token in-process (nothing in argv); a missing or empty file is a sentence", () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "kiln-cli-token-"));
+    writeFileSync(path.join(dir, "t"), "\n  tok_abc  \n", { mode: 0o600 });
+    writeFileSync(path.join(dir, "empty"), "\n");
+    expect(runnerArgs(["--server", "http://x", "--token-file", path.join(dir, "t"), "--work-dir", "/w"])).toEqual(["--token", "tok_abc", "--server", "http://x", "--work-dir", "/w"]);
+    expect(runnerArgs([`--token-file=${path.join(dir, "t")}`])).toEqual(["--token", "tok_abc"]);
+    expect(() => runnerArgs(["--token-file", path.join(dir, "nope")])).toThrow(`cannot read the token file ${path.join(dir, "nope")}: no such file`);
+    expect(() => runnerArgs(["--token-file", path.join(dir, "empty")])).toThrow("is empty");
+    expect(() => runnerArgs(["--token-file"])).toThrow(UsageError);
   });
 
   it("reads secrets from files and the environment, never from the command line", () => {

@@ -27,7 +27,7 @@ function progressMode(flags: Record<string, unknown>): ProgressMode {
 }
 
 /** `kiln runner`: --token-file F (or KILN_TOKEN) so that the token stays out of argv. */
-function runnerArgs(argv: string[]): string[] {
+export function runnerArgs(argv: string[]): string[] {
   const out: string[] = [];
   let file: string | undefined;
   for (let i = 0; i < argv.length; i++) {

@@ -361,7 +361,7 @@ export class TtyProgress implements Progress {
   private timer?: ReturnType<typeof setInterval>;
   private pending?: ReturnType<typeof setTimeout>;
   private readonly started: number;
-  private title = "";
+  private title = "Building";
 
   constructor(private readonly write: Write, private readonly opts: { columns?: () => number; rows?: () => number; now?: () => number; tailLines?: number; intervalMs?: number } = {}) {
     this.model = new BuildModel(opts.now);
