@@ -6,7 +6,8 @@ import path from "node:path";
 import { httpError, networkReason } from "./http";
 import { PlainProgress, QuietProgress, TtyProgress, type Progress } from "./progress";
 import { readSse } from "./sse";
-import { readSecrets } from "./build";
+import { follow, readSecrets } from "./build";
+import http from "node:http";
 
 /** The screen a terminal shows after `raw` (newline, carriage return, cursor up, clear to end). */
 function emulate(raw: string): string[] {
@@ -222,6 +223,36 @@ ERROR: process ${RUN.slice(4)} did not complete successfully: exit code 3
     expect(() => runnerArgs(["--token-file", path.join(dir, "nope")])).toThrow(`cannot read the token file ${path.join(dir, "nope")}: no such file`);
     expect(() => runnerArgs(["--token-file", path.join(dir, "empty")])).toThrow("is empty");
     expect(() => runnerArgs(["--token-file"])).toThrow(UsageError);
+  });
+
+  it("follow: after the event stream breaks, the replayed history is skipped, so nothing shows twice", async () => {
+    const build = { id: "b7", status: "failed", steps: [step(1, "FROM scratch", "done", 5), step(2, "RUN x", "failed", 900)], error: { message: "exit code 1", step: 2, line: 2 } };
+    const frames = [
+      ["step", step(1, "FROM scratch", "pending")], ["step", step(2, "RUN x", "pending")],
+      ["step", step(1, "FROM scratch", "running")], ["step", step(1, "FROM scratch", "done", 5)],
+      ["step", step(2, "RUN x", "running")], ["log", { step: 2, text: "one\n" }],
+      ["log", { step: 2, text: "two\n" }], ["step", step(2, "RUN x", "failed", 900)],
+      ["log", { step: 2, text: "ERROR: exit code 1\n" }], ["done", build],
+    ].map(([e, d]) => `event: ${e}\ndata: ${JSON.stringify(d)}\n\n`);
+    let connections = 0;
+    const server = http.createServer((req, res) => {
+      if (req.url === "/v1/builds/b7") { res.setHeader("content-type", "application/json"); res.end(JSON.stringify(connections < 2 ? { ...build, status: "running" } : build)); return; }
+      connections++;
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      // The first connection breaks after six events; the second replays everything.
+      if (connections === 1) { res.write(frames.slice(0, 6).join("")); setTimeout(() => res.destroy(), 50); return; }
+      res.end(frames.join(""));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    try {
+      let out = "";
+      const code = await follow(`http://127.0.0.1:${(server.address() as { port: number }).port}`, undefined, "b7", new PlainProgress((x) => { out += x; }));
+      expect(code).toBe(1);
+      expect(connections).toBe(2);
+      expect(out).toBe("#1 [1/2] FROM scratch\n#1 DONE 0.0s\n\n#2 [2/2] RUN x\n#2 one\n#2 two\n#2 ERROR 0.9s\n\n------\n > [2/2] RUN x:\none\ntwo\n------\nERROR: Dockerfile:2: exit code 1\n");
+    } finally {
+      server.close();
+    }
   });
 
   it("reads secrets from files and the environment, never from the command line", () => {
