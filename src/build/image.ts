@@ -3,7 +3,7 @@ import type { Env } from "../env";
 import { buildManifest, emptyConfig, encodeJson, isIndexDocument, parseImageConfig, parseManifest, rfc3339, type ImageConfig } from "../oci/image";
 import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
-import { getBlob, linkBlob, putBlobBytes } from "../storage/blobs";
+import { getBlob, linkBlob, linkedBlobSizes, putBlobBytes } from "../storage/blobs";
 import { getManifest, putManifest } from "../storage/manifests";
 import { StepError, type ImageState, type LayerRef } from "./model";
 import { pullImage, type PulledImage } from "../upstream/pull";
@@ -108,6 +108,17 @@ export async function loadImage(env: Env, ref: string, reader: ImageReader, plat
     doc = parseManifest(child.bytes, child.mediaType);
     manifestDigest = child.digest;
     if (isIndexDocument(doc)) throw new StepError(`${ref}: nested index`);
+  }
+  // A manifest only names blobs; the build may read only those its repository links, with the sizes
+  // it declares. A foreign layer (or a digest of another tenant's blob) is refused here, before any
+  // byte of it is read, linked into the output or handed to a runner.
+  const wanted = [doc.config, ...doc.layers];
+  const linked = await linkedBlobSizes(env, repository, wanted.map((d) => d.digest));
+  for (const d of wanted) {
+    if (linked.get(d.digest) !== d.size) {
+      const what = d === doc.config ? "config" : "layer";
+      throw new StepError(`${ref}: ${what} ${d.digest} (${d.size} bytes) is not stored in repository ${repository}; an image whose blobs live elsewhere (foreign layers) cannot be a base`);
+    }
   }
   const cfgBlob = await getBlob(env, doc.config.digest);
   if (!cfgBlob) throw new StepError(`${ref}: config ${doc.config.digest} is missing`);

@@ -322,6 +322,8 @@ async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, 
   const envNames = new Set(imageEnv.map((e) => e.slice(0, e.indexOf("="))));
   const env = [...imageEnv, ...parent.args.filter(([k, v]) => v !== undefined && !envNames.has(k)).map(([k, v]) => `${k}=${v}`)];
   const mounts: JobMount[] = [];
+  /** What each `--mount=type=bind,from=` mounts (the stage's key, the image's digest): part of the key. */
+  const mountSources: string[] = [];
   const secrets: Record<string, string> = {};
   for (const m of inst.mounts) {
     if (m.type === "ssh") throw new StepError("RUN --mount=type=ssh is not supported");
@@ -347,9 +349,13 @@ async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, 
       const b = resolveFrom(m.from, ctx.graph.allStages, step.stage);
       if (b.kind === "stage") {
         const st = ctx.graph.stages.find((s) => s.index === b.index)!;
-        jm.fromLayers = ctx.stateOf(st.steps[st.steps.length - 1]).layers;
+        const src = ctx.stateOf(st.steps[st.steps.length - 1]);
+        jm.fromLayers = src.layers;
+        mountSources.push(src.key);
       } else if (b.kind === "image") {
-        jm.fromLayers = (await loadImage(ctx.env, b.ref, ctx.spec, ctx.spec.platform)).layers;
+        const img = await loadImage(ctx.env, b.ref, ctx.spec, ctx.spec.platform);
+        jm.fromLayers = img.layers;
+        mountSources.push(img.manifestDigest);
       }
     }
     mounts.push(jm);
@@ -360,7 +366,7 @@ async function runStep(ctx: StepContext, step: PlannedStep, parent: ImageState, 
     platform,
     instruction: keyedInstruction({ ...inst, mounts: inst.mounts.map((m) => ({ ...m })) } as RunInstruction),
     env,
-    values: { args, workdir: c.WorkingDir || "/", user: c.User ?? "" },
+    values: { args, workdir: c.WorkingDir || "/", user: c.User ?? "", ...(mountSources.length ? { mountSources } : {}) },
   });
   const createdBy = `RUN ${runCommandString(args, parent)} # buildkit`;
   const hit = await lookup(ctx, key);

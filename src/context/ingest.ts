@@ -1,7 +1,7 @@
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { DockerIgnore } from "../dockerfile/dockerignore";
-import { ContextPackWriter, deleteContext, indexKey, putContextIndex, readContextRange } from "../storage/contexts";
+import { ContextPackWriter, deleteContext, deleteContextIndex, putContextIndex, readContextRange } from "../storage/contexts";
 import { ByteReader } from "./bytes";
 import { concatBytes } from "../http/body";
 import { yieldEvery } from "./yield";
@@ -230,7 +230,7 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
   let tar: TarIngest = { files: new Map() };
   let dockerfileText = opts.dockerfileText;
   let secrets: Record<string, string> = {};
-  let stored: { packDigest: string; indexDigest: string; createdPack: boolean } | undefined;
+  let stored: StoredContext | undefined;
   try {
     const ct = (opts.contentType || "").toLowerCase();
     if (ct.startsWith("multipart/form-data")) {
@@ -290,8 +290,8 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
     ih.update(indexBytes);
     const indexDigest = await ih.digest();
     const { created } = await pack.finish(packDigest);
-    stored = { packDigest, indexDigest, createdPack: created };
-    await putContextIndex(env, packDigest, indexDigest, indexBytes);
+    stored = { packDigest, indexDigest, createdPack: created, createdIndex: false };
+    stored.createdIndex = (await putContextIndex(env, packDigest, indexDigest, indexBytes)).created;
     if (needFromPack) {
       const s = await readContextRange(env, packDigest, needFromPack.offset!, needFromPack.size);
       dockerfileText = new TextDecoder().decode(await readSmall(s, MAX_DOCKERFILE_BYTES, "Dockerfile"));
@@ -314,9 +314,19 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
   }
 }
 
-async function discardStored(env: Env, s: { packDigest: string; indexDigest: string; createdPack: boolean }): Promise<void> {
-  if (s.createdPack) await deleteContext(env, s.packDigest, s.indexDigest);
-  else {
-    await env.BUCKET.delete(indexKey(s.packDigest, s.indexDigest));
-  }
+/** What an ingest stored, and which of it this request created (only that may be removed again). */
+interface StoredContext {
+  packDigest: string;
+  indexDigest: string;
+  createdPack: boolean;
+  createdIndex: boolean;
+}
+
+/**
+ * Removes what this request stored, never what it found: a context (pack or index) already stored
+ * may belong to another build, another tenant's included, and must outlive this refusal.
+ */
+async function discardStored(env: Env, s: StoredContext): Promise<void> {
+  if (s.createdPack) await deleteContext(env, s.packDigest, s.createdIndex ? s.indexDigest : undefined);
+  else if (s.createdIndex) await deleteContextIndex(env, s.packDigest, s.indexDigest);
 }

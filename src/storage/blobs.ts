@@ -217,6 +217,20 @@ export async function statRepoBlob(env: Env, repo: string, digest: string): Prom
   return row ? { size: row.size } : null;
 }
 
+/** The sizes of those of `digests` that `repo` links (one query). */
+export async function linkedBlobSizes(env: Env, repo: string, digests: string[]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  const unique = [...new Set(digests)];
+  for (let i = 0; i < unique.length; i += 90) {
+    const part = unique.slice(i, i + 90);
+    const { results } = await env.DB.prepare(
+      `SELECT r.digest AS digest, b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest IN (${part.map(() => "?").join(",")})`,
+    ).bind(repo, ...part).all<{ digest: string; size: number }>();
+    for (const r of results) out.set(r.digest, r.size);
+  }
+  return out;
+}
+
 /**
  * Removes `repo`'s link to a blob (BLOB_UNKNOWN if there is none). The bytes go only when no
  * repository links them and no manifest references them (see collectBlob).

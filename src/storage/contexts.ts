@@ -119,8 +119,16 @@ export class ContextPackWriter {
   }
 }
 
-export async function putContextIndex(env: Env, packDigest: string, indexDigest: string, bytes: Uint8Array): Promise<void> {
-  await env.BUCKET.put(indexKey(packDigest, indexDigest), bytes, { httpMetadata: { contentType: "application/json" } });
+/**
+ * Stores a context's file index (content-addressed, so an existing one is the same bytes and is left
+ * alone). `created` says whether this call wrote it: only its writer may remove it again, because
+ * another build (another tenant's, even) may use the same index.
+ */
+export async function putContextIndex(env: Env, packDigest: string, indexDigest: string, bytes: Uint8Array): Promise<{ created: boolean }> {
+  const key = indexKey(packDigest, indexDigest);
+  if (await env.BUCKET.head(key)) return { created: false };
+  await env.BUCKET.put(key, bytes, { httpMetadata: { contentType: "application/json" } });
+  return { created: true };
 }
 
 export async function getContextIndexBytes(env: Env, packDigest: string, indexDigest: string): Promise<ArrayBuffer | null> {
@@ -149,6 +157,11 @@ export async function readContextRange(env: Env, packDigest: string, offset: num
   const obj = await env.BUCKET.get(await packLocation(env, packDigest), { range: { offset, length } });
   if (!obj) throw new Error(`build context ${packDigest} is gone`);
   return obj.body;
+}
+
+/** Removes a file index this request created (the pack was there before). */
+export async function deleteContextIndex(env: Env, packDigest: string, indexDigest: string): Promise<void> {
+  await env.BUCKET.delete(indexKey(packDigest, indexDigest));
 }
 
 /** Removes a context this request created (refusal after storing). */

@@ -158,22 +158,30 @@ async function receive(c: C, provider: GitProvider, id?: string) {
   const h = handlers[provider];
   const raw = await readRaw(c);
   const headers = c.req.raw.headers;
-  // Find the webhook whose secret verifies this payload; nothing is parsed before that.
-  // Parsing only reads JSON; nothing is acted on (or stored) before a secret verifies the payload.
-  let ev: HookEvent | undefined;
-  try {
-    ev = h.parse(headers, raw);
-  } catch {}
+  // Find the webhook whose secret verifies this payload. With the webhook's id in the URL (the `url`
+  // POST /v1/webhooks answers with), the signature is checked before a byte is parsed; the bare
+  // provider URL must parse the JSON to learn the repository, and acts on nothing before a secret
+  // verifies the payload.
   let candidates: (WebhookConfig & WebhookSecrets)[];
+  let ev: HookEvent | undefined;
+  const parse = () => {
+    try {
+      return h.parse(headers, raw);
+    } catch {
+      return undefined;
+    }
+  };
   if (id) {
     const w = await getWebhook(c.env, id);
     candidates = w && h.family.includes(w.provider) ? [w] : [];
   } else {
+    ev = parse();
     candidates = ev?.repository ? await webhooksFor(c.env, h.family, ev.repository) : [];
   }
   let hook: (WebhookConfig & WebhookSecrets) | undefined;
   for (const w of candidates) if (await h.verify(headers, raw, w.secret)) { hook = w; break; }
   if (!hook) throw new ApiError(401, "signature verification failed");
+  ev ??= parse();
   if (!ev) throw new ApiError(400, "payload is not valid JSON");
   if (ev.kind === "ping") return c.json({ ok: true, event: "ping", webhook: hook.id }, 200);
   if (ev.kind === "ignored") return c.json({ ok: true, ignored: ev.reason }, 202);

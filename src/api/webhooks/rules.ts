@@ -23,8 +23,8 @@ export const DEFAULT_TAG_TEMPLATES = ["{branch}", "{tag}", "{sha:7}", "latest"];
 
 /**
  * The image tags a push produces: `{branch}` for branch pushes, `{tag}` for tag pushes, `{sha}` or
- * `{sha:N}` for both, and the literal `latest` only for the default branch. A template whose variable
- * does not apply to this push is left out.
+ * `{sha:N}` for both, and the literal `latest` only for the default branch (a branch or git tag named
+ * `latest` never makes it). A template whose variable does not apply to this push is left out.
  */
 export function tagsFor(ev: PushEvent, templates: string[]): string[] {
   const out = new Set<string>();
@@ -39,7 +39,8 @@ export function tagsFor(ev: PushEvent, templates: string[]): string[] {
       if (v === "tag") { if (ev.refType !== "tag") applicable = false; return ev.name; }
       return n ? ev.sha.slice(0, Number(n)) : ev.sha;
     });
-    if (applicable) out.add(sanitizeTag(value));
+    // `latest` belongs to the default branch: a branch or git tag named `latest` never produces it
+    if (applicable && sanitizeTag(value) !== "latest") out.add(sanitizeTag(value));
   }
   return [...out];
 }
