@@ -13,7 +13,12 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Reads a body completely, refusing more than `max` bytes: the rest is cancelled and `tooLarge()` thrown. */
+/**
+ * Reads a body completely, refusing more than `max` bytes: reading stops at the limit and
+ * `tooLarge()` is thrown; the rest is never read. (The stream is released, not cancelled: under
+ * `wrangler dev` a cancelled request body races the response and the client sometimes sees 503
+ * instead of the 413.)
+ */
 export async function readLimited(body: ReadableStream<Uint8Array> | null, max: number, tooLarge: () => Error): Promise<Uint8Array> {
   if (!body) return new Uint8Array(0);
   const chunks: Uint8Array[] = [];
@@ -24,7 +29,7 @@ export async function readLimited(body: ReadableStream<Uint8Array> | null, max: 
     if (done) break;
     total += value.byteLength;
     if (total > max) {
-      reader.cancel().catch(() => {});
+      reader.releaseLock();
       throw tooLarge();
     }
     chunks.push(value);
