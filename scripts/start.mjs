@@ -21,6 +21,8 @@ const persist = path.resolve(process.env.KILN_STATE_DIR ?? path.join(root, ".kil
 const port = Number(process.env.PORT ?? "8787");
 const host = "127.0.0.1";
 const adminToken = process.env.KILN_ADMIN_TOKEN ?? "kiln-dev-token";
+/** Worker settings `npm start` hands to wrangler dev when they are set in its environment. */
+const WORKER_SETTINGS = ["KILN_HOSTS", "KILN_OUTBOUND_ALLOW", "KILN_SHARED_WORKER_CACHE", "KILN_WEBHOOK_MAX_BODY_BYTES", "KILN_MAX_CONTEXT_BYTES"];
 const startTimeoutMs = Number(process.env.KILN_START_TIMEOUT ?? "90") * 1000;
 const env = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false" };
 const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
@@ -152,6 +154,8 @@ async function main() {
     "dev", "--ip", host, "--port", String(workerPort), "--persist-to", persist,
     "--var", `KILN_ADMIN_TOKEN:${adminToken}`, "--show-interactive-dev-session=false",
   ];
+  // The Worker's settings (README, "Settings") pass through from this environment.
+  for (const name of WORKER_SETTINGS) if (process.env[name] !== undefined) args.push("--var", `${name}:${process.env[name]}`);
   if (inspectorPort) args.push("--inspector-port", inspectorPort);
   const server = spawn(wrangler, args, { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true });
   started.groups.push(server);
