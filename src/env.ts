@@ -1,5 +1,5 @@
-import type { BuildCoordinator } from "./build/coordinator";
-import type { Dispatcher } from "./build/dispatcher";
+import type { BuildCoordinator } from "./builder/coordinator";
+import type { Dispatcher } from "./builder/dispatcher";
 
 /** Bindings and vars of the kiln Worker (see wrangler.toml). */
 export interface Env {

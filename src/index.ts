@@ -13,8 +13,8 @@ import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
 import { purgeStaleUploads } from "./storage/uploads";
 
-export { BuildCoordinator } from "./build/coordinator";
-export { Dispatcher } from "./build/dispatcher";
+export { BuildCoordinator } from "./builder/coordinator";
+export { Dispatcher } from "./builder/dispatcher";
 
 const app = new Hono<{ Bindings: Env }>();
 

@@ -2,7 +2,7 @@ import { Hono, type Context } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
-import { startBuild, parseTag } from "../build/start";
+import { startBuild, parseTag } from "../builder/start";
 import { buildPrincipalOf } from "../auth/build-principal";
 import { getBuildRow, listBuilds } from "../storage/builds";
 

@@ -2,8 +2,8 @@ import { Hono, type Context } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
-import { LEASE_HEADER, type JobState, type QueuedJob, type RunResult } from "../build/jobs";
-import { validateRunResult, type LeaseOutcome } from "../build/dispatcher";
+import { LEASE_HEADER, type JobState, type QueuedJob, type RunResult } from "../protocol/jobs";
+import { validateRunResult, type LeaseOutcome } from "../builder/dispatcher";
 import { isRepositoryName } from "../auth/scopes";
 import { dispatcherStub, jsonBody, runnerHolder } from "./runners";
 

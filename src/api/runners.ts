@@ -4,8 +4,8 @@ import { ApiError } from "../errors";
 import { requireApiScope, type Principal } from "../auth/api";
 import { runnerServes } from "../auth/scopes";
 import { ADMIN_HOLDER } from "../auth/job-token";
-import type { ClaimHolder } from "../build/dispatcher";
-import type { ClaimRequest } from "../build/jobs";
+import type { ClaimHolder } from "../builder/dispatcher";
+import type { ClaimRequest } from "../protocol/jobs";
 
 /** The dispatcher every route and the BuildCoordinator talk to. */
 export function dispatcherStub(env: Env) {

@@ -2,8 +2,8 @@
 import { createReadStream } from "node:fs";
 import http from "node:http";
 import https from "node:https";
-import type { ClaimedJob, ClaimRequest, RunResult } from "../build/jobs";
-import { LEASE_HEADER } from "../build/jobs";
+import type { ClaimedJob, ClaimRequest, RunResult } from "../protocol/jobs";
+import { LEASE_HEADER } from "../protocol/jobs";
 
 export class Gone extends Error {
   constructor(message: string) {

@@ -8,7 +8,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
-import type { JobLayer } from "../build/jobs";
+import type { JobLayer } from "../protocol/jobs";
 import { extractLayer } from "./extract";
 
 export class LayerError extends Error {

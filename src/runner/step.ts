@@ -5,7 +5,7 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import path from "node:path";
-import type { JobLayer, JobMount, RunJob } from "../build/jobs";
+import type { JobLayer, JobMount, RunJob } from "../protocol/jobs";
 import { bundleConfig, completeEnv, type OciMount } from "./bundle";
 import { diffEntries, writeLayerFile, type WrittenLayer } from "./differ";
 import { mountOverlay, mountsUnder, resolveInRoot, resolveUser, sh, unmount } from "./rootfs";

@@ -1,5 +1,5 @@
 // One claimed job, end to end: lease renewal, live logs, layers, runStep, upload, complete.
-import type { ClaimedJob, RunResult } from "../build/jobs";
+import type { ClaimedJob, RunResult } from "../protocol/jobs";
 import { Gone, type KilnClient } from "./client";
 import { LayerStore } from "./layers";
 import { removeJobDir, runStep, type StepOutcome } from "./step";

@@ -8,7 +8,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JobLayer, JobStatus, RunJob } from "../../src/build/jobs";
+import type { JobLayer, JobStatus, RunJob } from "../../src/protocol/jobs";
 import { diffEntries, writeLayerFile } from "../../src/runner/differ";
 import { readTar } from "../../src/runner/tar";
 import { KilnClient } from "../../src/runner/client";

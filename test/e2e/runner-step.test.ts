@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import path from "node:path";
 import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JobLayer, RunJob } from "../../src/build/jobs";
+import type { JobLayer, RunJob } from "../../src/protocol/jobs";
 import { diffEntries, writeLayerFile, type DiffEntry } from "../../src/runner/differ";
 import { extractLayer, UnsafeLayerError } from "../../src/runner/extract";
 import { LayerStore } from "../../src/runner/layers";

@@ -9,7 +9,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { ClaimedJob, JobStatus, QueuedJob, RunResult } from "../../src/build/jobs";
+import type { ClaimedJob, JobStatus, QueuedJob, RunResult } from "../../src/protocol/jobs";
 import { diffEntries, writeLayerFile } from "../../src/runner/differ";
 import { ADMIN_TOKEN, have, startKiln, type KilnServer } from "./server";
 import { BUSYBOX, contextDir, createToken, tarOf, waitForBuild, type BuildResult, type CreatedToken } from "./helpers";

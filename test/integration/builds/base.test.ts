@@ -1,6 +1,6 @@
 import { env, runInDurableObject, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { storeLayer } from "../../../src/build/layers";
+import { storeLayer } from "../../../src/builder/layers";
 import { ADMIN, build, imageOf, layerEntries, makeTar, postBuild, waitBuild } from "./helpers";
 
 describe("FROM an image in kiln's registry", () => {

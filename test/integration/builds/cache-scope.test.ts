@@ -3,10 +3,10 @@
 // scope for their cache mounts, and KILN_SHARED_WORKER_CACHE shares Worker-computed steps only.
 import { SELF, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { ClaimedJob } from "../../../src/build/jobs";
-import type { BuildSpec, ImageState } from "../../../src/build/model";
-import { executeStep, finishRun, type StepContext } from "../../../src/build/steps";
-import { planDockerfile } from "../../../src/build/frontend";
+import type { ClaimedJob } from "../../../src/protocol/jobs";
+import type { BuildSpec, ImageState } from "../../../src/builder/model";
+import { executeStep, finishRun, type StepContext } from "../../../src/builder/steps";
+import { planDockerfile } from "../../../src/builder/frontend";
 import { ingestContext } from "../../../src/context/ingest";
 import { ADMIN, makeTar, streamOf, waitBuild, type BuildResult } from "./helpers";
 

@@ -1,7 +1,7 @@
 import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { Dispatcher, RunStepSink } from "../../../src/build/dispatcher";
-import type { ClaimedJob, RunJob, RunResult } from "../../../src/build/jobs";
+import type { Dispatcher, RunStepSink } from "../../../src/builder/dispatcher";
+import type { ClaimedJob, RunJob, RunResult } from "../../../src/protocol/jobs";
 import { pushBlob, randomBytes } from "../registry/helpers";
 
 const ADMIN = "kiln-test-admin";

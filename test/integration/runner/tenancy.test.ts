@@ -2,8 +2,8 @@
 // checked completions, against the real Worker and Dispatcher in workerd.
 import { SELF, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { Dispatcher, RunStepSink } from "../../../src/build/dispatcher";
-import type { ClaimedJob, JobStatus, QueuedJob, RunResult } from "../../../src/build/jobs";
+import type { Dispatcher, RunStepSink } from "../../../src/builder/dispatcher";
+import type { ClaimedJob, JobStatus, QueuedJob, RunResult } from "../../../src/protocol/jobs";
 import { pushBlob, randomBytes, sha256 } from "../registry/helpers";
 
 const ADMIN = "kiln-test-admin";

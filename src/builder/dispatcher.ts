@@ -1,6 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import type { ClaimedJob, ClaimRequest, JobLayer, JobState, JobStatus, QueuedJob, RunJob, RunResult } from "./jobs";
+import type { ClaimedJob, ClaimRequest, JobLayer, JobState, JobStatus, QueuedJob, RunJob, RunResult } from "../protocol/jobs";
 import { linkBlob, statRepoBlob } from "../storage/blobs";
 import { patternMatches } from "../auth/scopes";
 import { mintJobToken } from "../auth/job-token";
@@ -37,7 +37,7 @@ export interface RunStepSink {
   appendLog(stepIndex: number, text: string): Promise<unknown>;
 }
 
-export type { JobState, JobStatus } from "./jobs";
+export type { JobState, JobStatus } from "../protocol/jobs";
 
 export interface RunnerInfo {
   runnerId: string;

@@ -1,7 +1,7 @@
 /** Commit statuses on the git host: pending when a push build starts, success/failure when it ends. */
-import type { Env } from "../../env";
-import { outboundPolicy, safeFetch, type OutboundEnv } from "../../http/outbound";
-import { deliveryForBuild, getWebhook, type WebhookConfig } from "../../storage/webhooks";
+import type { Env } from "../env";
+import { outboundPolicy, safeFetch, type OutboundEnv } from "../http/outbound";
+import { deliveryForBuild, getWebhook, type WebhookConfig } from "../storage/webhooks";
 import type { StatusUpdate } from "./event";
 import { giteaStatus } from "./gitea";
 import { githubStatus } from "./github";

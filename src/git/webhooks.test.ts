@@ -99,7 +99,7 @@ describe("webhook payloads never choose a URL (issue 17, finding 7)", () => {
   const hook = { provider: "gitlab", repository: "grp/app" };
 
   it("refuses a GitLab project_id that is not a number, before any URL is built", () => {
-    const ev = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: "../../user", project: { path_with_namespace: "grp/app" } });
+    const ev = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: "../user", project: { path_with_namespace: "grp/app" } });
     if (ev.kind !== "push") throw new Error("not a push");
     expect(refusePush(ev, hook)).toMatch(/project_id must be a positive integer/);
     const mixed = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15, project: { id: 16, path_with_namespace: "grp/app" } });
@@ -123,7 +123,7 @@ describe("webhook payloads never choose a URL (issue 17, finding 7)", () => {
     const pinned = gl({ ref: "refs/heads/main", after: SHA, checkout_sha: SHA, project_id: 15, project: { id: 15, path_with_namespace: "grp/app" } }) as PushEvent;
     expect(refusePush(pinned, { ...hook, projectId: "15" })).toBeNull();
     expect(gitlabArchive("https://gl.example/api/v4", "grp/app", SHA, "t", pinned.projectId).url).toBe(`https://gl.example/api/v4/projects/15/repository/archive.tar.gz?sha=${SHA}`);
-    expect(() => gitlabArchive("https://gl.example/api/v4", "grp/app", SHA, "t", "../../user")).toThrow(/numeric/);
+    expect(() => gitlabArchive("https://gl.example/api/v4", "grp/app", SHA, "t", "../user")).toThrow(/numeric/);
   });
 
   it("refuses short or odd commit shas and insane refs; encodes every path segment", () => {

@@ -1,6 +1,6 @@
 /**
  * The contract between the BuildCoordinator (builds), the Dispatcher (queue) and runners (RUN steps).
- * Shared by src/build (Worker) and src/runner (Node): keep it free of runtime imports.
+ * Shared by src/builder (Worker) and src/runner (Node): keep it free of runtime imports.
  */
 
 /** A layer as a runner needs it to rebuild the rootfs. */

@@ -11,7 +11,7 @@ import type { ContextIndex } from "../context/ingest";
 import { cleanPath, resolveInRoot } from "../context/paths";
 import { appendHistory, appendLayer, rfc3339, type HistoryEntry, type ImageConfig } from "../oci/image";
 import { getCacheEntry, putCacheEntry, type CacheEntry } from "../storage/cache";
-import type { JobMount, RunJob } from "./jobs";
+import type { JobMount, RunJob } from "../protocol/jobs";
 import { cacheKeyFor, keyedInstruction, sharesWorkerCache, stepScopes } from "./cachekey";
 import { expansionEnv } from "./expand";
 import { expandInstruction } from "../dockerfile/expand";

@@ -1,11 +1,11 @@
 /** Starts the build of a push: archive of the exact commit → stripped tar → the ordinary build path. */
-import { startBuild } from "../../build/start";
-import { webhookPrincipal } from "../../auth/build-principal";
-import type { Env } from "../../env";
-import { ApiError } from "../../errors";
-import { OutboundError, outboundPolicy, safeFetch } from "../../http/outbound";
-import { insertBuild, updateBuildStatus } from "../../storage/builds";
-import type { WebhookConfig, WebhookSecrets } from "../../storage/webhooks";
+import { startBuild } from "../builder/start";
+import { webhookPrincipal } from "../auth/build-principal";
+import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { OutboundError, outboundPolicy, safeFetch } from "../http/outbound";
+import { insertBuild, updateBuildStatus } from "../storage/builds";
+import type { WebhookConfig, WebhookSecrets } from "../storage/webhooks";
 import type { PushEvent } from "./event";
 import { giteaArchive } from "./gitea";
 import { githubArchive } from "./github";

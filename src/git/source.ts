@@ -3,7 +3,7 @@
  * stripped and, when the webhook names a context subdirectory, only that subtree — re-emitted as a
  * plain tar stream for the ordinary build path.
  */
-import { cleanTarPath, isUnsafePath, readTar, tarStream, type TarEntry } from "../../oci/tar";
+import { cleanTarPath, isUnsafePath, readTar, tarStream, type TarEntry } from "../oci/tar";
 
 export class SourceError extends Error {}
 

@@ -4,18 +4,18 @@
  * and fetches the commit's archive and starts the build in the background. Deliveries are idempotent.
  */
 import { Hono, type Context } from "hono";
-import { requireApiScope } from "../../auth/api";
-import type { Env } from "../../env";
-import { ApiError } from "../../errors";
-import { readLimited } from "../../http/body";
-import { claimPush, createWebhook, deleteWebhook, getWebhook, listWebhooks, webhooksFor, type GitProvider, type WebhookConfig, type WebhookSecrets } from "../../storage/webhooks";
-import { recordWebhookBuild, startWebhookBuild } from "./build";
-import type { HookEvent } from "./event";
-import { parseGitea, verifyGitea } from "./gitea";
-import { parseGithub, verifyGithub } from "./github";
-import { parseGitlab, verifyGitlab } from "./gitlab";
-import { shouldBuild, tagsFor } from "./rules";
-import { GITLAB_PROJECT_ID, refusePush } from "./validate";
+import { requireApiScope } from "../auth/api";
+import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { readLimited } from "../http/body";
+import { claimPush, createWebhook, deleteWebhook, getWebhook, listWebhooks, webhooksFor, type GitProvider, type WebhookConfig, type WebhookSecrets } from "../storage/webhooks";
+import { recordWebhookBuild, startWebhookBuild } from "../git/build";
+import type { HookEvent } from "../git/event";
+import { parseGitea, verifyGitea } from "../git/gitea";
+import { parseGithub, verifyGithub } from "../git/github";
+import { parseGitlab, verifyGitlab } from "../git/gitlab";
+import { shouldBuild, tagsFor } from "../git/rules";
+import { GITLAB_PROJECT_ID, refusePush } from "../git/validate";
 
 type C = Context<{ Bindings: Env }>;
 

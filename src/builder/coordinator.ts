@@ -4,11 +4,11 @@ import { DockerfileError } from "../dockerfile/errors";
 import type { ContextIndex } from "../context/ingest";
 import { getContextIndexBytes } from "../storage/contexts";
 import { updateBuildStatus } from "../storage/builds";
-import type { QueuedJob, RunResult } from "./jobs";
+import type { QueuedJob, RunResult } from "../protocol/jobs";
 import { planDockerfile } from "./frontend";
 import { pushImage } from "./image";
 import { executeStep, finishRun, type StepContext } from "./steps";
-import { reportBuildFinished } from "../api/webhooks/status";
+import { reportBuildFinished } from "../git/status";
 import { childStepStatus, pushChildImage, pushIndex } from "./multiplatform";
 import {
   StepError,
