@@ -25,7 +25,7 @@ function repositoryName(raw: string): string {
 repositoriesRoutes.get("/:name{.+}", async (c) => {
   const name = repositoryName(c.req.param("name"));
   const principal = await optionalApiPrincipal(c);
-  const repo = await getRepositoryVisibility(c.env.DB, name);
+  const repo = await getRepositoryVisibility(c.env, name);
   const visible = repo?.public || (principal && principalHasScope(principal, { kind: "repository", repository: name, action: "pull" }));
   if (!visible) {
     if (!principal) await requireApiScope(c, { kind: "repository", repository: name, action: "pull" });
@@ -47,6 +47,6 @@ repositoriesRoutes.put("/:name{.+}", async (c) => {
   }
   const value = (body as { public?: unknown } | null)?.public;
   if (typeof value !== "boolean") throw new ApiError(400, "public must be true or false");
-  await setRepositoryPublic(c.env.DB, name, value);
+  await setRepositoryPublic(c.env, name, value);
   return c.json({ name, public: value });
 });

@@ -28,13 +28,13 @@ tokensRoutes.post("/", async (c) => {
     if (err instanceof ScopeError) throw new ApiError(400, err.message);
     throw err;
   }
-  const { id, token } = await createToken(c.env.DB, name.trim(), parsed);
+  const { id, token } = await createToken(c.env, name.trim(), parsed);
   return c.json({ id, token, name: name.trim(), scopes: parsed.map(formatScope) }, 201);
 });
 
 tokensRoutes.get("/", async (c) => {
   await requireApiScope(c, { kind: "admin" });
-  const tokens = await listTokens(c.env.DB);
+  const tokens = await listTokens(c.env);
   return c.json({
     tokens: tokens.map((t) => ({
       id: t.id,
@@ -50,6 +50,6 @@ tokensRoutes.get("/", async (c) => {
 tokensRoutes.delete("/:id", async (c) => {
   await requireApiScope(c, { kind: "admin" });
   const id = c.req.param("id");
-  if (!(await revokeToken(c.env.DB, id))) throw new ApiError(404, `no token ${id}`);
+  if (!(await revokeToken(c.env, id))) throw new ApiError(404, `no token ${id}`);
   return c.body(null, 204);
 });

@@ -62,7 +62,7 @@ async function currentScopes(env: Env, p: BuildPrincipal): Promise<TokenScope[] 
     case "admin":
       return [{ kind: "admin" }];
     case "token":
-      return (await findLiveTokenById(env.DB, p.id))?.scopes ?? null;
+      return (await findLiveTokenById(env, p.id))?.scopes ?? null;
     case "webhook":
       return p.scopes.flatMap((s) => {
         try {
@@ -78,5 +78,5 @@ async function currentScopes(env: Env, p: BuildPrincipal): Promise<TokenScope[] 
 export async function buildMayPull(env: Env, p: BuildPrincipal, repository: string): Promise<boolean> {
   const scopes = await currentScopes(env, p);
   if (scopes && grantedActions(scopes, repository).has("pull")) return true;
-  return await isRepositoryPublic(env.DB, repository);
+  return await isRepositoryPublic(env, repository);
 }

@@ -85,7 +85,7 @@ export async function mintJobToken(
 export async function checkJobToken(env: Env, subject: JobSubject): Promise<string | null> {
   if (subject.runnerTokenId === ADMIN_HOLDER) {
     if (!env.KILN_ADMIN_TOKEN) return "runner token revoked";
-  } else if (!(await findLiveTokenById(env.DB, subject.runnerTokenId))) {
+  } else if (!(await findLiveTokenById(env, subject.runnerTokenId))) {
     return "runner token revoked";
   }
   const dispatcher = env.DISPATCHER.get(env.DISPATCHER.idFromName("default"));

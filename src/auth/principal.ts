@@ -32,7 +32,7 @@ export async function principalFromSecret(env: Env, secret: string, allowJwt = t
   if (admin && (await secretsEqual(secret, admin))) return { principal: { kind: "admin" } };
   if (looksLikeApiToken(secret)) {
     const hash = await sha256Hex(secret);
-    const token = await findTokenByHash(env.DB, hash);
+    const token = await findTokenByHash(env, hash);
     if (!token || !timingSafeEqual(new TextEncoder().encode(token.hash), new TextEncoder().encode(hash))) {
       return { reason: "unknown or revoked token" };
     }
@@ -42,7 +42,7 @@ export async function principalFromSecret(env: Env, secret: string, allowJwt = t
     const verified = await verifyRegistryToken(env, secret);
     if (!verified.ok) return { reason: verified.reason === "expired" ? "token expired" : "invalid token" };
     const { sub, access, exp } = verified.claims;
-    if (sub.startsWith("token:") && !(await findLiveTokenById(env.DB, sub.slice("token:".length)))) {
+    if (sub.startsWith("token:") && !(await findLiveTokenById(env, sub.slice("token:".length)))) {
       return { reason: "token revoked" };
     }
     if (isJobSubject(sub)) {

@@ -53,7 +53,7 @@ export async function signingKey(env: Env): Promise<CryptoKey> {
     const admin = env.KILN_ADMIN_TOKEN;
     return cachedKey(`admin:${admin}`, () => hkdfHmacKey(admin, "kiln", "kiln registry token signing key v1"));
   }
-  const generated = await generatedSecret(env.DB, "registry-token-key");
+  const generated = await generatedSecret(env, "registry-token-key");
   return cachedKey(`generated:${generated}`, () => hmacKey(new TextEncoder().encode(generated)));
 }
 

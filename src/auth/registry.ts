@@ -68,14 +68,14 @@ export async function authorizeRegistry(
     throw unauthorized(c, repo, action, `authentication failed: ${creds.reason}`, creds.scheme === "bearer" ? "invalid_token" : undefined);
   }
   if (creds.status === "none") {
-    if (repo && action === "pull" && (await isRepositoryPublic(c.env.DB, repo))) return;
+    if (repo && action === "pull" && (await isRepositoryPublic(c.env, repo))) return;
     throw unauthorized(c, repo, action, "authentication required");
   }
   const principal = creds.principal;
   if (principal.kind === "registry" && isJobSubject(principal.subject)) return jobTokenGate(c, principal, repo, action);
   if (!repo) return;
   if (principalAllows(principal, repo, action)) return;
-  if (action === "pull" && (await isRepositoryPublic(c.env.DB, repo))) return;
+  if (action === "pull" && (await isRepositoryPublic(c.env, repo))) return;
   if (principal.kind === "registry" && creds.scheme === "bearer") {
     throw unauthorized(c, repo, action, `token lacks ${action} access to repository ${repo}`, "insufficient_scope");
   }
@@ -120,7 +120,7 @@ function subjectGrants(c: Context<{ Bindings: Env }>, subject: string): Promise<
     grants = (async () => {
       if (subject === "admin") return [{ kind: "admin" } as const];
       if (!subject.startsWith("token:")) return null;
-      return (await findLiveTokenById(c.env.DB, subject.slice("token:".length)))?.scopes ?? null;
+      return (await findLiveTokenById(c.env, subject.slice("token:".length)))?.scopes ?? null;
     })();
     catalogGrants.set(c.req.raw, grants);
   }
@@ -133,7 +133,7 @@ const publicSets = new WeakMap<Request, Promise<Set<string>>>();
 function publicRepositories(c: Context<{ Bindings: Env }>): Promise<Set<string>> {
   let set = publicSets.get(c.req.raw);
   if (!set) {
-    set = listPublicRepositories(c.env.DB);
+    set = listPublicRepositories(c.env);
     publicSets.set(c.req.raw, set);
   }
   return set;

@@ -46,7 +46,7 @@ async function grantFor(env: Env, caller: Caller, name: string): Promise<Set<Reg
     if (p.kind === "admin") return new Set(ALL_ACTIONS);
     if (p.kind === "token") for (const a of grantedActions(p.scopes, name)) granted.add(a);
   }
-  if (!granted.has("pull") && (await isRepositoryPublic(env.DB, name))) granted.add("pull");
+  if (!granted.has("pull") && (await isRepositoryPublic(env, name))) granted.add("pull");
   return granted;
 }
 
@@ -142,7 +142,7 @@ tokenServiceRoutes.post("/", async (c) => {
     const sub = verified.claims.sub;
     if (sub === "admin" && c.env.KILN_ADMIN_TOKEN) caller = { principal: { kind: "admin" } };
     else if (sub.startsWith("token:")) {
-      const t = await findLiveTokenById(c.env.DB, sub.slice("token:".length));
+      const t = await findLiveTokenById(c.env, sub.slice("token:".length));
       if (!t) return tokenError(c, 401, "invalid_grant", "token revoked");
       caller = { principal: { kind: "token", id: t.id, name: t.name, scopes: t.scopes } };
     } else return tokenError(c, 401, "invalid_grant", "invalid refresh token");
