@@ -98,6 +98,52 @@ export class RegistryClient {
     };
   }
 
+  /**
+   * Why a request to `url` failed, in words a person can act on. workerd hides the cause of a failed
+   * connection ("internal error; reference = …" for a DNS failure or a TLS handshake with a server that
+   * speaks plain HTTP; "Network connection lost" for a refused or reset connection), so an https
+   * failure is followed by one plain-HTTP probe of the same host and port to tell them apart.
+   */
+  private async diagnose(url: string, err: unknown): Promise<string> {
+    const message = err instanceof Error ? err.message : String(err);
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      return `${url} unreachable: ${message}`;
+    }
+    const where = u.port ? `${u.hostname}:${u.port}` : u.hostname;
+    const endpointHint = `PUT /v1/upstreams/${this.upstream.host}`;
+    if (/connection lost|connection refused|reset/i.test(message)) {
+      return `${u.origin} unreachable: nothing accepted the connection at ${where} (is the registry running, and is the port right?); set its endpoint with ${endpointHint}`;
+    }
+    if (u.protocol === "https:" && /internal error/i.test(message)) {
+      const plain = new URL(url);
+      plain.protocol = "http:";
+      if (!u.port) plain.port = "443";
+      try {
+        const probe = await this.fetchImpl(plain.toString(), { method: "GET", redirect: "manual" });
+        await probe.body?.cancel();
+        // a TLS server answers a plain request with 400 ("plain HTTP request sent to HTTPS port")
+        if (probe.status === 400) {
+          return `${u.origin} unreachable: the TLS handshake with ${where} failed (an untrusted or invalid certificate?); check the endpoint with ${endpointHint}`;
+        }
+        return `${u.origin} unreachable: ${where} answers plain HTTP, not TLS; if that registry is meant to be used over HTTP, set its endpoint to http://${where} with ${endpointHint}`;
+      } catch (probeErr) {
+        if (probeErr instanceof UpstreamError && probeErr.kind === "refused") throw probeErr;
+        const p = probeErr instanceof Error ? probeErr.message : String(probeErr);
+        if (/connection lost|connection refused|reset/i.test(p)) {
+          return `${u.origin} unreachable: the TLS connection to ${where} failed (bad certificate or not a TLS server); check the endpoint with ${endpointHint}`;
+        }
+        return `${u.origin} unreachable: the name ${u.hostname} could not be resolved, or no connection could be made (check the registry host in the image reference, or the network of the kiln server)`;
+      }
+    }
+    if (/internal error/i.test(message)) {
+      return `${u.origin} unreachable: the name ${u.hostname} could not be resolved, or no connection could be made (check the registry host in the image reference, or the network of the kiln server)`;
+    }
+    return `${u.origin} unreachable: ${message}`;
+  }
+
   private endpoints(): string[] {
     return [...(this.upstream.mirrors ?? []), this.upstream.endpoint].map((e) => e.replace(/\/+$/, ""));
   }
@@ -121,7 +167,7 @@ export class RegistryClient {
       res = await this.fetchImpl(url.toString(), { headers });
     } catch (err) {
       if (err instanceof UpstreamError) throw err;
-      throw new UpstreamError("unreachable", `${this.upstream.host}: token service ${url.origin} unreachable: ${(err as Error).message}`);
+      throw new UpstreamError("unreachable", `${this.upstream.host}: token service: ${await this.diagnose(url.toString(), err)}`);
     }
     if (res.status === 401 || res.status === 403) {
       await res.body?.cancel();
@@ -171,7 +217,7 @@ export class RegistryClient {
         return await this.fetchImpl(url, { method: init.method ?? "GET", headers: { ...init.headers, ...(auth ? { authorization: auth } : {}) }, redirect: "follow" });
       } catch (err) {
         if (err instanceof UpstreamError) throw err;
-        throw new UpstreamError("unreachable", `${this.upstream.host}: ${endpoint} unreachable: ${(err as Error).message}`);
+        throw new UpstreamError("unreachable", `${this.upstream.host}: ${await this.diagnose(url, err)}`);
       }
     };
     const cached = tokenCache.get(this.cacheKey(endpoint, scope));
