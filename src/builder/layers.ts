@@ -131,6 +131,12 @@ export async function readLayerFiles(
   const byLayer = new Map<number, Map<string, FsNode[]>>();
   for (const n of nodes) {
     if (n.type !== "file") continue;
+    // An empty file has no body to find: its tar entry yields no chunk, and piping nothing into a
+    // zero-length stream bound for R2 never settled (COPY --from of a stage with an empty file hung).
+    if (n.size === 0) {
+      await sink(n, new ReadableStream({ start: (c) => c.close() }));
+      continue;
+    }
     const m = byLayer.get(n.layer) ?? new Map<string, FsNode[]>();
     // a hardlink copy points at its target's path within the layer
     const list = m.get(n.path) ?? [];

@@ -302,7 +302,8 @@ export function mapCopy(sel: SelectedSource[], opts: CopyOptions): LayerFile[] {
 async function stageLayerBodies(env: Env, files: LayerFile[], layers: LayerRef[], tmpPrefix: string): Promise<string[]> {
   const nodes = new Map<FsNode, SourceNode[]>();
   for (const f of files) {
-    if (f.type !== "file" || !f.src?.fs) continue;
+    // empty files need no staging: writeCopyLayer writes them without a body
+    if (f.type !== "file" || !f.src?.fs || f.size === 0) continue;
     const list = nodes.get(f.src.fs) ?? [];
     list.push(f.src);
     nodes.set(f.src.fs, list);
