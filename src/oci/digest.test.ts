@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createSha256, DigestError, digestOf, hashingStream, hashReadable, hexOf, isDigest, parseDigest, sha256Hex, writableHasher } from "./digest";
+import { algorithmOf, createSha256, DigestError, digestOf, hashingStream, hashReadable, hexOf, isDigest, parseDigest, sha256Hex, writableHasher } from "./digest";
 import { bytesEqual, chunkedStream, pseudoText } from "./testing";
 import { collect } from "./tar";
 
@@ -15,6 +15,14 @@ describe("parseDigest", () => {
     expect(parseDigest(`sha256:${hex}`)).toBe(`sha256:${hex}`);
     expect(isDigest(`sha256:${hex}`)).toBe(true);
     expect(hexOf(`sha256:${hex}`)).toBe(hex);
+    expect(algorithmOf(`sha256:${hex}`)).toBe("sha256");
+  });
+  it("accepts sha512 with 128 lowercase hex (the registry takes both)", () => {
+    const long = "b".repeat(128);
+    expect(parseDigest(`sha512:${long}`)).toBe(`sha512:${long}`);
+    expect(hexOf(`sha512:${long}`)).toBe(long);
+    expect(algorithmOf(`sha512:${long}`)).toBe("sha512");
+    expect(() => parseDigest(`sha512:${long}0`)).toThrow(/128 lowercase hex/);
   });
   it("refuses other algorithms, bad lengths, uppercase and garbage with a DigestError", () => {
     for (const bad of [`sha512:${hex}`, `sha256:${hex.slice(1)}`, `sha256:${hex}0`, `sha256:${"A".repeat(64)}`, hex, "", "sha256:"]) {
@@ -22,6 +30,13 @@ describe("parseDigest", () => {
       expect(isDigest(bad)).toBe(false);
     }
     expect(() => parseDigest(`md5:${hex}`)).toThrow(/unsupported digest algorithm "md5"/);
+  });
+  it("digestOf hashes with sha256 by default and sha512 when told", async () => {
+    const bytes = new TextEncoder().encode("abc");
+    expect(await digestOf(bytes)).toBe("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    expect(await digestOf(bytes, "sha512")).toBe(
+      "sha512:ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f",
+    );
   });
 });
 

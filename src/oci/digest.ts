@@ -6,8 +6,11 @@
  * `createSha256` (pure JS) is the portable fallback used in tests.
  */
 
-/** A typed digest. Only sha256 is produced or accepted by kiln. */
-export type Digest = `sha256:${string}`;
+/** The digest algorithms the registry accepts (OCI distribution); kiln itself produces sha256 only. */
+export type DigestAlgorithm = "sha256" | "sha512";
+
+/** A typed digest: `sha256:<64 lowercase hex>` or `sha512:<128 lowercase hex>`. */
+export type Digest = `sha256:${string}` | `sha512:${string}`;
 
 export class DigestError extends Error {
   constructor(message: string) {
@@ -16,17 +19,17 @@ export class DigestError extends Error {
   }
 }
 
-const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
+const DIGEST_RE = /^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$/;
 
-/** Parses and validates `sha256:<64 lowercase hex>`; throws DigestError otherwise. */
+/** Parses and validates `sha256:<64 lowercase hex>` or `sha512:<128 lowercase hex>`; throws DigestError otherwise. */
 export function parseDigest(s: string): Digest {
   if (typeof s !== "string") throw new DigestError("digest must be a string");
   if (DIGEST_RE.test(s)) return s as Digest;
   const colon = s.indexOf(":");
   if (colon <= 0) throw new DigestError(`invalid digest ${JSON.stringify(s)}: expected <algorithm>:<hex>`);
   const alg = s.slice(0, colon);
-  if (alg !== "sha256") throw new DigestError(`unsupported digest algorithm ${JSON.stringify(alg)}`);
-  throw new DigestError(`invalid sha256 digest ${JSON.stringify(s)}: expected 64 lowercase hex characters`);
+  if (alg !== "sha256" && alg !== "sha512") throw new DigestError(`unsupported digest algorithm ${JSON.stringify(alg)}`);
+  throw new DigestError(`invalid ${alg} digest ${JSON.stringify(s)}: expected ${alg === "sha256" ? 64 : 128} lowercase hex characters`);
 }
 
 export function isDigest(s: unknown): s is Digest {
@@ -35,7 +38,18 @@ export function isDigest(s: unknown): s is Digest {
 
 /** The hex part of a digest (validated). */
 export function hexOf(d: string): string {
-  return parseDigest(d).slice(7);
+  const v = parseDigest(d);
+  return v.slice(v.indexOf(":") + 1);
+}
+
+/** The algorithm of a digest (validated). */
+export function algorithmOf(d: string): DigestAlgorithm {
+  return parseDigest(d).startsWith("sha512:") ? "sha512" : "sha256";
+}
+
+/** The Web Crypto name of a digest algorithm (crypto.subtle, DigestStream). */
+export function webAlgorithm(alg: DigestAlgorithm): "SHA-256" | "SHA-512" {
+  return alg === "sha256" ? "SHA-256" : "SHA-512";
 }
 
 /** Incremental SHA-256. `update` must not be called after `digest`. Chunks are not retained after
@@ -52,9 +66,11 @@ export type HasherFactory = () => Hasher;
 const HEX: string[] = [];
 for (let i = 0; i < 256; i++) HEX.push(i.toString(16).padStart(2, "0"));
 
-export function toHex(bytes: Uint8Array): string {
+/** Lowercase hex of some bytes. */
+export function toHex(bytes: Uint8Array | ArrayBuffer): string {
+  const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   let s = "";
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
+  for (let i = 0; i < b.length; i++) s += HEX[b[i]];
   return s;
 }
 
@@ -64,9 +80,12 @@ export async function sha256Hex(bytes: Uint8Array | ArrayBuffer): Promise<string
   return toHex(new Uint8Array(buf));
 }
 
-/** One-shot `sha256:<hex>` of some bytes. */
-export async function digestOf(bytes: Uint8Array | ArrayBuffer): Promise<Digest> {
-  return `sha256:${await sha256Hex(bytes)}`;
+/** One-shot digest of some bytes (sha256 unless told). */
+export async function digestOf(bytes: Uint8Array | ArrayBuffer): Promise<`sha256:${string}`>;
+export async function digestOf(bytes: Uint8Array | ArrayBuffer, algorithm: DigestAlgorithm): Promise<Digest>;
+export async function digestOf(bytes: Uint8Array | ArrayBuffer, algorithm: DigestAlgorithm = "sha256"): Promise<Digest> {
+  const buf = await crypto.subtle.digest(webAlgorithm(algorithm), bytes as Uint8Array<ArrayBuffer>);
+  return `${algorithm}:${toHex(new Uint8Array(buf))}` as Digest;
 }
 
 const K = new Uint32Array([

@@ -2,7 +2,7 @@
 import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
 import { getBlob, statRepoBlob, unlinkBlob } from "../storage/blobs";
-import { requireDigest } from "../storage/digest";
+import { requireDigest } from "../storage/blobs";
 import { empty, unsupportedMethod, type Ctx } from "./http";
 
 type ByteRange = { offset: number; length: number };

@@ -1,7 +1,7 @@
 /** GET /v2/<name>/tags/list, /v2/_catalog and /v2/<name>/referrers/<digest>. */
 import { authorizeRegistry, canPull } from "../auth/registry";
 import { OciError } from "../errors";
-import { requireDigest } from "../storage/digest";
+import { requireDigest } from "../storage/blobs";
 import { listReferrers, listRepositories, listTags, repositoryExists } from "../storage/manifests";
 import { intParam, unsupportedMethod, type Ctx } from "./http";
 

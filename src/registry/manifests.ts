@@ -1,7 +1,7 @@
 /** PUT/GET/HEAD/DELETE /v2/<name>/manifests/<reference>. */
 import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
-import { requireDigest } from "../storage/digest";
+import { requireDigest } from "../storage/blobs";
 import {
   MAX_MANIFEST_SIZE, deleteManifest, deleteTag, getManifest, isTag, putManifest, statManifest,
 } from "../storage/manifests";

@@ -4,8 +4,8 @@
  */
 import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
-import { linkBlob, putBlobVerified, repoHasBlob } from "../storage/blobs";
-import { parseDigest, requireDigest } from "../storage/digest";
+import { isDigest } from "../oci/digest";
+import { linkBlob, putBlobVerified, repoHasBlob, requireDigest } from "../storage/blobs";
 import {
   appendUpload, cancelUpload, createUpload, finishUpload, getUpload, rangeHeader, type UploadSession,
 } from "../storage/uploads";
@@ -40,7 +40,7 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
   const mount = c.req.query("mount");
   if (mount !== undefined) {
     const from = c.req.query("from");
-    if (parseDigest(mount)) {
+    if (isDigest(mount)) {
       if (from !== undefined ? await mountable(c, from, mount) : await repoHasBlob(c.env, name, mount)) {
         try {
           await linkBlob(c.env, name, mount);

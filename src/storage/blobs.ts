@@ -5,7 +5,7 @@
  */
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { blobKey, parseDigest, requireDigest, type Digest } from "./digest";
+import { algorithmOf, hexOf, isDigest, webAlgorithm, type Digest } from "../oci/digest";
 import { Meter, SINGLE_PUT_MAX, hashStream, isBadDigest, putFixed, spool } from "./streams";
 
 export async function statBlob(env: Env, digest: string): Promise<{ size: number } | null> {
@@ -13,15 +13,30 @@ export async function statBlob(env: Env, digest: string): Promise<{ size: number
   return row ? { size: row.size } : null;
 }
 
+/** A digest from a client, or OciError DIGEST_INVALID. */
+export function requireDigest(s: string): Digest {
+  if (isDigest(s)) return s;
+  throw new OciError("DIGEST_INVALID", "invalid digest (want sha256:<64 lowercase hex> or sha512:<128 lowercase hex>)", { detail: { digest: s } });
+}
+
+/** R2 key of a blob's bytes (manifests included). */
+export function blobKey(d: Digest): string {
+  return `blobs/${algorithmOf(d)}/${hexOf(d)}`;
+}
+
+/** The R2 checksum that makes a put fail unless the bytes hash to `d`. */
+function r2Checksum(d: Digest): R2PutOptions {
+  return algorithmOf(d) === "sha256" ? { sha256: hexOf(d) } : { sha512: hexOf(d) };
+}
+
 export async function getBlob(env: Env, digest: string, range?: { offset: number; length?: number }): Promise<R2ObjectBody | null> {
-  const d = parseDigest(digest);
-  if (!d || !(await statBlob(env, digest))) return null;
-  return env.BUCKET.get(blobKey(d), range ? { range } : undefined);
+  if (!isDigest(digest) || !(await statBlob(env, digest))) return null;
+  return env.BUCKET.get(blobKey(digest), range ? { range } : undefined);
 }
 
 function digestMismatch(d: Digest, actual?: string): OciError {
   return new OciError("DIGEST_INVALID", "the uploaded content does not match the digest", {
-    detail: actual ? { expected: d.string, actual: `${d.algorithm}:${actual}` } : { expected: d.string },
+    detail: actual ? { expected: d, actual: `${algorithmOf(d)}:${actual}` } : { expected: d },
   });
 }
 
@@ -42,7 +57,7 @@ async function recordBlob(env: Env, digest: string, size: number): Promise<void>
  */
 async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<Uint8Array>, size?: number, bodyHasLength = false): Promise<number> {
   const key = blobKey(d);
-  const checksum: R2PutOptions = d.algorithm === "sha256" ? { sha256: d.hex } : { sha512: d.hex };
+  const checksum = r2Checksum(d);
   if (size !== undefined && size <= SINGLE_PUT_MAX) {
     try {
       await putFixed(bucket, key, body, size, checksum, bodyHasLength);
@@ -55,12 +70,12 @@ async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<U
     }
     return size;
   }
-  const meter = new Meter(d.webAlgorithm);
+  const meter = new Meter(webAlgorithm(algorithmOf(d)));
   const r = await spool(bucket, body, key, meter);
   const hex = await meter.hex();
-  if (hex !== d.hex || (size !== undefined && meter.size !== size)) {
+  if (hex !== hexOf(d) || (size !== undefined && meter.size !== size)) {
     await r.upload?.abort().catch(() => {});
-    if (hex !== d.hex) throw digestMismatch(d, hex);
+    if (hex !== hexOf(d)) throw digestMismatch(d, hex);
     throw sizeMismatch(size!, meter.size);
   }
   if (r.small) await bucket.put(key, r.small, checksum);
@@ -74,8 +89,8 @@ async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<U
  * writeVerified would say for a blob never stored: nothing about the stored one (not its size).
  */
 async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, stored: number, size?: number): Promise<number> {
-  const hex = await hashStream(body, d.webAlgorithm);
-  if (hex !== d.hex) throw size !== undefined && size <= SINGLE_PUT_MAX ? digestMismatch(d) : digestMismatch(d, hex);
+  const hex = await hashStream(body, webAlgorithm(algorithmOf(d)));
+  if (hex !== hexOf(d)) throw size !== undefined && size <= SINGLE_PUT_MAX ? digestMismatch(d) : digestMismatch(d, hex);
   if (size !== undefined && size !== stored) {
     throw new OciError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
   }
@@ -243,8 +258,8 @@ export async function unlinkBlob(env: Env, repo: string, digest: string): Promis
 
 /** Deletes a blob's row and bytes if nothing uses it any more: no link, no manifest reference, no manifest of that digest. */
 export async function collectBlob(env: Env, digest: string): Promise<boolean> {
-  const d = parseDigest(digest);
-  if (!d) return false;
+  if (!isDigest(digest)) return false;
+  const d = digest;
   const now = Date.now();
   // Nothing uses it and no writer has it pinned; checked and acted on in one transaction.
   const unused = `NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
@@ -273,7 +288,7 @@ export async function putBlobBytes(env: Env, bytes: Uint8Array, digest: string):
   const d = requireDigest(digest);
   if (await statBlob(env, digest)) return;
   await awaitCollection(env, digest);
-  const checksum: R2PutOptions = d.algorithm === "sha256" ? { sha256: d.hex } : { sha512: d.hex };
+  const checksum = r2Checksum(d);
   await env.BUCKET.put(blobKey(d), bytes, checksum);
   await recordBlob(env, digest, bytes.byteLength);
 }

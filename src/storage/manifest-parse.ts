@@ -1,6 +1,6 @@
 /** Validation of pushed manifests: what a registry must check before storing one. */
 import { OciError } from "../errors";
-import { parseDigest } from "./digest";
+import { isDigest } from "../oci/digest";
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_INDEX = "application/vnd.oci.image.index.v1+json";
@@ -41,7 +41,7 @@ function descriptor(v: unknown, where: string): Descriptor {
   if (!v || typeof v !== "object" || Array.isArray(v)) throw invalid(`${where}: not a descriptor`);
   const o = v as Record<string, unknown>;
   if (typeof o.mediaType !== "string" || o.mediaType === "") throw invalid(`${where}: mediaType missing`);
-  if (typeof o.digest !== "string" || !parseDigest(o.digest)) throw invalid(`${where}: invalid digest`, { digest: o.digest });
+  if (typeof o.digest !== "string" || !isDigest(o.digest)) throw invalid(`${where}: invalid digest`, { digest: o.digest });
   if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) throw invalid(`${where}: invalid size`);
   if (o.urls !== undefined && (!Array.isArray(o.urls) || o.urls.some((u) => typeof u !== "string"))) throw invalid(`${where}: invalid urls`);
   return o as unknown as Descriptor;

@@ -4,8 +4,8 @@
  */
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { collectBlob, ensureRepository, putBlobBytes, withBlobPin } from "./blobs";
-import { blobKey, digestBytes, parseDigest, requireDigest } from "./digest";
+import { algorithmOf, digestOf, parseDigest } from "../oci/digest";
+import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPin } from "./blobs";
 import { parseManifest, type Descriptor } from "./manifest-parse";
 
 export { ensureRepository };
@@ -56,7 +56,7 @@ export async function putManifest(
   const tags = [...new Set([...(refDigest ? [] : [reference]), ...extraTags])];
   tags.forEach(requireTag);
   const parsed = parseManifest(bytes, mediaType);
-  const digest = await digestBytes(bytes, refDigest?.algorithm ?? "sha256");
+  const digest = await digestOf(bytes, refDigest ? algorithmOf(refDigest) : "sha256");
   if (refDigest && digest !== reference) {
     throw new OciError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
   }
@@ -149,7 +149,7 @@ export async function statManifest(env: Env, repo: string, reference: string): P
 export async function getManifest(env: Env, repo: string, reference: string): Promise<{ bytes: Uint8Array; mediaType: string; digest: string } | null> {
   const info = await statManifest(env, repo, reference);
   if (!info) return null;
-  const obj = await env.BUCKET.get(blobKey(parseDigest(info.digest)!));
+  const obj = await env.BUCKET.get(blobKey(parseDigest(info.digest)));
   if (!obj) return null;
   return { bytes: new Uint8Array(await obj.arrayBuffer()), mediaType: info.mediaType, digest: info.digest };
 }
@@ -209,7 +209,7 @@ export async function listReferrers(env: Env, repo: string, digest: string, arti
     const d: Descriptor = { mediaType: r.media_type, digest: r.digest, size: r.size };
     if (r.artifact_type) d.artifactType = r.artifact_type;
     if (r.annotations === ANNOTATIONS_IN_MANIFEST) {
-      const obj = await env.BUCKET.get(blobKey(parseDigest(r.digest)!));
+      const obj = await env.BUCKET.get(blobKey(parseDigest(r.digest)));
       if (obj) d.annotations = ((await obj.json()) as { annotations?: Record<string, string> }).annotations;
     } else if (r.annotations) {
       d.annotations = JSON.parse(r.annotations) as Record<string, string>;

@@ -3,7 +3,7 @@
  * JavaScript (request bodies arrive in ~4 KiB chunks): bytes are piped natively, verified by R2's
  * checksum on put, or read in whole parts with a BYOB reader.
  */
-import { toHex } from "./digest";
+import { toHex } from "../oci/digest";
 
 /** Part size for R2 multipart uploads (all parts but the last must have the same size, >= 5 MiB). */
 export const PART_SIZE = 8 * 1024 * 1024;

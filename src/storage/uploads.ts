@@ -5,8 +5,7 @@
  */
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { putBlobVerified, putBlobVerifiedSized } from "./blobs";
-import { requireDigest } from "./digest";
+import { putBlobVerified, putBlobVerifiedSized, requireDigest } from "./blobs";
 import { Meter, SINGLE_PUT_MAX, concatObjects, putFixed, spool } from "./streams";
 
 export interface UploadSession {
