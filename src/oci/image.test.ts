@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { digestOf } from "./digest";
 import {
   appendHistory, appendLayer, buildIndex, buildManifest, canonicalJson, describeJson, emptyConfig, encodeJson, ImageFormatError,
-  isIndexDocument, parseImageConfig, parseManifest, rfc3339, withContainerConfig, type ImageConfig,
+  isIndexDocument, manifestReferences, parseImageConfig, parseManifest, rfc3339, withContainerConfig, type ImageConfig,
 } from "./image";
 import { EMPTY_JSON, MediaType } from "./mediatypes";
 
@@ -135,4 +135,41 @@ it("describeJson gives the stored bytes and a matching descriptor", async () => 
   const { bytes, descriptor } = await describeJson({ b: 1, a: 2 }, MediaType.OciConfig);
   expect(new TextDecoder().decode(bytes)).toBe('{"a":2,"b":1}');
   expect(descriptor).toEqual({ mediaType: MediaType.OciConfig, digest: await digestOf(bytes), size: 13 });
+});
+
+describe("manifestReferences (what the registry checks before storing a push)", () => {
+  const enc = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+  const cfg = { mediaType: MediaType.OciConfig, digest: D1, size: 10 };
+  it("lists config and layers once, their declared sizes, subject and artifactType", () => {
+    const foreign = { mediaType: MediaType.DockerLayerForeignGzip, digest: `sha256:${"3".repeat(64)}`, size: 5, urls: ["https://x"] };
+    const r = manifestReferences(enc({
+      schemaVersion: 2, mediaType: MediaType.OciManifest, config: cfg,
+      layers: [{ mediaType: MediaType.OciLayerGzip, digest: D2, size: 7 }, { mediaType: MediaType.OciLayerGzip, digest: D2, size: 7 }, foreign],
+      subject: { mediaType: MediaType.OciManifest, digest: D2, size: 7 },
+    }), `${MediaType.OciManifest}; charset=utf-8`);
+    expect(r.blobs).toEqual([D1, D2]);
+    expect([...r.sizes]).toEqual([[D1, 10], [D2, 7]]);
+    expect(r.subject).toBe(D2);
+    expect(r.artifactType).toBe(MediaType.OciConfig);
+    const idx = manifestReferences(enc({ schemaVersion: 2, manifests: [{ mediaType: MediaType.OciManifest, digest: D1, size: 3 }] }), MediaType.OciIndex);
+    expect(idx.children).toEqual([D1]);
+    expect(idx.blobs).toEqual([]);
+  });
+  it("refuses what a registry must refuse, with the offending value as detail", () => {
+    const image = { schemaVersion: 2, config: cfg, layers: [] };
+    const refused = (v: unknown, ct: string | null, message: RegExp) => expect(() => manifestReferences(enc(v), ct)).toThrow(message);
+    refused(image, "application/json", /not a manifest media type/);
+    refused(image, null, /needs a Content-Type/);
+    refused({ ...image, mediaType: MediaType.DockerManifest }, MediaType.OciManifest, /does not match Content-Type/);
+    refused({ ...image, schemaVersion: 1 }, MediaType.OciManifest, /schemaVersion must be 2/);
+    refused(image, MediaType.DockerManifestV1Signed, /schema 1/);
+    refused({ ...image, layers: [{ mediaType: MediaType.OciLayer, digest: D1, size: 11 }] }, MediaType.OciManifest, /declared with sizes 10 and 11/);
+    try {
+      manifestReferences(enc({ ...image, config: { ...cfg, digest: "sha256:AB" } }), MediaType.OciManifest);
+      expect.unreachable();
+    } catch (e) {
+      expect(e).toBeInstanceOf(ImageFormatError);
+      expect((e as ImageFormatError).detail).toEqual({ digest: "sha256:AB" });
+    }
+  });
 });

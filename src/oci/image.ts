@@ -2,8 +2,8 @@
  * Image config, manifest and index types with pure builders (go-containerregistry style: an image is
  * made by appending to a base, never edited in place; every builder returns a new value).
  */
-import { digestOf } from "./digest";
-import { MediaType } from "./mediatypes";
+import { digestOf, isDigest } from "./digest";
+import { isImageManifest, isIndex, isManifestType, MediaType } from "./mediatypes";
 
 export interface Platform {
   architecture: string;
@@ -93,10 +93,13 @@ export interface ImageIndex {
   annotations?: Record<string, string>;
 }
 
+/** A config, manifest or index that is not well formed; `detail` says which value (the registry's error detail). */
 export class ImageFormatError extends Error {
-  constructor(message: string) {
+  readonly detail: unknown;
+  constructor(message: string, detail: unknown = null) {
     super(message);
     this.name = "ImageFormatError";
+    this.detail = detail;
   }
 }
 
@@ -305,4 +308,126 @@ export function parseManifest(bytes: Uint8Array | string, mediaType?: string): I
 
 export function isIndexDocument(m: ImageManifest | ImageIndex): m is ImageIndex {
   return Array.isArray((m as ImageIndex).manifests);
+}
+
+/** What a registry must check before storing a pushed manifest: the blobs and manifests it references. */
+export interface ManifestReferences {
+  mediaType: string;
+  /** Blobs (config, layers) that must be in the repository. */
+  blobs: string[];
+  /** Manifests (index entries) that must be in the repository. */
+  children: string[];
+  /** The size every referenced blob and child manifest is declared with (the stored one must agree). */
+  sizes: Map<string, number>;
+  subject?: string;
+  /** The artifactType a referrers list reports: `artifactType`, else (image manifest) config.mediaType. */
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+const SCHEMA1: string[] = [MediaType.DockerManifestV1, MediaType.DockerManifestV1Signed];
+const MANIFEST_TYPES = [MediaType.OciManifest, MediaType.DockerManifest, MediaType.OciIndex, MediaType.DockerManifestList].join(", ");
+
+/** A descriptor as a registry accepts it: a sha256/sha512 digest, optional string urls. */
+function pushedDescriptor(v: unknown, where: string): Descriptor {
+  if (!v || typeof v !== "object" || Array.isArray(v)) throw new ImageFormatError(`${where}: not a descriptor`);
+  const o = v as Record<string, unknown>;
+  if (typeof o.mediaType !== "string" || o.mediaType === "") throw new ImageFormatError(`${where}: mediaType missing`);
+  if (!isDigest(o.digest)) throw new ImageFormatError(`${where}: invalid digest`, { digest: o.digest });
+  if (typeof o.size !== "number" || !Number.isSafeInteger(o.size) || o.size < 0) throw new ImageFormatError(`${where}: invalid size`);
+  if (o.urls !== undefined && (!Array.isArray(o.urls) || o.urls.some((u) => typeof u !== "string"))) throw new ImageFormatError(`${where}: invalid urls`);
+  return o as unknown as Descriptor;
+}
+
+function pushedAnnotations(v: unknown, where: string): Record<string, string> | undefined {
+  if (v === undefined) return undefined;
+  if (!v || typeof v !== "object" || Array.isArray(v) || Object.values(v).some((x) => typeof x !== "string")) {
+    throw new ImageFormatError(`${where}: annotations must map strings to strings`);
+  }
+  return v as Record<string, string>;
+}
+
+/** The media type without parameters, lower case; "" when absent. */
+function bareType(ct: string | null | undefined): string {
+  return (ct ?? "").split(";")[0].trim().toLowerCase();
+}
+
+/**
+ * Validates a pushed manifest or index, `bytes` sent with Content-Type `contentType`, and lists what
+ * it references; throws ImageFormatError (the registry's MANIFEST_INVALID). As in distribution, the
+ * Content-Type names the manifest's media type: it must be a manifest type kiln stores (anything
+ * else, `text/plain` or `application/json` included, is refused) and the body's `mediaType`, when
+ * present, must be the same.
+ */
+export function manifestReferences(bytes: Uint8Array, contentType: string | null | undefined): ManifestReferences {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes));
+  } catch {
+    throw new ImageFormatError("manifest is not valid JSON");
+  }
+  if (!doc || typeof doc !== "object" || Array.isArray(doc)) throw new ImageFormatError("manifest is not a JSON object");
+  const m = doc as Record<string, unknown>;
+  const header = bareType(contentType);
+  if (m.mediaType !== undefined && typeof m.mediaType !== "string") throw new ImageFormatError("mediaType must be a string");
+  const bodyType = m.mediaType as string | undefined;
+  if (SCHEMA1.includes(header) || (bodyType !== undefined && SCHEMA1.includes(bodyType))) {
+    throw new ImageFormatError("Docker schema 1 manifests are not supported; push schema 2 or OCI");
+  }
+  if (!isManifestType(header)) {
+    throw new ImageFormatError(header
+      ? `Content-Type ${header} is not a manifest media type (want one of ${MANIFEST_TYPES})`
+      : `a manifest needs a Content-Type (one of ${MANIFEST_TYPES})`, { contentType: header });
+  }
+  const mediaType = header;
+  if (bodyType !== undefined && bodyType !== header) {
+    throw new ImageFormatError(`mediaType ${bodyType} does not match Content-Type ${header}`);
+  }
+  if (m.schemaVersion !== 2) throw new ImageFormatError("schemaVersion must be 2");
+  if (m.artifactType !== undefined && (typeof m.artifactType !== "string" || m.artifactType === "")) {
+    throw new ImageFormatError("artifactType must be a non-empty string");
+  }
+  const parsed: ManifestReferences = {
+    mediaType,
+    blobs: [],
+    children: [],
+    sizes: new Map(),
+    annotations: pushedAnnotations(m.annotations, "manifest"),
+    artifactType: m.artifactType as string | undefined,
+  };
+  if (m.subject !== undefined) parsed.subject = pushedDescriptor(m.subject, "subject").digest;
+
+  const sized = (d: Descriptor, where: string) => {
+    const seen = parsed.sizes.get(d.digest);
+    if (seen !== undefined && seen !== d.size) throw new ImageFormatError(`${where}: ${d.digest} is declared with sizes ${seen} and ${d.size}`, { digest: d.digest });
+    parsed.sizes.set(d.digest, d.size);
+  };
+  if (isImageManifest(mediaType)) {
+    const config = pushedDescriptor(m.config, "config");
+    parsed.blobs.push(config.digest);
+    sized(config, "config");
+    if (!Array.isArray(m.layers)) throw new ImageFormatError("layers must be an array");
+    m.layers.forEach((l, i) => {
+      const layer = pushedDescriptor(l, `layers[${i}]`);
+      pushedAnnotations(layer.annotations, `layers[${i}]`);
+      // Foreign / non-distributable layers with URLs live elsewhere by design.
+      const external = layer.urls && layer.urls.length > 0 && /foreign|nondistributable/.test(layer.mediaType);
+      if (!external) {
+        parsed.blobs.push(layer.digest);
+        sized(layer, `layers[${i}]`);
+      }
+    });
+    parsed.artifactType ??= config.mediaType;
+  } else if (isIndex(mediaType)) {
+    if (!Array.isArray(m.manifests)) throw new ImageFormatError("manifests must be an array");
+    m.manifests.forEach((c, i) => {
+      const child = pushedDescriptor(c, `manifests[${i}]`);
+      pushedAnnotations(child.annotations, `manifests[${i}]`);
+      parsed.children.push(child.digest);
+      sized(child, `manifests[${i}]`);
+    });
+  }
+  parsed.blobs = [...new Set(parsed.blobs)];
+  parsed.children = [...new Set(parsed.children)];
+  return parsed;
 }

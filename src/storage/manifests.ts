@@ -6,7 +6,7 @@ import type { Env } from "../env";
 import { OciError } from "../errors";
 import { algorithmOf, digestOf, parseDigest } from "../oci/digest";
 import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPin } from "./blobs";
-import { parseManifest, type Descriptor } from "./manifest-parse";
+import { ImageFormatError, manifestReferences, type Descriptor, type ManifestReferences } from "../oci/image";
 
 export { ensureRepository };
 
@@ -55,7 +55,13 @@ export async function putManifest(
   const refDigest = reference.includes(":") ? requireDigest(reference) : null;
   const tags = [...new Set([...(refDigest ? [] : [reference]), ...extraTags])];
   tags.forEach(requireTag);
-  const parsed = parseManifest(bytes, mediaType);
+  let parsed: ManifestReferences;
+  try {
+    parsed = manifestReferences(bytes, mediaType);
+  } catch (e) {
+    if (e instanceof ImageFormatError) throw new OciError("MANIFEST_INVALID", e.message, { detail: e.detail });
+    throw e;
+  }
   const digest = await digestOf(bytes, refDigest ? algorithmOf(refDigest) : "sha256");
   if (refDigest && digest !== reference) {
     throw new OciError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
@@ -85,7 +91,7 @@ export async function putManifest(
 }
 
 async function storeManifest(
-  env: Env, repo: string, digest: string, bytes: Uint8Array, parsed: ReturnType<typeof parseManifest>, tags: string[],
+  env: Env, repo: string, digest: string, bytes: Uint8Array, parsed: ManifestReferences, tags: string[],
 ): Promise<{ digest: string; subject?: string }> {
   await putBlobBytes(env, bytes, digest);
   const now = Date.now();
