@@ -25,12 +25,11 @@ export {
   findStageByName,
   argValueInStage,
   platformArgs,
-  parsePlatform,
-  formatPlatform,
   proxyEnv,
   PROXY_ARGS,
 } from "./stages";
-export type { Platform, StageDependency, StageGraphNode, ExternalSource } from "./stages";
+export type { StageDependency, StageGraphNode, ExternalSource } from "./stages";
+export { formatPlatform, parsePlatform, type Platform } from "../oci/platform";
 export { expandInstruction } from "./expand";
 export { lintDockerfile } from "./lint";
 export { parseOnbuildTriggers } from "./onbuild";

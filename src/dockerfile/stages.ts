@@ -2,6 +2,7 @@
  * Typed instructions grouped into stages, global ARGs, FROM resolution and the stage graph
  * (BuildKit's instructions.Parse plus the stage handling of dockerfile2llb's toDispatchState).
  */
+import { formatPlatform, parsePlatform } from "../oci/platform";
 import type { InstructionNode } from "./ast";
 import { DockerfileError } from "./errors";
 import { parseInstruction } from "./instructions";
@@ -75,46 +76,6 @@ function errorAt(loc: { startLine: number; endLine: number }, message: string): 
 // ---------------------------------------------------------------------------------------------------
 // platform and proxy args
 
-export interface Platform {
-  os: string;
-  architecture: string;
-  variant?: string;
-}
-
-const ARCH_ALIASES: Record<string, string> = {
-  x86_64: "amd64",
-  "x86-64": "amd64",
-  aarch64: "arm64",
-  armhf: "arm",
-  armel: "arm",
-  i386: "386",
-  i686: "386",
-};
-
-/** containerd's platforms.Parse + Normalize for the common cases: `linux/arm64/v8` → linux/arm64. */
-export function parsePlatform(spec: string): Platform {
-  const parts = spec.trim().toLowerCase().split("/");
-  if (parts.length < 1 || parts.length > 3 || parts.some((p) => p === "")) {
-    throw new Error(`invalid platform ${JSON.stringify(spec)}: expected os/arch[/variant]`);
-  }
-  if (parts.length === 1) parts.push(parts[0] === "windows" || parts[0] === "linux" ? "amd64" : parts[0]);
-  const os = parts[0];
-  let architecture = ARCH_ALIASES[parts[1]] ?? parts[1];
-  let variant: string | undefined = parts[2];
-  if (parts[1] === "armhf") variant ??= "v7";
-  if (parts[1] === "armel") variant ??= "v6";
-  if (architecture === "arm64" && (variant === "v8" || variant === "8")) variant = undefined;
-  if (architecture === "arm" && variant === undefined) variant = "v7";
-  if (architecture === "arm" && variant && /^\d$/.test(variant)) variant = "v" + variant;
-  if (architecture === "amd64" && variant === "v1") variant = undefined;
-  const p: Platform = { os, architecture };
-  if (variant) p.variant = variant;
-  return p;
-}
-
-export function formatPlatform(p: Platform): string {
-  return p.variant ? `${p.os}/${p.architecture}/${p.variant}` : `${p.os}/${p.architecture}`;
-}
 
 /** BuildKit's predefined platform args for a target and a build platform. */
 export function platformArgs(target = "linux/amd64", build: string = target): Record<string, string> {

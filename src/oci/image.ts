@@ -4,15 +4,9 @@
  */
 import { digestOf, isDigest } from "./digest";
 import { isImageManifest, isIndex, isManifestType, MediaType } from "./mediatypes";
+import type { Platform } from "./platform";
 
-export interface Platform {
-  architecture: string;
-  os: string;
-  variant?: string;
-  "os.version"?: string;
-  "os.features"?: string[];
-  features?: string[];
-}
+export type { Platform } from "./platform";
 
 export interface Descriptor {
   mediaType: string;

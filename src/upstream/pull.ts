@@ -22,7 +22,7 @@ import {
   revokeUpstreamImageGrant, upstreamEntry, upstreamImageAccess, upstreamManifest,
 } from "../storage/upstreams";
 import { RegistryClient, UpstreamError, type FetchLike } from "./client";
-import { formatPlatform, selectManifest, type IndexEntry, type Platform } from "./platform";
+import { formatPlatform, selectManifest, type IndexEntry, type Platform } from "../oci/platform";
 import { formatReference, parseReference, referenceTarget, type ImageReference } from "./reference";
 
 const INDEX_TYPES = new Set([

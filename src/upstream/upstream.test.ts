@@ -1,6 +1,5 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { clearTokenCache, parseChallenge, RegistryClient, UpstreamError } from "./client";
-import { normalizePlatform, parsePlatform, selectManifest } from "./platform";
 import { formatReference, parseReference } from "./reference";
 
 describe("image references", () => {
@@ -24,31 +23,6 @@ describe("image references", () => {
 
   it.each(["", "Alpine", "alpine:", "alpine@sha256:abc", "a//b", "-a", "alpine:t@g", "ghcr.io/", "a/b/../c"])("refuses %j", (input) => {
     expect(() => parseReference(input)).toThrow(/reference/);
-  });
-});
-
-describe("platforms", () => {
-  it("normalizes like containerd", () => {
-    expect(parsePlatform("linux/x86_64")).toEqual({ os: "linux", architecture: "amd64" });
-    expect(parsePlatform("linux/arm64/v8")).toEqual({ os: "linux", architecture: "arm64" });
-    expect(parsePlatform("linux/arm")).toEqual({ os: "linux", architecture: "arm", variant: "v7" });
-    expect(normalizePlatform({ os: "linux", architecture: "aarch64" })).toEqual({ os: "linux", architecture: "arm64" });
-    expect(() => parsePlatform("amd64")).toThrow(/os\/arch/);
-  });
-
-  const d = (n: number) => `sha256:${String(n).repeat(64).slice(0, 64)}`;
-  const index = [
-    { digest: d(1), size: 1, platform: { os: "linux", architecture: "amd64" } },
-    { digest: d(2), size: 1, platform: { os: "linux", architecture: "arm64", variant: "v8" } },
-    { digest: d(3), size: 1, platform: { os: "linux", architecture: "arm", variant: "v6" } },
-    { digest: d(4), size: 1, platform: { os: "unknown", architecture: "unknown" }, annotations: { "vnd.docker.reference.type": "attestation-manifest" } },
-  ];
-  it("picks the manifest of the build's platform and skips attestations", () => {
-    expect(selectManifest(index, { os: "linux", architecture: "amd64" })?.digest).toBe(d(1));
-    expect(selectManifest(index, { os: "linux", architecture: "arm64" })?.digest).toBe(d(2));
-    expect(selectManifest(index, { os: "linux", architecture: "arm", variant: "v7" })?.digest).toBe(d(3));
-    expect(selectManifest(index, { os: "linux", architecture: "s390x" })).toBeUndefined();
-    expect(selectManifest(index, { os: "unknown", architecture: "unknown" })).toBeUndefined();
   });
 });
 
