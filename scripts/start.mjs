@@ -15,6 +15,7 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { freePort, startTlsGuard } from "./tls-guard.mjs";
+import { pipeFiltered } from "./log-filter.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const persist = path.resolve(process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state"));
@@ -157,7 +158,11 @@ async function main() {
   // The Worker's settings (README, "Settings") pass through from this environment.
   for (const name of WORKER_SETTINGS) if (process.env[name] !== undefined) args.push("--var", `${name}:${process.env[name]}`);
   if (inspectorPort) args.push("--inspector-port", inspectorPort);
-  const server = spawn(wrangler, args, { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true });
+  const server = spawn(wrangler, args, { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  // client disconnects are not errors: the log filter keeps them out of the server log
+  const showDisconnects = process.env.KILN_LOG_DISCONNECTS === "1";
+  pipeFiltered(server.stdout, process.stdout, { showDisconnects });
+  pipeFiltered(server.stderr, process.stderr, { showDisconnects });
   started.groups.push(server);
   server.on("error", (e) => { void fail(`could not run wrangler: ${e.message}`); });
 
