@@ -18,6 +18,12 @@ export { Dispatcher } from "./builder/dispatcher";
 
 const app = new Hono<{ Bindings: Env }>();
 
+/** Errors workerd raises when the client's connection ends before the request was read or answered. */
+function isClientDisconnect(err: unknown): boolean {
+  const m = err instanceof Error ? err.message : "";
+  return /^Network connection lost\.?$|disconnected|Broken pipe|Connection reset by peer|The client closed the connection/i.test(m);
+}
+
 app.get("/", (c) => c.json({ name: "kiln", registry: "/v2/", api: "/v1/" }));
 app.get("/healthz", (c) => c.text("ok"));
 
@@ -38,6 +44,12 @@ app.route("/v1/upstreams", upstreamsRoutes);
 
 app.onError((err, c) => {
   if (err instanceof OciError || err instanceof ApiError) return err.toResponse();
+  // A client that went away mid-request (an aborted upload, a closed event stream) is not a failure
+  // of kiln: one info line, not an error with a stack.
+  if (isClientDisconnect(err)) {
+    console.log(`client went away during ${c.req.method} ${c.req.path}: ${(err as Error).message}`);
+    return new Response(null, { status: 499 });
+  }
   console.error("unhandled error", c.req.method, c.req.path, err);
   if (c.req.path.startsWith("/v2")) {
     return new OciError("UNSUPPORTED", "internal error", { status: 500 }).toResponse();
