@@ -2,13 +2,13 @@ import { Hono } from "hono";
 import { requireApiScope } from "../auth/api";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
+import { isPathComponent } from "../oci/names";
 import { deleteUpstream, listUpstreams, putUpstream } from "../storage/upstreams";
 
 /** /v1/upstreams: where `FROM <host>/…` pulls from, with credentials and mirrors (admin). */
 export const upstreamsRoutes = new Hono<{ Bindings: Env }>();
 
 /** A namespace: the first segment of a repository name. */
-const NAMESPACE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
 
 const HOST = /^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:]+\])(?::[0-9]{1,5})?$/;
 
@@ -48,7 +48,7 @@ upstreamsRoutes.put("/:host", async (c) => {
   // the namespaces whose builds may use the credentials; absent: all (the operator's rate-limit account)
   if (body.namespaces !== undefined && !Array.isArray(body.namespaces)) throw new ApiError(400, "namespaces must be an array of namespace names");
   const namespaces = body.namespaces === undefined ? undefined : [...new Set((body.namespaces as unknown[]).map((n, i) => {
-    if (typeof n !== "string" || !NAMESPACE.test(n)) throw new ApiError(400, `namespaces[${i}] is not a namespace name (the first segment of a repository, e.g. "acme"): ${JSON.stringify(n)}`);
+    if (typeof n !== "string" || !isPathComponent(n)) throw new ApiError(400, `namespaces[${i}] is not a namespace name (the first segment of a repository, e.g. "acme"): ${JSON.stringify(n)}`);
     return n;
   }))].sort();
   await putUpstream(c.env, host, { endpoint, username: body.username as string | undefined, password: body.password as string | undefined, mirrors, namespaces });

@@ -8,6 +8,7 @@ import { requireApiScope } from "../auth/api";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { readLimited } from "../http/body";
+import { REPOSITORY_NAME_RE } from "../oci/names";
 import { claimPush, createWebhook, deleteWebhook, getWebhook, listWebhooks, webhooksFor, type GitProvider, type WebhookConfig, type WebhookSecrets } from "../storage/webhooks";
 import { recordWebhookBuild, startWebhookBuild } from "../git/build";
 import type { HookEvent } from "../git/event";
@@ -27,7 +28,6 @@ type HookEnv = Env & {
 
 const PROVIDERS: GitProvider[] = ["github", "gitlab", "gitea", "forgejo"];
 const DEFAULT_BASE: Partial<Record<GitProvider, string>> = { github: "https://api.github.com", gitlab: "https://gitlab.com/api/v4" };
-const IMAGE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
 export const DEFAULT_MAX_HOOK_BODY = 25 * 1024 * 1024; // GitHub caps payloads at 25 MB
 
 export function maxHookBody(env: HookEnv): number {
@@ -90,7 +90,7 @@ webhooksRoutes.post("/", async (c) => {
   }
   baseUrl = baseUrl.replace(/\/+$/, "");
   const image = str(body.image, "image")!;
-  if (!IMAGE.test(image)) throw new ApiError(400, `image must be a registry repository name (lowercase, e.g. kiln/app): ${image}`);
+  if (!REPOSITORY_NAME_RE.test(image)) throw new ApiError(400, `image must be a registry repository name (lowercase, e.g. kiln/app): ${image}`);
   const dockerfile = str(body.dockerfile, "dockerfile", false) ?? "Dockerfile";
   const context = str(body.context, "context", false) ?? ".";
   if (context.split("/").includes("..") || context.startsWith("/")) throw new ApiError(400, "context must be a relative subdirectory without ..");

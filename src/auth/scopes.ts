@@ -18,12 +18,7 @@ export type TokenScope =
   | { kind: "runner"; pattern?: string }
   | { kind: "repository"; pattern: string; actions: RepositoryAction[] };
 
-/** OCI Distribution repository name grammar (path components joined by `/`). */
-const REPOSITORY_NAME = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
-
-export function isRepositoryName(name: string): boolean {
-  return name.length <= 255 && REPOSITORY_NAME.test(name);
-}
+export { isRepositoryName } from "../oci/names";
 
 /** One pattern segment: name characters and `*`, at most two stars in a row. */
 const PATTERN_SEGMENT = /^[a-z0-9._*-]+$/;

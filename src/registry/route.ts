@@ -1,14 +1,6 @@
 /** Parsing of /v2 paths. Repository names contain slashes, so the path is matched from its end. */
 import { OciError } from "../errors";
-
-/** Repository name grammar of the OCI Distribution Spec. */
-export const NAME_RE = /^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$/;
-/** Longest accepted repository name (as distribution). */
-export const NAME_MAX = 255;
-
-export function isRepositoryName(name: string): boolean {
-  return name.length <= NAME_MAX && NAME_RE.test(name);
-}
+import { isRepositoryName } from "../oci/names";
 
 export function requireRepositoryName(name: string): string {
   if (!isRepositoryName(name)) throw new OciError("NAME_INVALID", "invalid repository name", { detail: { name } });

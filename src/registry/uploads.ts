@@ -10,7 +10,7 @@ import {
   appendUpload, cancelUpload, createUpload, finishUpload, getUpload, rangeHeader, type UploadSession,
 } from "../storage/uploads";
 import { empty, requestBody, unsupportedMethod, type Ctx } from "./http";
-import { isRepositoryName } from "./route";
+import { isRepositoryName } from "../oci/names";
 
 function sessionHeaders(s: UploadSession): Record<string, string> {
   return {

@@ -5,6 +5,7 @@
 import type { Env } from "../env";
 import { OciError } from "../errors";
 import { algorithmOf, digestOf, parseDigest } from "../oci/digest";
+import { isTag } from "../oci/names";
 import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPin } from "./blobs";
 import { ImageFormatError, manifestReferences, type Descriptor, type ManifestReferences } from "../oci/image";
 
@@ -13,11 +14,7 @@ export { ensureRepository };
 /** Largest manifest accepted (the spec asks for at least 4 MiB). */
 export const MAX_MANIFEST_SIZE = 16 * 1024 * 1024;
 
-const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
-
-export function isTag(s: string): boolean {
-  return TAG_RE.test(s);
-}
+export { isTag };
 
 function requireTag(tag: string): void {
   if (!isTag(tag)) throw new OciError("MANIFEST_INVALID", "invalid tag (want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})", { detail: { tag } });

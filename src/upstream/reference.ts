@@ -2,6 +2,8 @@
  * Image references as docker normalizes them: `alpine` → docker.io/library/alpine:latest,
  * `ghcr.io/org/img@sha256:…`, hosts with ports, `localhost/x`.
  */
+import { PATH_COMPONENT_RE as COMPONENT, TAG_RE as TAG } from "../oci/names";
+
 export interface ImageReference {
   /** Registry host as the user names it, normalized: docker.io for Docker Hub. */
   registry: string;
@@ -18,8 +20,6 @@ export class ReferenceError extends Error {
   }
 }
 
-const COMPONENT = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
-const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?$/;
 

@@ -1,0 +1,22 @@
+/** The OCI distribution name grammar: repository names, their path components, tags. */
+
+/** One path component of a repository name: lowercase alphanumerics joined by `.`, `_`, `__` or dashes. */
+export const PATH_COMPONENT_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$/;
+/** A repository name: path components joined by `/`. */
+export const REPOSITORY_NAME_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
+/** Longest accepted repository name (as distribution). */
+export const REPOSITORY_NAME_MAX = 255;
+/** A tag: up to 128 word characters, dots and dashes, not starting with a dot or dash. */
+export const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
+
+export function isPathComponent(s: string): boolean {
+  return PATH_COMPONENT_RE.test(s);
+}
+
+export function isRepositoryName(name: string): boolean {
+  return name.length <= REPOSITORY_NAME_MAX && REPOSITORY_NAME_RE.test(name);
+}
+
+export function isTag(s: string): boolean {
+  return TAG_RE.test(s);
+}
