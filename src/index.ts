@@ -19,9 +19,11 @@ export { Dispatcher } from "./builder/dispatcher";
 const app = new Hono<{ Bindings: Env }>();
 
 /** Errors workerd raises when the client's connection ends before the request was read or answered. */
-function isClientDisconnect(err: unknown): boolean {
+function isClientDisconnect(err: unknown, method: string): boolean {
   const m = err instanceof Error ? err.message : "";
-  return /^Network connection lost\.?$|disconnected|Broken pipe|Connection reset by peer|The client closed the connection/i.test(m);
+  if (/Broken pipe|Connection reset by peer|The client closed the connection/i.test(m)) return true;
+  // while an upload's body is read, a lost connection is the client's
+  return /^Network connection lost\.?$/.test(m) && ["POST", "PUT", "PATCH"].includes(method);
 }
 
 app.get("/", (c) => c.json({ name: "kiln", registry: "/v2/", api: "/v1/" }));
@@ -46,7 +48,7 @@ app.onError((err, c) => {
   if (err instanceof OciError || err instanceof ApiError) return err.toResponse();
   // A client that went away mid-request (an aborted upload, a closed event stream) is not a failure
   // of kiln: one info line, not an error with a stack.
-  if (isClientDisconnect(err)) {
+  if (isClientDisconnect(err, c.req.method)) {
     console.log(`client went away during ${c.req.method} ${c.req.path}: ${(err as Error).message}`);
     return new Response(null, { status: 499 });
   }
