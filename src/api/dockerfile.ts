@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import type { Env } from "../env";
-import { checkLiteralValues, DockerfileError, formatDockerfileError, lintDockerfile, parse, parseDockerfile, parseInstruction, parsePlatform } from "../dockerfile/index";
-import { planBuild } from "../plan/index";
+import { checkLiteralValues, DockerfileError, formatDockerfileError, lintDockerfile, parse, parseInstruction, parsePlatform } from "../dockerfile/index";
+import { planDockerfile } from "../plan/index";
 import { readLimited } from "../http/body";
 
 /** Largest Dockerfile the check endpoint reads. */
@@ -111,13 +111,13 @@ function collectErrors(text: string, first: DockerfileError): DockerfileError[] 
   return errors.sort((a, b) => a.line - b.line);
 }
 
-function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
+/** Plans with the planner builds use (without reading base images: no ONBUILD triggers here). */
+async function check(req: CheckRequest): Promise<{ status: 200 | 400; body: unknown }> {
   try {
-    const parsed = parseDockerfile(req.dockerfile, { buildArgs: req.buildArgs, ...(req.platform ? { platform: req.platform } : {}) });
-    const plan = planBuild(parsed, {
+    const { parsed, plan, graph } = await planDockerfile(req.dockerfile, {
       buildArgs: req.buildArgs,
       ...(req.target ? { target: req.target } : {}),
-      ...(req.platform ? { platform: req.platform } : {}),
+      platform: req.platform ?? "linux/amd64",
     });
     // Values BuildKit would only reject while building (signals, ports), for the stages that get built.
     const late: DockerfileError[] = [];
@@ -173,6 +173,7 @@ function check(req: CheckRequest): { status: 200 | 400; body: unknown } {
           };
         }),
         buildOrder: plan.stages.map((s) => s.index),
+        steps: graph.steps.map((st) => ({ index: st.index, stage: st.stageName, kind: st.kind, instruction: st.instruction, line: st.line, deps: st.deps })),
         warnings: checks,
       },
     };
@@ -199,6 +200,6 @@ dockerfileRoutes.post("/check", async function checkDockerfile(c) {
     if (e instanceof BadRequest) return c.json({ ok: false, error: { message: e.message } }, e.status as 400 | 413);
     throw e;
   }
-  const { status, body } = check(req);
+  const { status, body } = await check(req);
   return c.json(body, status);
 });

@@ -1,5 +1,5 @@
 import type { ImageConfig } from "../oci/image";
-import type { Instruction, StageBase } from "../dockerfile/types";
+import type { StageEnvSnapshot } from "../dockerfile/env";
 import type { BuildPrincipal } from "../auth/build-principal";
 
 /** A layer of an image being built. */
@@ -16,48 +16,17 @@ export interface ImageState {
   layers: LayerRef[];
   /** Cache key of the step that produced this state (the parent of the next step's key). */
   key: string;
-  /** ARGs declared in the stage so far, with their values (undefined = declared without value). */
-  args: [string, string | undefined][];
+  /** The stage's env beyond the config (the frontend's StageEnv): expansion/RUN env and declared ARGs. */
+  env: StageEnvSnapshot;
   /** Whether CMD was set in this stage (ENTRYPOINT resets an inherited CMD otherwise). */
   cmdSet?: boolean;
 }
 
-export type StepKind = "from" | "metadata" | "workdir" | "copy" | "add" | "run";
+export type { StepKind, PlannedStep, BuildGraph } from "../plan/graph";
+export type { GraphStage as PlannedStage } from "../plan/graph";
+import type { BuildGraph } from "../plan/graph";
 export type StepStatus = "pending" | "running" | "cached" | "done" | "failed" | "skipped";
 export type BuildStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
-
-export interface PlannedStep {
-  /** 1-based, in execution order of the plan (stages in dependency order). */
-  index: number;
-  stage: number;
-  stageName: string;
-  kind: StepKind;
-  /** As docker prints it: `FROM scratch`, `COPY a /b`. */
-  instruction: string;
-  line: number;
-  inst?: Instruction;
-  /** Steps that must be finished first (the previous step of the stage, source stages). */
-  deps: number[];
-}
-
-export interface PlannedStage {
-  index: number;
-  name: string;
-  base: StageBase;
-  baseName: string;
-  steps: number[];
-}
-
-export interface BuildGraph {
-  steps: PlannedStep[];
-  stages: PlannedStage[];
-  /** Stage index of the target (the image that is pushed). */
-  target: number;
-  metaArgs: Map<string, string>;
-  /** Every stage of the Dockerfile by position (for resolving `--from` names and indexes). */
-  allStages: { name?: string }[];
-  escapeToken: string;
-}
 
 /** What a build was asked to do (persisted in the coordinator). */
 export interface BuildSpec {
@@ -81,8 +50,8 @@ export interface BuildSpec {
    * visible only inside it.
    */
   scope: string;
-  /** ONBUILD triggers of image bases by stage index (resolved when the build started). */
-  onbuild?: Record<number, string[]>;
+  /** The build graph, planned once when the build started (with the image bases' ONBUILD triggers). */
+  plan: BuildGraph;
   createdAt: number;
   /** Multi-platform parent: one child build per platform; the parent runs no steps itself. */
   children?: ChildRef[];

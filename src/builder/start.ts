@@ -4,7 +4,7 @@ import { ApiError } from "../errors";
 import { DockerfileError } from "../dockerfile/errors";
 import { ingestContext } from "../context/ingest";
 import { insertBuild } from "../storage/builds";
-import { planDockerfile } from "./frontend";
+import { planDockerfile, platformString, type BuildGraph } from "../plan/graph";
 import { loadImage } from "./image";
 import { UNTAGGED_SCOPE, type BuildSpec, type BuildStatus } from "./model";
 import { namespaceOf, type BuildPrincipal } from "../auth/build-principal";
@@ -90,9 +90,9 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
   buildScope(tags);
   if (opts.platform?.includes(",")) return await startMultiPlatformBuild(env, opts, tags, parsePlatformList(opts.platform));
   const platform = parsePlatform(opts.platform);
-  const { context, onbuilds: [onbuild] } = await ingestAndPlan(env, opts, [platform]);
+  const { context, plans: [plan] } = await ingestAndPlan(env, opts, [platform]);
   const id = opts.id ?? newBuildId();
-  const spec: BuildSpec = { ...baseSpec(id, opts, context, tags, platform), onbuild };
+  const spec: BuildSpec = baseSpec(id, opts, context, tags, platform, plan);
   await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
   const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
   await stub.start(spec);
@@ -115,16 +115,19 @@ export function buildScope(tags: { repository: string }[]): string {
   return namespaces[0] ?? UNTAGGED_SCOPE;
 }
 
-/** Ingests the context once and plans the Dockerfile for each platform; a bad Dockerfile is a 400 and discards the context. */
-async function ingestAndPlan(env: Env, opts: StartBuildOptions, platforms: Platform[]): Promise<{ context: Ingested; onbuilds: (Record<number, string[]> | undefined)[] }> {
+/**
+ * Ingests the context once and plans the Dockerfile once per platform (the plan is persisted with the
+ * build); a bad Dockerfile is a 400 and discards the context.
+ */
+async function ingestAndPlan(env: Env, opts: StartBuildOptions, platforms: Platform[]): Promise<{ context: Ingested; plans: BuildGraph[] }> {
   const context = await ingestContext(env, opts.context, {
     contentType: opts.contentType,
     dockerfilePath: opts.dockerfilePath,
     dockerfileText: opts.dockerfileText,
   });
-  const onbuilds: (Record<number, string[]> | undefined)[] = [];
+  const plans: BuildGraph[] = [];
   try {
-    for (const p of platforms) onbuilds.push(await checkPlan(env, context.dockerfile, opts, p));
+    for (const p of platforms) plans.push(await planBuildGraph(env, context.dockerfile, opts, p));
   } catch (e) {
     await context.discard();
     if (e instanceof DockerfileError) {
@@ -132,11 +135,11 @@ async function ingestAndPlan(env: Env, opts: StartBuildOptions, platforms: Platf
     }
     throw e;
   }
-  return { context, onbuilds };
+  return { context, plans };
 }
 
 /** The spec every build of this submission shares. */
-function baseSpec(id: string, opts: StartBuildOptions, context: Ingested, tags: { repository: string; tag: string }[], platform: Platform): BuildSpec {
+function baseSpec(id: string, opts: StartBuildOptions, context: Ingested, tags: { repository: string; tag: string }[], platform: Platform, plan: BuildGraph): BuildSpec {
   const epochArg = opts.buildArgs.SOURCE_DATE_EPOCH;
   return {
     id,
@@ -153,24 +156,25 @@ function baseSpec(id: string, opts: StartBuildOptions, context: Ingested, tags: 
     secrets: { ...(opts.secrets ?? {}), ...context.secrets },
     principal: opts.principal,
     scope: buildScope(tags),
+    plan,
     createdAt: Date.now(),
   };
 }
 
-/** Plans the Dockerfile for `platform` (throws DockerfileError); returns the ONBUILD triggers of its image bases. */
-async function checkPlan(env: Env, dockerfile: string, opts: StartBuildOptions, platform: Platform): Promise<Record<number, string[]> | undefined> {
-  let onbuild: Record<number, string[]> | undefined;
-  const graph = planDockerfile(dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform });
-  // ONBUILD triggers of image bases become steps right after their FROM
-  for (const stage of graph.stages) {
-    if (stage.base.kind !== "image") continue;
-    const reader = { origin: opts.origin, principal: opts.principal, scope: buildScope(opts.tags.map((t) => parseTag(t, opts.origin))) };
-    const img = await loadImage(env, stage.base.ref, reader, platform, undefined, { metadataOnly: true }).catch(() => null);
-    const triggers = img?.config.config?.OnBuild ?? [];
-    if (triggers.length) (onbuild ??= {})[stage.index] = [...triggers];
-  }
-  if (onbuild) planDockerfile(dockerfile, { buildArgs: opts.buildArgs, target: opts.target, platform, onbuild });
-  return onbuild;
+/**
+ * Plans the Dockerfile for `platform` with the one planner (throws DockerfileError). The ONBUILD
+ * triggers of image bases are read as the build's principal and planned as steps after their FROM.
+ */
+async function planBuildGraph(env: Env, dockerfile: string, opts: StartBuildOptions, platform: Platform): Promise<BuildGraph> {
+  const reader = { origin: opts.origin, principal: opts.principal, scope: buildScope(opts.tags.map((t) => parseTag(t, opts.origin))) };
+  const { graph } = await planDockerfile(dockerfile, {
+    buildArgs: opts.buildArgs,
+    target: opts.target,
+    platform: platformString(platform),
+    // a base that cannot be read fails at its FROM step, with the registry's reason
+    triggersOf: async (_stage, ref) => (await loadImage(env, ref, reader, platform, undefined, { metadataOnly: true }).catch(() => null))?.config.config?.OnBuild ?? [],
+  });
+  return graph;
 }
 
 /**
@@ -178,9 +182,10 @@ async function checkPlan(env: Env, dockerfile: string, opts: StartBuildOptions, 
  * its manifest by digest in the first tag's repository) and a parent that pushes the index.
  */
 async function startMultiPlatformBuild(env: Env, opts: StartBuildOptions, tags: { repository: string; tag: string }[], platforms: string[]): Promise<StartedBuild> {
-  const { context, onbuilds } = await ingestAndPlan(env, opts, platforms.map(platformObject));
+  const { context, plans } = await ingestAndPlan(env, opts, platforms.map(platformObject));
   const id = opts.id ?? newBuildId();
-  const base: BuildSpec = baseSpec(id, opts, context, tags, platformObject(platforms[0]));
+  // the parent runs no steps: it keeps the first platform's plan
+  const base: BuildSpec = baseSpec(id, opts, context, tags, platformObject(platforms[0]), plans[0]);
   const children = platforms.map((platform) => ({ platform, id: childBuildId(id, platform) }));
   const repository = tags[0]?.repository ?? null;
   await insertBuild(env, { id, contextDigest: context.packDigest, repository, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
@@ -193,7 +198,7 @@ async function startMultiPlatformBuild(env: Env, opts: StartBuildOptions, tags: 
       id: c.id,
       tags: [],
       platform: platformObject(c.platform),
-      onbuild: onbuilds[i],
+      plan: plans[i],
       parent: id,
       manifestRepository: repository ?? undefined,
     };

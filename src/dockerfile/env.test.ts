@@ -73,3 +73,20 @@ describe("StageEnv", () => {
     expect(env.runEnv(new Map([["HTTP_PROXY", "http://p"]]))).toEqual(["PATH=/bin", "HTTP_PROXY=http://p"]);
   });
 });
+
+describe("StageEnv snapshots", () => {
+  it("restore(configEnv, snapshot) through JSON gives the same env, args and history text; an ARG without value stays unset", () => {
+    const { env } = walk("FROM a\nENV A=1\nARG A=2\nARG UNSET\nARG B=$A\n", ["PATH=/bin"]);
+    const json = JSON.parse(JSON.stringify({ config: env.configEnv, snap: env.snapshot() }));
+    const back = StageEnv.restore(json.config, json.snap, { buildArgs: {}, metaArgs: new Map() });
+    expect(back.configEnv).toEqual(env.configEnv);
+    expect([...back.env]).toEqual([...env.env]);
+    expect(back.runEnv()).toEqual(["PATH=/bin", "A=2", "B=2"]);
+    expect(back.runEnv().some((e) => e.startsWith("UNSET"))).toBe(false);
+    expect(back.buildArgs).toEqual([{ key: "A", value: "2" }, { key: "UNSET" }, { key: "B", value: "2" }]);
+    expect(back.runCommandString(["/bin/sh", "-c", "x"])).toBe(env.runCommandString(["/bin/sh", "-c", "x"]));
+    // a restored env keeps applying with the same options
+    back.applyArg({ kind: "ARG", args: [{ key: "C", value: "$B" }], location: { startLine: 9, endLine: 9 }, original: "ARG C=$B" }, shell);
+    expect(back.env.get("C")).toBe("2");
+  });
+});

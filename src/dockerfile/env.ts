@@ -18,6 +18,17 @@ export interface StageEnvOptions {
   os?: string;
 }
 
+/**
+ * What a StageEnv knows beyond the image config, as JSON: a build persists it after every step and
+ * restores it for the next (an ARG declared without a value stays without one: never `null`).
+ */
+export interface StageEnvSnapshot {
+  /** The expansion / RUN env, in the order names were first set. */
+  env: [string, string][];
+  /** ARGs declared so far; `value` absent when declared without one. */
+  args: { key: string; value?: string }[];
+}
+
 function splitKv(e: string): [string, string] {
   const i = e.indexOf("=");
   return i < 0 ? [e, ""] : [e.slice(0, i), e.slice(i + 1)];
@@ -41,6 +52,21 @@ export class StageEnv {
       const [k, v] = splitKv(e);
       this.state.set(k, v);
     }
+  }
+
+  /** A StageEnv as it was after `snapshot()`, with `configEnv` the image config's Env at that point. */
+  static restore(configEnv: readonly string[], snapshot: StageEnvSnapshot, opts: StageEnvOptions): StageEnv {
+    // the config already had PATH defaulted when the stage began (same os: same outcome again)
+    const s = new StageEnv(configEnv, opts);
+    s.state.clear();
+    for (const [k, v] of snapshot.env) s.state.set(k, v);
+    for (const a of snapshot.args) s.args.push(typeof a.value === "string" ? { key: a.key, value: a.value } : { key: a.key });
+    return s;
+  }
+
+  /** The state beyond the config, as JSON. */
+  snapshot(): StageEnvSnapshot {
+    return { env: [...this.state], args: this.args.map((a) => (a.value === undefined ? { key: a.key } : { key: a.key, value: a.value })) };
   }
 
   /** What the next instruction's words expand with. */

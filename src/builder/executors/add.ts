@@ -8,8 +8,10 @@ import { readTar } from "../../context/tar-reader";
 import { cleanPath, rootRelative } from "../../context/paths";
 import { readContextRange } from "../../storage/contexts";
 import { StepError, type LayerRef } from "../model";
-import { writeCopyLayer, type CopySource, type LayerFile, type Owner, type SourceNode } from "./copy";
+import { writeCopyLayer, type CopySource, type LayerFile, type Owner, type SourceNode } from "./copy-files";
 import type { FsTree } from "../layers";
+import { transfer } from "./copy";
+import type { Executor, StepContext, StepInput, StepOutcome } from "./executor";
 
 const MAX_UNKNOWN_LENGTH = 64 * 1024 * 1024;
 
@@ -80,7 +82,10 @@ export async function extractArchiveEntries(
         const owner = opts.owner ?? { uid: e.uid, gid: e.gid };
         if (e.type === "dir") files.set(path, { path, type: "dir", mode: e.mode, ...owner, size: 0 });
         else if (e.type === "symlink") files.set(path, { path, type: "symlink", mode: 0o777, ...owner, size: 0, linkname: e.linkname });
-        else if (e.type === "file") {
+        else if (e.type === "file" && e.size === 0) {
+          // nothing to stage (a zero-length stream into R2 never settles)
+          files.set(path, { path, type: "file", mode: e.mode, ...owner, size: 0, src: { path, type: "file", mode: e.mode, uid: e.uid, gid: e.gid, size: 0, data: new Uint8Array(0) } });
+        } else if (e.type === "file") {
           const key = `${prefix}/${staged.length}`;
           const fixed = new FixedLengthStream(e.size);
           const w = fixed.writable.getWriter();
@@ -180,3 +185,15 @@ export async function addRemoteSources(
   }
   return { nodes, keys };
 }
+
+/** ADD: COPY's transfer, with URLs downloaded (safeFetch, the build's origin refused) and local archives extracted. */
+export const addExecutor: Executor = {
+  kind: "add",
+  async execute(ctx: StepContext, input: StepInput): Promise<StepOutcome> {
+    return await transfer(ctx, input, {
+      remote: (urls, checksum, tmpPrefix) => addRemoteSources(ctx.env, urls, checksum, tmpPrefix, ctx.log, ctx.spec.origin),
+      isArchive: (source, node) => isArchive(ctx.env, source, node),
+      extract: (source, archives, plain, opts) => extractArchiveEntries(ctx.env, source, archives, plain, opts),
+    });
+  },
+};

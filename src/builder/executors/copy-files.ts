@@ -1,5 +1,5 @@
 /**
- * COPY and ADD in the Worker: resolve sources (context, another stage, an image) with docker's rules,
+ * The files of COPY and ADD: resolve sources (context, another stage, an image) with docker's rules,
  * then write one deterministic layer with the copied files.
  */
 import type { Env } from "../../env";

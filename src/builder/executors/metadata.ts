@@ -1,8 +1,11 @@
 /** Metadata steps: the instruction changes only the image config (and history, with empty_layer). */
 import type { ContainerConfig } from "../../oci/image";
-import type { Instruction } from "../../dockerfile/types";
+import type { ArgInstruction, EnvInstruction, Instruction } from "../../dockerfile/types";
+import type { CacheEntry } from "../../storage/cache";
+import { cacheKeyFor, keyedInstruction } from "../cachekey";
 import type { ImageState } from "../model";
 import { StepError } from "../model";
+import { cached, commit, expandStep, history, lookup, shellLex, stageEnvOf, type Executor, type StepContext, type StepInput, type StepOutcome } from "./executor";
 
 /** Go's %q of a []string, as BuildKit writes CMD/ENTRYPOINT history: ["a" "b"]. */
 export function goQuoteList(list: string[]): string {
@@ -11,17 +14,6 @@ export function goQuoteList(list: string[]): string {
 
 /** Go's %v of a []string: [a b]. */
 const goList = (list: string[]) => `[${list.join(" ")}]`;
-
-function setEnv(env: string[], key: string, value: string): string[] {
-  const out = env.filter((kv) => kv.slice(0, kv.indexOf("=") < 0 ? kv.length : kv.indexOf("=")) !== key);
-  const i = env.findIndex((kv) => kv.startsWith(key + "="));
-  if (i >= 0) {
-    const copy = [...env];
-    copy[i] = `${key}=${value}`;
-    return copy;
-  }
-  return [...out, `${key}=${value}`];
-}
 
 export function shellOf(c: ContainerConfig): string[] {
   return c.Shell && c.Shell.length ? c.Shell : ["/bin/sh", "-c"];
@@ -68,26 +60,16 @@ export interface MetadataResult {
   createdBy: string;
 }
 
-/** Applies an (expanded) metadata instruction. `buildArgs` are the --build-arg values, `metaArgs` the global ARGs. */
-export function applyMetadata(
-  state: ImageState,
-  inst: Instruction,
-  buildArgs: Record<string, string>,
-  metaArgs: Map<string, string>,
-): MetadataResult {
+/**
+ * Applies an expanded config instruction (LABEL, EXPOSE, CMD, …; ENV and ARG go through the stage's
+ * StageEnv in the executor below).
+ */
+export function applyMetadata(state: ImageState, inst: Instruction): MetadataResult {
   const cfg = structuredClone(state.config);
   const c: ContainerConfig = (cfg.config ??= {});
-  let args = state.args;
   let cmdSet = state.cmdSet;
   let createdBy: string;
   switch (inst.kind) {
-    case "ENV": {
-      let env = c.Env ?? [];
-      for (const { key, value } of inst.pairs) env = setEnv(env, key, value);
-      c.Env = env;
-      createdBy = `ENV ${inst.pairs.map((p) => `${p.key}=${p.value}`).join(" ")}`;
-      break;
-    }
     case "LABEL": {
       c.Labels = { ...(c.Labels ?? {}) };
       for (const { key, value } of inst.pairs) c.Labels[key] = value;
@@ -98,21 +80,6 @@ export function applyMetadata(
       cfg.author = inst.maintainer;
       createdBy = `MAINTAINER ${inst.maintainer}`;
       break;
-    case "ARG": {
-      const next = [...args];
-      const parts: string[] = [];
-      for (const a of inst.args) {
-        let v: string | undefined = buildArgs[a.key];
-        if (v === undefined) v = a.value ?? metaArgs.get(a.key);
-        const i = next.findIndex(([k]) => k === a.key);
-        if (i >= 0) next.splice(i, 1);
-        next.push([a.key, v]);
-        parts.push(v === undefined ? a.key : `${a.key}=${v}`);
-      }
-      args = next;
-      createdBy = `ARG ${parts.join(" ")}`;
-      break;
-    }
     case "EXPOSE": {
       c.ExposedPorts = { ...(c.ExposedPorts ?? {}) };
       const added: string[] = [];
@@ -182,5 +149,51 @@ export function applyMetadata(
     default:
       throw new Error(`not a metadata instruction: ${inst.kind}`);
   }
-  return { state: { config: cfg, layers: state.layers, args, cmdSet }, createdBy };
+  return { state: { config: cfg, layers: state.layers, env: state.env, cmdSet }, createdBy };
 }
+
+/**
+ * ENV, ARG and the other config instructions. ENV and ARG go through the frontend's StageEnv: an ARG
+ * gets its --build-arg, else its default expanded at that point, else the global value, else nothing
+ * (it stays unset in RUN's env, as in BuildKit).
+ */
+export const metadataExecutor: Executor = {
+  kind: "metadata",
+  async execute(ctx: StepContext, { step, platform, scope }: StepInput): Promise<StepOutcome> {
+    const parent = ctx.stateOf(step.deps[0]);
+    const stageEnv = stageEnvOf(ctx, parent);
+    let inst: Instruction;
+    let next: Omit<ImageState, "key">;
+    let createdBy: string;
+    let values: unknown;
+    if (step.inst!.kind === "ARG") {
+      const arg = stageEnv.applyArg(step.inst as ArgInstruction, shellLex(ctx.graph));
+      inst = arg;
+      // the value it resolves to (default, global or --build-arg) is what later steps see
+      values = arg.args.map((a) => [a.key, a.value ?? null]);
+      next = { ...parent, env: stageEnv.snapshot() };
+      createdBy = `ARG ${arg.args.map((a) => (a.value === undefined ? a.key : `${a.key}=${a.value}`)).join(" ")}`;
+    } else if (step.inst!.kind === "ENV") {
+      const env = expandStep(ctx, step, step.inst as EnvInstruction, stageEnv);
+      stageEnv.applyEnv(env);
+      inst = env;
+      next = { ...parent, config: { ...parent.config, config: { ...(parent.config.config ?? {}), Env: stageEnv.configEnv } }, env: stageEnv.snapshot() };
+      createdBy = `ENV ${env.pairs.map((p) => `${p.key}=${p.value}`).join(" ")}`;
+    } else {
+      inst = expandStep(ctx, step, step.inst!, stageEnv);
+      ({ state: next, createdBy } = applyMetadata(parent, inst));
+    }
+    const key = await cacheKeyFor({ scope, parent: parent.key, platform, instruction: keyedInstruction(inst), values });
+    const extra = { env: next.env, cmdSet: next.cmdSet };
+    const hit = await lookup(ctx, key);
+    if (hit) return cached(parent, key, hit, extra);
+    const entry: CacheEntry = {
+      version: 1,
+      layer: null,
+      config: next.config.config as Record<string, unknown>,
+      history: createdBy ? (history(ctx, createdBy, true) as Record<string, unknown>) : null,
+    };
+    if (inst.kind === "MAINTAINER") entry.author = inst.maintainer;
+    return { status: "done", state: await commit(ctx, parent, key, entry, extra) };
+  },
+};

@@ -117,7 +117,8 @@ describe("RUN steps", () => {
     }
     expect(job).toBeTruthy();
     expect(job.args).toEqual(["/bin/ash", "-eo", "pipefail", "-c", "echo $REL > /out\n"]);
-    expect(job.env).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "REL=7"]);
+    // the stage's env in the order names were set (StageEnv, as BuildKit's state env): ARG REL before ENV HOME
+    expect(job.env).toEqual(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "REL=7", "HOME=/root"]);
     expect(job).toMatchObject({ workdir: "/src", user: "10:10", network: "none", repository: "run/job", stepIndex: 8, buildId: id, sourceDateEpoch: 0 });
     expect(job.layers).toHaveLength(2); // COPY f and the WORKDIR mkdir
     // The queued job carries no registry credential: one is minted per lease when a runner claims it.

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import type { ClaimedJob } from "../../../src/protocol/jobs";
 import type { BuildSpec, ImageState } from "../../../src/builder/model";
 import { executeStep, finishRun, type StepContext } from "../../../src/builder/steps";
-import { planDockerfile } from "../../../src/builder/frontend";
+import { planDockerfile } from "../../../src/plan/graph";
 import { ingestContext } from "../../../src/context/ingest";
 import { ADMIN, makeTar, streamOf, waitBuild, type BuildResult } from "./helpers";
 
@@ -116,12 +116,12 @@ describe("cache scopes through the API", () => {
 async function runSteps(e: typeof env, scope: string): Promise<{ statuses: string[]; keys: string[]; jobScopes: string[] }> {
   const platform = { os: "linux", architecture: "amd64" };
   const ingested = await ingestContext(e, streamOf(await makeTar({ Dockerfile: DOCKERFILE, f: "context file\n" })), { contentType: "application/x-tar" });
-  const graph = planDockerfile(ingested.dockerfile, { buildArgs: {}, platform });
+  const { graph } = await planDockerfile(ingested.dockerfile, { buildArgs: {}, platform: "linux/amd64" });
   const spec: BuildSpec = {
     id: `scope-direct-${crypto.randomUUID()}`, origin: BASE, dockerfile: ingested.dockerfile, dockerfilePath: "Dockerfile",
     context: { pack: ingested.packDigest, index: ingested.indexDigest }, tags: [{ repository: `${scope}/app`, tag: "1" }],
     buildArgs: {}, noCache: false, platform, sourceDateEpoch: 0, secrets: { tok: `secret-${scope}` },
-    principal: { kind: "admin" }, scope, createdAt: Date.now(),
+    principal: { kind: "admin" }, scope, plan: graph, createdAt: Date.now(),
   };
   const states = new Map<number, ImageState>();
   const ctx: StepContext = {
