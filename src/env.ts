@@ -1,42 +1,61 @@
-import type { BuildCoordinator } from "./builder/coordinator";
-import type { Dispatcher } from "./builder/dispatcher";
-
-/** Bindings and vars of the kiln Worker (see wrangler.toml). */
-export interface Env {
-  BUCKET: R2Bucket;
-  DB: D1Database;
-  BUILD_COORDINATOR: DurableObjectNamespace<BuildCoordinator>;
-  DISPATCHER: DurableObjectNamespace<Dispatcher>;
-  /** Admin API token (secret). Local default `kiln-dev-token` is set by `npm start` and tests. */
-  KILN_ADMIN_TOKEN?: string;
-  /** Key for signing registry Bearer tokens (secret); falls back to a key derived from the admin token. */
-  KILN_TOKEN_SECRET?: string;
-  KILN_MAX_CONTEXT_BYTES?: string;
-  /**
-   * Internal hosts that URLs chosen by users (ADD <url>, webhook archives, FROM <host>/… without an
-   * upstream entry) may reach although they are loopback, private or local names: comma-separated
-   * `host`, `host:port`, `[v6]:port`, `*.suffix` or CIDR (`10.0.0.0/8`). Everything else internal is
-   * refused (see src/http/outbound.ts); kiln's own hosts are refused even when listed.
-   */
-  KILN_OUTBOUND_ALLOW?: string;
-  /**
-   * Extra host names kiln answers to (comma-separated `host[:port]`, e.g. `kiln.example.com`): a base
-   * named by one of them (`FROM kiln.example.com/team/base:1`) is read from kiln's own registry. The
-   * host of the request that started the build always counts.
-   */
-  KILN_HOSTS?: string;
-  /**
-   * `1` shares the cache of Worker-computed steps (FROM, COPY, ADD, WORKDIR, ENV/LABEL/… metadata)
-   * across namespaces; default: every cache entry stays inside its build's scope (namespace). RUN
-   * results never cross scopes, nor does any step after a RUN (its parent key carries the scope).
-   */
-  KILN_SHARED_WORKER_CACHE?: string;
-}
-
-type KilnEnv = Env;
+/**
+ * The kiln Worker's environment. Bindings and [vars] are generated from wrangler.toml by `npm run types`
+ * (`wrangler types`, into worker-configuration.d.ts as `Cloudflare.Env`; CI checks it is current). The
+ * settings below are secrets or optional vars wrangler cannot see; they merge into the same interface,
+ * which also types `env` from `cloudflare:test`.
+ */
 declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace Cloudflare {
-    interface Env extends KilnEnv {}
+    interface Env {
+      /** Admin API token (secret). Local default `kiln-dev-token` is set by `npm start` and tests. */
+      KILN_ADMIN_TOKEN?: string;
+      /** Key for signing registry Bearer tokens (secret); falls back to a key derived from the admin token. */
+      KILN_TOKEN_SECRET?: string;
+      /**
+       * Internal hosts that URLs chosen by users (ADD <url>, webhook archives, FROM <host>/… without an
+       * upstream entry) may reach although they are loopback, private or local names: comma-separated
+       * `host`, `host:port`, `[v6]:port`, `*.suffix` or CIDR (`10.0.0.0/8`). Everything else internal is
+       * refused (see src/http/outbound.ts); kiln's own hosts are refused even when listed.
+       */
+      KILN_OUTBOUND_ALLOW?: string;
+      /**
+       * Extra host names kiln answers to (comma-separated `host[:port]`, e.g. `kiln.example.com`): a base
+       * named by one of them (`FROM kiln.example.com/team/base:1`) is read from kiln's own registry. The
+       * host of the request that started the build always counts.
+       */
+      KILN_HOSTS?: string;
+      /**
+       * `1` shares the cache of Worker-computed steps (FROM, COPY, ADD, WORKDIR, ENV/LABEL/… metadata)
+       * across namespaces; default: every cache entry stays inside its build's scope (namespace). RUN
+       * results never cross scopes, nor does any step after a RUN (its parent key carries the scope).
+       */
+      KILN_SHARED_WORKER_CACHE?: string;
+      /**
+       * Deadline in seconds of a step computed in the Worker (FROM, COPY, ADD, WORKDIR, ENV/LABEL/…),
+       * default 900: a step that has not finished by then fails the build with a message naming it.
+       */
+      KILN_STEP_TIMEOUT_SECONDS?: string;
+      /**
+       * How long in seconds a RUN step waits for a runner of its platform (default 600). When no runner
+       * of that platform offered itself meanwhile, the step fails with `no runner for linux/arm64`.
+       */
+      KILN_RUNNER_WAIT_SECONDS?: string;
+      /** Deadline in seconds of a RUN command on its runner (the job's timeoutSeconds; default 3600). */
+      KILN_RUN_TIMEOUT_SECONDS?: string;
+      /** A job is held this long (ms) for the runner that ran the build's previous step (default 2000). */
+      KILN_DISPATCH_PREFER_MS?: string;
+      /** A `--network=host` step waits this long (ms) for a runner that allows it (default 30000). */
+      KILN_HOST_NETWORK_WAIT_MS?: string;
+      /** A job whose lease expired this many times fails (default 3). */
+      KILN_JOB_MAX_ATTEMPTS?: string;
+      /** Lease length in seconds when a runner asks for none (default 30, at most 600). */
+      KILN_RUNNER_LEASE_SECONDS?: string;
+      /** A fresh lease lasts only this long (s) until its runner acknowledges it (default 10). */
+      KILN_CLAIM_ACK_SECONDS?: string;
+    }
   }
 }
+
+/** Bindings and settings of the kiln Worker (see wrangler.toml and the settings above). */
+export type Env = Cloudflare.Env;
