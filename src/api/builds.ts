@@ -86,7 +86,9 @@ buildsRoutes.get("/:id", async (c) => {
 buildsRoutes.get("/:id/events", async (c) => {
   const id = c.req.param("id");
   await authorizedRow(c, id, "pull");
-  const res = await coordinator(c, id).fetch(new Request(`https://coordinator/${id}/events`));
+  // A reconnect's Last-Event-ID: the stream continues after that event.
+  const lastEventId = c.req.header("last-event-id");
+  const res = await coordinator(c, id).fetch(new Request(`https://coordinator/${id}/events`, { headers: lastEventId ? { "last-event-id": lastEventId } : {} }));
   if (!res.ok || !res.body) throw new ApiError(404, `build ${id} not found`);
   // Pipe through a TransformStream so the stream outlives the DO response object under wrangler dev.
   const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();

@@ -1,6 +1,9 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
-import type { ClaimedJob, ClaimRequest, JobLayer, JobState, JobStatus, QueuedJob, RunJob, RunResult } from "../protocol/jobs";
+import type { ClaimedJob, ClaimRequest, JobState, JobStatus, QueuedJob, RunJob, RunResult } from "../protocol/jobs";
+import { createJobTables, expireDeadlines, expireLeases, runnerSeen, touchRunner, type JobRow } from "./job-queue";
+import { builderSettings, type BuilderSettings } from "./settings";
+import { leavingKey, normalizeResult, platformMatches, platformString, validateRunResult, type ClaimHolder, type LeaseOutcome, type RunnerInfo, type RunStepSink } from "./job-checks";
 import { linkBlob, statRepoBlob } from "../storage/blobs";
 import { patternMatches } from "../auth/scopes";
 import { mintJobToken } from "../auth/job-token";
@@ -22,34 +25,17 @@ import { mintJobToken } from "../auth/job-token";
  * the job's repository with the stated size.
  */
 
-/** Who claims: the runner token (its id, or "admin") and the repositories it serves. */
-export interface ClaimHolder {
-  tokenId: string;
-  /** "all" (scope `runner`, admin) or the patterns of its `runner:<pattern>` scopes. */
-  serves: "all" | string[];
-  /** Origin of the claim request (the audience of the job's registry token). */
-  origin: string;
-}
-
-/** What the Dispatcher calls on the BuildCoordinator (implemented by the builds engineer). */
-export interface RunStepSink {
-  runStepFinished(jobId: string, stepIndex: number, result: RunResult): Promise<unknown>;
-  appendLog(stepIndex: number, text: string): Promise<unknown>;
-}
-
 export type { JobState, JobStatus } from "../protocol/jobs";
+export { platformMatches, platformString, validateRunResult, type ClaimHolder, type LeaseOutcome, type RunnerInfo, type RunStepSink } from "./job-checks";
 
-export interface RunnerInfo {
-  runnerId: string;
-  platforms: string[];
-  labels: Record<string, string>;
-  lastSeen: number;
+/** A runner seen this recently (a claim long-polls up to 25 s; a lease holder renews) is connected. */
+const CONNECTED_MS = 60_000;
+
+/** What enqueue answers: whether a runner of the job's platform is connected, and how long the job waits for one. */
+export interface EnqueueAnswer {
+  runnerConnected: boolean;
+  waitMs: number;
 }
-
-/** Outcome of a lease renewal, log append or completion. `gone` means 410: stop and kill the step. */
-export type LeaseOutcome =
-  | { ok: true; leaseExpiresAt: number }
-  | { ok: false; status: 400 | 403 | 404 | 409 | 410; message: string };
 
 const DEFAULT_LEASE_SECONDS = 30;
 const MAX_LEASE_SECONDS = 600;
@@ -59,84 +45,6 @@ const MAX_FORWARD_ATTEMPTS = 20;
 /** Upper bound of a job token's lifetime; it dies earlier with its lease (checked on every /v2 call). */
 const MAX_JOB_TOKEN_SECONDS = 24 * 3600;
 
-interface JobRow {
-  job_id: string;
-  build_id: string;
-  step_index: number;
-  platform: string;
-  network: string;
-  job_json: string;
-  state: JobState;
-  enqueued_at: number;
-  preferred_runner: string | null;
-  hold_until: number;
-  runner_id: string | null;
-  lease_id: string | null;
-  lease_expires_at: number | null;
-  attempts: number;
-  result_json: string | null;
-  forwarded: number;
-  forward_attempts: number;
-  next_forward_at: number | null;
-  acked: number;
-  repository: string | null;
-  runner_token: string | null;
-  secrets_json: string | null;
-  [key: string]: SqlStorageValue;
-}
-
-/** A runner id as announced by one runner token. */
-function leavingKey(tokenId: string, runnerId: string): string {
-  return `${tokenId}\n${runnerId}`;
-}
-
-export function platformString(p: RunJob["platform"]): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
-}
-
-/** Whether a runner platform ("linux/amd64", "linux/arm64/v8") can run a job platform. */
-export function platformMatches(jobPlatform: string, runnerPlatforms: string[]): boolean {
-  const [jos, jarch, jvar] = jobPlatform.split("/");
-  return runnerPlatforms.some((rp) => {
-    const [ros, rarch, rvar] = rp.split("/");
-    if (ros !== jos || rarch !== jarch) return false;
-    return !jvar || !rvar || jvar === rvar;
-  });
-}
-
-const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
-
-/** Validates a RunResult sent by a runner; returns a message when it is malformed. */
-export function validateRunResult(r: unknown): string | null {
-  if (!r || typeof r !== "object") return "result must be an object";
-  const o = r as Record<string, unknown>;
-  if (o.ok === true) {
-    if (o.layer === null) return null;
-    const l = o.layer as Record<string, unknown> | undefined;
-    if (!l || typeof l !== "object") return "result.layer must be a layer descriptor or null";
-    if (typeof l.digest !== "string" || !DIGEST_RE.test(l.digest)) return "result.layer.digest must be sha256:<64 hex>";
-    if (typeof l.diffId !== "string" || !DIGEST_RE.test(l.diffId)) return "result.layer.diffId must be sha256:<64 hex>";
-    if (typeof l.mediaType !== "string" || !l.mediaType) return "result.layer.mediaType must be a string";
-    if (typeof l.size !== "number" || !Number.isSafeInteger(l.size) || l.size < 0) return "result.layer.size must be a non-negative integer";
-    return null;
-  }
-  if (o.ok === false) {
-    if (!(o.exitCode === null || (typeof o.exitCode === "number" && Number.isInteger(o.exitCode)))) return "result.exitCode must be an integer or null";
-    if (typeof o.message !== "string") return "result.message must be a string";
-    return null;
-  }
-  return "result.ok must be true or false";
-}
-
-function normalizeResult(r: RunResult): RunResult {
-  if (r.ok) {
-    if (!r.layer) return { ok: true, layer: null };
-    const l: JobLayer = { digest: r.layer.digest, diffId: r.layer.diffId, mediaType: r.layer.mediaType, size: r.layer.size };
-    return { ok: true, layer: l };
-  }
-  const message = r.message.length > 65536 ? r.message.slice(-65536) : r.message;
-  return { ok: false, exitCode: r.exitCode, message };
-}
 
 export class Dispatcher extends DurableObject<Env> {
   private sql: SqlStorage;
@@ -147,80 +55,19 @@ export class Dispatcher extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
-    this.sql.exec(`
-      CREATE TABLE IF NOT EXISTS jobs (
-        job_id TEXT PRIMARY KEY,
-        build_id TEXT NOT NULL,
-        step_index INTEGER NOT NULL,
-        platform TEXT NOT NULL,
-        network TEXT NOT NULL,
-        job_json TEXT NOT NULL,
-        state TEXT NOT NULL,
-        enqueued_at INTEGER NOT NULL,
-        preferred_runner TEXT,
-        hold_until INTEGER NOT NULL DEFAULT 0,
-        runner_id TEXT,
-        lease_id TEXT,
-        lease_expires_at INTEGER,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        result_json TEXT,
-        forwarded INTEGER NOT NULL DEFAULT 0,
-        forward_attempts INTEGER NOT NULL DEFAULT 0,
-        next_forward_at INTEGER,
-        acked INTEGER NOT NULL DEFAULT 0
-      );
-      CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, enqueued_at);
-      CREATE INDEX IF NOT EXISTS jobs_build ON jobs(build_id);
-      CREATE TABLE IF NOT EXISTS build_runner (build_id TEXT PRIMARY KEY, runner_id TEXT NOT NULL, at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS cancelled_builds (build_id TEXT PRIMARY KEY, at INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS runners (runner_id TEXT PRIMARY KEY, platforms TEXT NOT NULL, labels TEXT NOT NULL, last_seen INTEGER NOT NULL);
-    `);
-    const cols = this.sql.exec<{ name: string }>("PRAGMA table_info(jobs)").toArray().map((c) => c.name);
-    if (!cols.includes("acked")) this.sql.exec("ALTER TABLE jobs ADD COLUMN acked INTEGER NOT NULL DEFAULT 0");
-    // Issue 17: the job's repository (who may claim it), the runner token holding the lease, and the
-    // job's secrets apart from job_json (dropped when the job ends).
-    if (!cols.includes("repository")) this.sql.exec("ALTER TABLE jobs ADD COLUMN repository TEXT");
-    if (!cols.includes("runner_token")) this.sql.exec("ALTER TABLE jobs ADD COLUMN runner_token TEXT");
-    if (!cols.includes("secrets_json")) this.sql.exec("ALTER TABLE jobs ADD COLUMN secrets_json TEXT");
-    // Jobs queued by an older version carried secrets and a registry token in job_json: unfinished ones
-    // cannot be handed out safely any more (no repository to match), finished ones lose them.
-    this.sql.exec("UPDATE jobs SET state = 'cancelled', lease_id = NULL WHERE repository IS NULL AND state IN ('queued', 'leased')");
-    this.sql.exec("UPDATE jobs SET job_json = '{}' WHERE repository IS NULL AND job_json != '{}'");
+    createJobTables(this.sql);
   }
 
-  /**
-   * A claim answered to a runner that has gone away meanwhile (a long-poll whose client disconnected)
-   * must not hold the job for a whole lease: a fresh lease lasts only this long until the runner
-   * acknowledges it with its first renewal, log or completion, and such an unacknowledged expiry does
-   * not count as a lost attempt.
-   */
-  private ackMs(): number {
-    const v = Number(this.var("KILN_CLAIM_ACK_SECONDS"));
-    return Math.round((Number.isFinite(v) && v > 0 ? v : 10) * 1000);
+  private settings(): BuilderSettings {
+    return builderSettings(this.env);
   }
 
-  private var(name: string): string | undefined {
-    const v = (this.env as unknown as Record<string, unknown>)[name];
-    return typeof v === "string" && v !== "" ? v : undefined;
-  }
-  private preferMs(): number {
-    const v = Number(this.var("KILN_DISPATCH_PREFER_MS"));
-    return Number.isFinite(v) && v >= 0 ? v : 2000;
-  }
-  private hostNetworkWaitMs(): number {
-    const v = Number(this.var("KILN_HOST_NETWORK_WAIT_MS"));
-    return Number.isFinite(v) && v >= 0 ? v : 30_000;
-  }
-  private maxAttempts(): number {
-    const v = Number(this.var("KILN_JOB_MAX_ATTEMPTS"));
-    return Number.isInteger(v) && v > 0 ? v : 3;
-  }
+  /** A fresh lease lasts only this long until its runner acknowledges it (see KILN_CLAIM_ACK_SECONDS). */
   private leaseMs(requested?: number): number {
-    const envDefault = Number(this.var("KILN_RUNNER_LEASE_SECONDS"));
-    let s = requested ?? (Number.isFinite(envDefault) && envDefault > 0 ? envDefault : DEFAULT_LEASE_SECONDS);
-    if (!Number.isFinite(s)) s = DEFAULT_LEASE_SECONDS;
-    s = Math.min(MAX_LEASE_SECONDS, Math.max(1, s));
-    return Math.round(s * 1000);
+    let sec = requested ?? this.settings().leaseSeconds;
+    if (!Number.isFinite(sec)) sec = DEFAULT_LEASE_SECONDS;
+    sec = Math.min(MAX_LEASE_SECONDS, Math.max(1, sec));
+    return Math.round(sec * 1000);
   }
 
   /** Tests replace the coordinator with a recorder (set through runInDurableObject). */
@@ -248,7 +95,9 @@ export class Dispatcher extends DurableObject<Env> {
         `SELECT MIN(t) AS t FROM (
            SELECT MIN(lease_expires_at) AS t FROM jobs WHERE state = 'leased'
            UNION ALL SELECT MIN(next_forward_at) AS t FROM jobs WHERE state = 'done' AND forwarded IN (0, 2)
-           UNION ALL SELECT MIN(hold_until) AS t FROM jobs WHERE state = 'queued' AND hold_until > ?)`,
+           UNION ALL SELECT MIN(hold_until) AS t FROM jobs WHERE state = 'queued' AND hold_until > ?
+           UNION ALL SELECT MIN(wait_until) AS t FROM jobs WHERE state = 'queued'
+           UNION ALL SELECT MIN(timeout_at) AS t FROM jobs WHERE state = 'leased')`,
         Date.now(),
       )
       .one().t;
@@ -266,12 +115,16 @@ export class Dispatcher extends DurableObject<Env> {
    * Queues a RUN job (idempotent by jobId: a job already known is left as it is). The job's layers
    * (rootfs and bind-mount sources) are linked into `job.repository` first, so the runner can fetch
    * them with the job's registry token before any image of the build is pushed. Its secrets are kept
-   * apart from the job and any `registryToken` is dropped (each lease gets its own).
+   * apart from the job and any `registryToken` is dropped (each lease gets its own). Answers whether a
+   * runner of the job's platform is connected now and how long the job waits for one (then it fails
+   * with `no runner for <platform>` unless a runner of that platform offered itself meanwhile).
    */
-  async enqueue(queued: QueuedJob): Promise<void> {
+  async enqueue(queued: QueuedJob): Promise<EnqueueAnswer> {
     const { secrets, registryToken: _ignored, ...job } = queued;
     void _ignored;
-    if (this.row(job.jobId)) return;
+    const waitMs = this.settings().runnerWaitMs;
+    const answer = (): EnqueueAnswer => ({ runnerConnected: runnerSeen(this.sql, platformString(job.platform), Date.now() - CONNECTED_MS), waitMs });
+    if (this.row(job.jobId)) return answer();
     this.prune(Date.now());
     const digests = new Set([...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.digest));
     for (const digest of digests) {
@@ -282,19 +135,20 @@ export class Dispatcher extends DurableObject<Env> {
         console.error("dispatcher: cannot link layer", digest, "to", job.repository, err);
       }
     }
-    if (this.row(job.jobId)) return;
+    if (this.row(job.jobId)) return answer();
     const now = Date.now();
     const cancelled = this.sql.exec("SELECT 1 FROM cancelled_builds WHERE build_id = ?", job.buildId).toArray().length > 0;
     const preferred = this.sql.exec<{ runner_id: string }>("SELECT runner_id FROM build_runner WHERE build_id = ?", job.buildId).toArray()[0]?.runner_id ?? null;
     const keepSecrets = !cancelled && secrets && Object.keys(secrets).length ? JSON.stringify(secrets) : null;
     this.sql.exec(
-      `INSERT INTO jobs (job_id, build_id, step_index, platform, network, job_json, state, enqueued_at, preferred_runner, hold_until, repository, secrets_json)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO jobs (job_id, build_id, step_index, platform, network, job_json, state, enqueued_at, preferred_runner, hold_until, repository, secrets_json, wait_until)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       job.jobId, job.buildId, job.stepIndex, platformString(job.platform), job.network, JSON.stringify(job),
-      cancelled ? "cancelled" : "queued", now, preferred, preferred ? now + this.preferMs() : 0, job.repository, keepSecrets,
+      cancelled ? "cancelled" : "queued", now, preferred, preferred ? now + this.settings().dispatchPreferMs : 0, job.repository, keepSecrets, now + waitMs,
     );
     await this.scheduleAlarm();
     this.wake();
+    return answer();
   }
 
   private lastPrune = 0;
@@ -392,7 +246,7 @@ export class Dispatcher extends DurableObject<Env> {
     const now = Date.now();
     this.expireLeases(now);
     const candidates = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'queued' ORDER BY enqueued_at, step_index").toArray();
-    const hostWait = this.hostNetworkWaitMs();
+    const hostWait = this.settings().hostNetworkWaitMs;
     const serves = (repository: string | null) =>
       repository !== null && (holder.serves === "all" || holder.serves.some((p) => patternMatches(p, repository)));
     const pick = candidates.find(
@@ -406,12 +260,14 @@ export class Dispatcher extends DurableObject<Env> {
     );
     if (!pick) return null;
     const leaseId = crypto.randomUUID();
-    const leaseExpiresAt = now + Math.min(this.leaseMs(req.leaseSeconds), this.ackMs());
-    this.sql.exec(
-      "UPDATE jobs SET state = 'leased', acked = 0, runner_id = ?, runner_token = ?, lease_id = ?, lease_expires_at = ? WHERE job_id = ? AND state = 'queued'",
-      req.runnerId, holder.tokenId, leaseId, leaseExpiresAt, pick.job_id,
-    );
+    const leaseExpiresAt = now + Math.min(this.leaseMs(req.leaseSeconds), this.settings().claimAckMs);
     const job = JSON.parse(pick.job_json) as Omit<RunJob, "registryToken" | "secrets">;
+    // The command's timeout runs on the runner; a minute more covers the layer upload.
+    const timeoutAt = job.timeoutSeconds > 0 ? now + job.timeoutSeconds * 1000 + 60_000 : null;
+    this.sql.exec(
+      "UPDATE jobs SET state = 'leased', acked = 0, runner_id = ?, runner_token = ?, lease_id = ?, lease_expires_at = ?, timeout_at = ? WHERE job_id = ? AND state = 'queued'",
+      req.runnerId, holder.tokenId, leaseId, leaseExpiresAt, timeoutAt, pick.job_id,
+    );
     let registryToken: string;
     try {
       const ttl = Math.min(MAX_JOB_TOKEN_SECONDS, Math.max(600, (job.timeoutSeconds || 3600) + 1800));
@@ -437,32 +293,12 @@ export class Dispatcher extends DurableObject<Env> {
     return !!r && r.state === "leased" && r.lease_id === leaseId && r.runner_token === tokenId && (r.lease_expires_at ?? 0) > Date.now();
   }
 
-  /** Requeues jobs whose lease passed; fails them after too many lost leases. */
+  /** Requeues jobs whose lease passed, fails those past a deadline (job-queue.ts); wakes claims when any changed. */
   private expireLeases(now: number): void {
-    const expired = this.sql.exec<JobRow>("SELECT * FROM jobs WHERE state = 'leased' AND lease_expires_at <= ?", now).toArray();
-    if (!expired.length) return;
-    for (const r of expired) {
-      if (!r.acked) {
-        // Never acknowledged: the claim most likely did not reach a runner. Not an attempt.
-        this.sql.exec("UPDATE jobs SET state = 'queued', runner_id = NULL, lease_id = NULL, lease_expires_at = NULL WHERE job_id = ?", r.job_id);
-        continue;
-      }
-      const attempts = r.attempts + 1;
-      if (attempts >= this.maxAttempts()) {
-        const result: RunResult = { ok: false, exitCode: null, message: `runner lost the job ${attempts} times (lease expired); giving up` };
-        this.sql.exec(
-          "UPDATE jobs SET state = 'done', attempts = ?, lease_id = NULL, secrets_json = NULL, result_json = ?, forwarded = 0, next_forward_at = ? WHERE job_id = ?",
-          attempts, JSON.stringify(result), now, r.job_id,
-        );
-      } else {
-        // A requeued job is no longer held for a preferred runner: whoever is free takes it.
-        this.sql.exec(
-          "UPDATE jobs SET state = 'queued', attempts = ?, runner_id = NULL, lease_id = NULL, lease_expires_at = NULL, preferred_runner = NULL, hold_until = 0 WHERE job_id = ?",
-          attempts, r.job_id,
-        );
-      }
-    }
-    this.wake();
+    const s = this.settings();
+    const leases = expireLeases(this.sql, now, s);
+    const deadlines = expireDeadlines(this.sql, now, s);
+    if (leases || deadlines) this.wake();
   }
 
   private checkLease(jobId: string, leaseId: string | undefined, tokenId: string): { row: JobRow } | { outcome: LeaseOutcome } {
@@ -476,6 +312,7 @@ export class Dispatcher extends DurableObject<Env> {
     if (r.runner_token !== tokenId) {
       return { outcome: { ok: false, status: 403, message: "this lease is held by another runner token" } };
     }
+    touchRunner(this.sql, r.runner_id, Date.now());
     if (!r.acked) {
       this.sql.exec("UPDATE jobs SET acked = 1 WHERE job_id = ?", jobId);
       r.acked = 1;

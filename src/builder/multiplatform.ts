@@ -11,8 +11,11 @@ import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
 import { linkBlob } from "../storage/blobs";
 import { getManifest, putManifest, statManifest } from "../storage/manifests";
-import type { BuildStatus, ImageState, StepStatus } from "./model";
+import type { BuildSpec, BuildStatus, BuildView, ChildView, ImageState, StepStatus, StepView } from "./model";
+import type { LogEvent } from "../protocol/events";
 import { prepareImage, storeImage } from "./image";
+import { TERMINAL } from "./build-store";
+import { finish, imageOf, markRunning, type BuildHost } from "./finish";
 
 const PLATFORM_RE = /^[a-z0-9]+\/[a-z0-9_]+(?:\/[a-z0-9]+)?$/;
 const MAX_PLATFORMS = 16;
@@ -102,4 +105,119 @@ export async function pushIndex(env: Env, tags: { repository: string; tag: strin
     await putManifest(env, repo, first, bytes, MediaType.OciIndex, rest);
   }
   return digest;
+}
+
+/** A multi-platform parent checks its children this often (they also notify it when they end). */
+const CHILD_POLL_MS = 5_000;
+/** A child that has not started by then (its start call failed) fails the parent. */
+const CHILD_START_MS = 60_000;
+
+/**
+ * The parent of a multi-platform build: it runs no steps, one row per platform mirrors its child
+ * build, the children's progress arrives as log lines of those rows, and when every child succeeded
+ * the parent pushes the index (the first failed or cancelled child fails it).
+ */
+export class ParentBuild {
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly host: BuildHost) {}
+
+  async start(spec: BuildSpec): Promise<void> {
+    const { store } = this.host;
+    const now = Date.now();
+    for (const [i, c] of spec.children!.entries()) {
+      store.insertStep({ idx: i + 1, stage: i, stage_name: c.platform, kind: "build", instruction: `build ${c.id}`, line: 0, deps: "[]", status: "running", started_at: now });
+    }
+    store.setMeta("children", spec.children!.map((c) => ({ ...c, status: "queued" })));
+    markRunning(this.host);
+    for (const r of store.rows()) this.host.events.step(store.stepView(r));
+    await this.host.ctx.storage.setAlarm(Date.now() + CHILD_POLL_MS);
+  }
+
+  /** Progress of a child: a log line of the parent's step for its platform. */
+  childLog(childId: string, text: string): void {
+    const i = this.host.store.maybeSpec()?.children?.findIndex((c) => c.id === childId) ?? -1;
+    if (i < 0 || this.host.store.ended()) return;
+    this.host.events.log(i + 1, text);
+  }
+
+  /** Reads the children's states (one check at a time); fails on the first failed child, pushes the index when all succeeded. */
+  check(): Promise<void> {
+    const run = this.chain.then(() => this.checkOnce());
+    this.chain = run.catch(() => {});
+    return run.catch(async (e) => {
+      console.error("multi-platform build check failed", e);
+      await finish(this.host, { status: "failed", message: `internal error: ${(e as Error).message}` });
+    });
+  }
+
+  private setStep(idx: number, status: StepStatus, durationMs: number | null): void {
+    const r = this.host.store.updateStep(idx, { status, duration_ms: durationMs });
+    if (r) this.host.events.step(this.host.store.stepView(r));
+  }
+
+  private async checkOnce(): Promise<void> {
+    const { store } = this.host;
+    if (store.ended()) return;
+    const children = store.getMeta<ChildView[]>("children") ?? [];
+    for (const [i, c] of children.entries()) {
+      if (TERMINAL.has(c.status)) continue;
+      const v = await this.host.coordinatorOf(c.id).getBuild();
+      if (store.ended()) return;
+      const row = store.row(i + 1)!;
+      const now = Date.now();
+      if (!v && now - store.spec().createdAt > CHILD_START_MS) {
+        this.setStep(i + 1, "failed", now - (row.started_at ?? now));
+        await finish(this.host, { status: "failed", message: `${c.platform}: the build ${c.id} did not start`, step: i + 1 });
+        return;
+      }
+      if (!v || v.status === c.status) continue;
+      c.status = v.status;
+      if (v.image?.digest) c.digest = v.image.digest;
+      store.setMeta("children", children);
+      const allCached = v.steps.length > 0 && v.steps.every((s) => s.status === "cached");
+      const stepStatus = childStepStatus(v.status, allCached);
+      if (stepStatus !== row.status || TERMINAL.has(v.status)) this.setStep(i + 1, stepStatus, TERMINAL.has(v.status) ? now - (row.started_at ?? now) : null);
+      if (v.status === "failed" || v.status === "cancelled") {
+        const why = v.status === "failed" ? (v.error?.message ?? "failed") : "cancelled";
+        await finish(this.host, { status: "failed", message: `${c.platform}: ${why}`, step: i + 1, line: v.error?.line });
+        return;
+      }
+    }
+    if (children.every((c) => c.status === "succeeded")) {
+      await this.pushResult(children);
+      return;
+    }
+    await this.host.ctx.storage.setAlarm(Date.now() + CHILD_POLL_MS);
+  }
+
+  private async pushResult(children: ChildView[]): Promise<void> {
+    const spec = this.host.store.spec();
+    let image: NonNullable<BuildView["image"]> | undefined;
+    try {
+      if (spec.tags.length) {
+        const missing = children.find((c) => !c.digest);
+        if (missing) throw new Error(`the ${missing.platform} build has no image`);
+        const digest = await pushIndex(this.host.env, spec.tags, children.map((c) => ({ platform: c.platform, digest: c.digest! })));
+        image = imageOf(spec, digest);
+      }
+    } catch (e) {
+      console.error("pushing the image index failed", e);
+      await finish(this.host, { status: "failed", message: `pushing the image index failed: ${(e as Error).message}` });
+      return;
+    }
+    await finish(this.host, { status: "succeeded", image });
+  }
+}
+
+/** A child's step or log event as one log line of its parent (`#3 RUN make`, `#3 DONE 1.2s`). */
+export function childProgressLine(type: "step" | "log", data: StepView | LogEvent): string | undefined {
+  if (type === "log") {
+    const d = data as LogEvent;
+    return d.text.replace(/^(?=.)/gm, `#${d.step} `);
+  }
+  const s = data as StepView;
+  if (s.status === "pending") return undefined;
+  const what = s.status === "running" ? s.instruction : s.status === "done" ? `DONE${s.durationMs != null ? ` ${(s.durationMs / 1000).toFixed(1)}s` : ""}` : s.status.toUpperCase();
+  return `#${s.index} ${what}\n`;
 }

@@ -1,4 +1,5 @@
 import { env } from "cloudflare:test";
+import { readSse as readEvents } from "../../../src/protocol/events";
 import { collect, tarStream, type TarEntry } from "../../../src/oci/tar";
 
 export const ADMIN = { authorization: "Bearer kiln-test-admin" };
@@ -137,27 +138,12 @@ export async function layerEntries(repo: string, digest: string): Promise<Record
   return out;
 }
 
-/** The server-sent events of `res` as {event, data (JSON)}, up to and including the first `until` event (or the end). */
-export async function readSse(res: Response, until = "done"): Promise<{ event: string; data: any }[]> {
-  const out: { event: string; data: any }[] = [];
-  const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    let i: number;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const frame = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const event = /^event: (.*)$/m.exec(frame)?.[1] ?? "message";
-      const data = JSON.parse(/^data: (.*)$/m.exec(frame)?.[1] ?? "null");
-      out.push({ event, data });
-      if (event === until) {
-        await reader.cancel().catch(() => {});
-        return out;
-      }
-    }
+/** The server-sent events of `res` as {event, data (JSON), id}, up to and including the first `until` event (or the end). */
+export async function readSse(res: Response, until = "done"): Promise<{ event: string; data: any; id?: string }[]> {
+  const out: { event: string; data: any; id?: string }[] = [];
+  for await (const ev of readEvents(res.body!)) {
+    out.push({ event: ev.event, data: JSON.parse(ev.data), ...(ev.id !== undefined ? { id: ev.id } : {}) });
+    if (ev.event === until) break;
   }
   return out;
 }
