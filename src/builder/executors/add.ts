@@ -7,6 +7,7 @@ import { workerHasher } from "../../context/hasher";
 import { readTar } from "../../context/tar-reader";
 import { cleanPath, rootRelative } from "../../context/paths";
 import { readContextRange } from "../../storage/contexts";
+import { deleteScratch, putScratch } from "../../storage/scratch";
 import { StepError, type LayerRef } from "../model";
 import { writeCopyLayer, type CopySource, type LayerFile, type Owner, type SourceNode } from "./copy-files";
 import type { FsTree } from "../layers";
@@ -89,7 +90,7 @@ export async function extractArchiveEntries(
           const key = `${prefix}/${staged.length}`;
           const fixed = new FixedLengthStream(e.size);
           const w = fixed.writable.getWriter();
-          const put = env.BUCKET.put(key, fixed.readable);
+          const put = putScratch(env, key, fixed.readable);
           await e.body(async (c) => {
             await w.write(c);
           });
@@ -115,7 +116,7 @@ export async function extractArchiveEntries(
     const sorted = [...files.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
     return await writeCopyLayer(env, sorted, source.kind === "context" ? source : undefined, opts.mtime, prefix);
   } finally {
-    if (staged.length) await env.BUCKET.delete(staged);
+    await deleteScratch(env, staged);
   }
 }
 
@@ -164,7 +165,7 @@ export async function addRemoteSources(
           ctl.enqueue(c);
         },
       });
-      await Promise.all([res.body.pipeThrough(hashing).pipeTo(fixed.writable), env.BUCKET.put(key, fixed.readable)]);
+      await Promise.all([res.body.pipeThrough(hashing).pipeTo(fixed.writable), putScratch(env, key, fixed.readable)]);
     } else {
       const chunks: Uint8Array[] = [];
       const r = res.body.getReader();
@@ -176,7 +177,7 @@ export async function addRemoteSources(
         h.update(value);
         chunks.push(value);
       }
-      await env.BUCKET.put(key, concatBytes(chunks));
+      await putScratch(env, key, concatBytes(chunks));
     }
     keys.push(key);
     const sha256 = await h.digest();

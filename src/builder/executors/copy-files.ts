@@ -5,6 +5,7 @@
 import type { Env } from "../../env";
 import type { ContextIndex, ContextFile } from "../../context/ingest";
 import { readContextRange } from "../../storage/contexts";
+import { deleteScratch, putScratch, readScratch } from "../../storage/scratch";
 import { resolveInRoot, rootRelative, cleanPath } from "../../context/paths";
 import type { TarEntry } from "../../oci/tar";
 import type { CacheSource } from "../../plan/cachekey";
@@ -313,7 +314,7 @@ async function stageLayerBodies(env: Env, files: LayerFile[], layers: LayerRef[]
   await readLayerFiles(env, layers, [...nodes.keys()], async (fsNode, body) => {
     const key = `${tmpPrefix}/${n++}`;
     const fixed = new FixedLengthStream(fsNode.size);
-    await Promise.all([body.pipeTo(fixed.writable), env.BUCKET.put(key, fixed.readable)]);
+    await Promise.all([body.pipeTo(fixed.writable), putScratch(env, key, fixed.readable)]);
     keys.push(key);
     for (const s of nodes.get(fsNode) ?? []) s.r2Key = key;
   });
@@ -323,11 +324,7 @@ async function stageLayerBodies(env: Env, files: LayerFile[], layers: LayerRef[]
 async function openBody(env: Env, f: LayerFile, pack?: string): Promise<ReadableStream<Uint8Array> | Uint8Array> {
   const s = f.src!;
   if (s.data) return s.data;
-  if (s.r2Key) {
-    const obj = await env.BUCKET.get(s.r2Key);
-    if (!obj) throw new Error(`staged file ${s.r2Key} vanished`);
-    return obj.body;
-  }
+  if (s.r2Key) return await readScratch(env, s.r2Key);
   if (s.offset !== undefined && pack) return (await readContextRange(env, pack, s.offset, s.size)).pipeThrough(yieldEvery(4 * 1024 * 1024));
   throw new Error(`no contents for ${f.path}`);
 }
@@ -353,7 +350,7 @@ export async function writeCopyLayer(
     }
     return await storeLayer(env, entries());
   } finally {
-    if (staged.length) await env.BUCKET.delete(staged);
+    await deleteScratch(env, staged);
   }
 }
 

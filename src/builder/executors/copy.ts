@@ -6,6 +6,7 @@
 import type { AddInstruction, CopyInstruction } from "../../dockerfile/types";
 import { resolveFrom } from "../../plan/graph";
 import { cacheKeyFor, keyedInstruction } from "../cachekey";
+import { deleteScratch } from "../../storage/scratch";
 import { loadImage } from "../image";
 import { loadTree, type FsTree } from "../layers";
 import { StepError, type LayerRef } from "../model";
@@ -123,7 +124,7 @@ export async function transfer(ctx: StepContext, { step, platform, scope }: Step
     });
     return { status: "done", state, layer };
   } finally {
-    if (staged.length) await ctx.env.BUCKET.delete(staged).catch(() => {});
+    await deleteScratch(ctx.env, staged).catch(() => {});
   }
 }
 
