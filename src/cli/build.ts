@@ -144,9 +144,9 @@ async function getBuild(server: string, token: string | undefined, id: string): 
 }
 
 /**
- * Follows a build's events until `done`; returns the exit code. The event stream replays the whole
- * history on every connection: after a reconnect the events already seen are skipped, so nothing is
- * shown twice.
+ * Follows a build's events until `done`; returns the exit code. A reconnect sends `Last-Event-ID`, so
+ * the server sends only what came after; against a server that numbers no events (it replays the
+ * whole history), the events already seen are skipped by count. Nothing is shown twice.
  */
 export async function follow(server: string, token: string | undefined, id: string, progress: Progress, source?: DockerfileSource): Promise<number> {
   const first = await getBuild(server, token, id);
@@ -154,21 +154,29 @@ export async function follow(server: string, token: string | undefined, id: stri
   for (const s of first.steps ?? []) if (s.status === "pending") progress.step(s);
   const terminal = new Set(["succeeded", "failed", "cancelled"]);
   let seen = 0;
+  let lastId: string | undefined;
   let lastError: unknown;
   for (let attempt = 0; attempt < 6; attempt++) {
     let count = 0;
     try {
-      const res = await request(server, `/v1/builds/${encodeURIComponent(id)}/events`, { headers: { accept: "text/event-stream", ...authHeaders(token) } });
+      const resume: Record<string, string> = lastId !== undefined ? { "last-event-id": lastId } : {};
+      const res = await request(server, `/v1/builds/${encodeURIComponent(id)}/events`, { headers: { accept: "text/event-stream", ...resume, ...authHeaders(token) } });
       if (!res.ok || !res.body) throw await httpError(`following build ${id}`, res);
       for await (const ev of readSse(res.body)) {
-        if (count++ < seen) continue;
-        seen = count;
+        // a server that numbers its events also marks kiln's own lines (source: "kiln")
+        if (ev.id !== undefined) {
+          if (lastId !== undefined && Number(ev.id) <= Number(lastId)) continue;
+          lastId = ev.id;
+        } else {
+          if (count++ < seen) continue;
+          seen = count;
+        }
         let data: any;
         try { data = JSON.parse(ev.data); } catch { data = { text: ev.data }; }
         if (ev.event === "step") {
           progress.step((data.step ?? data) as StepView);
         } else if (ev.event === "log") {
-          progress.log(Number(data.step ?? data.index ?? 0), String(data.text ?? data.line ?? ""));
+          progress.log(Number(data.step ?? data.index ?? 0), String(data.text ?? data.line ?? ""), ev.id !== undefined ? data.source === "kiln" : undefined);
         } else if (ev.event === "done") {
           const b = await getBuild(server, token, id);
           progress.done(b, source);

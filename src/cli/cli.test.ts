@@ -255,6 +255,38 @@ ERROR: process ${RUN.slice(4)} did not complete successfully: exit code 3
     }
   });
 
+  it("follow: a reconnect sends Last-Event-ID and shows only what came after; kiln's marked lines are kiln's, a step printing the same words is the step's", async () => {
+    const build = { id: "b8", status: "succeeded", steps: [step(1, "RUN x", "done", 5)] };
+    const events: Array<[string, unknown]> = [
+      ["step", step(1, "RUN x", "running")],
+      ["log", { step: 1, text: "waiting for a runner\n", source: "kiln" }],
+      ["log", { step: 1, text: "waiting for a runner\n" }],
+      ["log", { step: 1, text: "part-one " }],
+      ["log", { step: 1, text: "part-two\n" }],
+      ["step", step(1, "RUN x", "done", 5)], ["done", build],
+    ];
+    const frames = events.map(([e, d], i) => `id: ${i + 1}\nevent: ${e}\ndata: ${JSON.stringify(d)}\n\n`);
+    const lastIds: Array<string | undefined> = [];
+    const server = http.createServer((req, res) => {
+      if (req.url === "/v1/builds/b8") { res.setHeader("content-type", "application/json"); res.end(JSON.stringify(lastIds.length < 2 ? { ...build, status: "running" } : build)); return; }
+      const last = req.headers["last-event-id"] as string | undefined;
+      lastIds.push(last);
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      if (!last) { res.write(frames.slice(0, 3).join("")); setTimeout(() => res.destroy(), 50); return; }
+      res.end(frames.slice(Number(last)).join(""));
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    try {
+      let out = "";
+      const code = await follow(`http://127.0.0.1:${(server.address() as { port: number }).port}`, undefined, "b8", new PlainProgress((x) => { out += x; }));
+      expect(code).toBe(0);
+      expect(lastIds).toEqual([undefined, "3"]);
+      expect(out).toBe("#1 [1/1] RUN x\n#1 kiln: waiting for a runner\n#1 waiting for a runner\n#1 part-one part-two\n#1 DONE 0.0s\n\nkiln: build b8 succeeded\n");
+    } finally {
+      server.close();
+    }
+  });
+
   it("reads secrets from files and the environment, never from the command line", () => {
     process.env.KILN_TEST_SECRET = "s3cret";
     expect(readSecrets(["id=tok,env=KILN_TEST_SECRET"])).toEqual({ tok: "s3cret" });

@@ -42,7 +42,8 @@ export interface Progress {
   note(key: string, text: string): void;
   end(key: string, state: "done" | "failed", durationMs?: number): void;
   step(view: StepView): void;
-  log(stepIndex: number, text: string): void;
+  /** Output of a step; `kiln` true for kiln's own lines (the event's `source: "kiln"`). */
+  log(stepIndex: number, text: string, kiln?: boolean): void;
   /** The build ended: last step states, then the result (image, or the error with its excerpt). */
   done(build: BuildView, source?: DockerfileSource): void;
   /** The build could not start (a 400 for a Dockerfile error): the message with its excerpt. */
@@ -161,7 +162,7 @@ export class BuildModel {
   }
 
   /** Output of a step: complete lines are kept, a partial one waits for its end. */
-  log(stepIndex: number, text: string): Vertex | undefined {
+  log(stepIndex: number, text: string, kiln?: boolean): Vertex | undefined {
     const key = `step:${stepIndex}`;
     let v = this.vertices.get(key);
     if (!v) {
@@ -170,8 +171,14 @@ export class BuildModel {
       v = this.add(key, this.label(view), stepIndex);
     }
     // kiln's own closing line of a failed step: the build's error says it once, at the end.
-    if (v.state === "failed" && text.startsWith("ERROR: ")) return v;
-    if (KILN_LINES.has(text.replace(/\n$/, "")) && v.partial === "") {
+    if ((kiln || v.state === "failed") && text.startsWith("ERROR: ")) return v;
+    if (kiln) {
+      // a line of kiln's (servers that mark them): never mixed into the step's partial output line
+      for (const line of text.replace(/\r\n/g, "\n").replace(/\n$/, "").split("\n")) v.lines.push({ kiln: true, text: line });
+      return v;
+    }
+    // servers that do not mark kiln's lines: recognised by their text
+    if (kiln === undefined && KILN_LINES.has(text.replace(/\n$/, "")) && v.partial === "") {
       v.lines.push({ kiln: true, text: text.replace(/\n$/, "") });
       return v;
     }
@@ -308,7 +315,7 @@ export class PlainProgress implements Progress {
   note(key: string, text: string): void { this.model.note(key, text); this.pump(); }
   end(key: string, state: "done" | "failed", durationMs?: number): void { this.model.end(key, state, durationMs); this.pump(); }
   step(view: StepView): void { this.model.step(view); this.pump(); }
-  log(stepIndex: number, text: string): void { this.model.log(stepIndex, text); this.pump(); }
+  log(stepIndex: number, text: string, kiln?: boolean): void { this.model.log(stepIndex, text, kiln); this.pump(); }
 
   done(build: BuildView, source?: DockerfileSource): void {
     this.model.finish(build);
@@ -338,7 +345,7 @@ export class QuietProgress implements Progress {
   note(key: string, text: string): void { this.model.note(key, text); }
   end(key: string, state: "done" | "failed", durationMs?: number): void { this.model.end(key, state, durationMs); }
   step(view: StepView): void { this.model.step(view); }
-  log(stepIndex: number, text: string): void { this.model.log(stepIndex, text); }
+  log(stepIndex: number, text: string, kiln?: boolean): void { this.model.log(stepIndex, text, kiln); }
   done(build: BuildView, source?: DockerfileSource): void {
     this.model.finish(build);
     if (build.status === "succeeded") this.write(`${build.image?.digest ?? build.id}\n`);
@@ -450,7 +457,7 @@ export class TtyProgress implements Progress {
   note(key: string, text: string): void { this.model.note(key, text); this.schedule(); }
   end(key: string, state: "done" | "failed", durationMs?: number): void { this.model.end(key, state, durationMs); this.schedule(); }
   step(view: StepView): void { this.model.step(view); this.schedule(); }
-  log(stepIndex: number, text: string): void { this.model.log(stepIndex, text); this.schedule(); }
+  log(stepIndex: number, text: string, kiln?: boolean): void { this.model.log(stepIndex, text, kiln); this.schedule(); }
 
   done(build: BuildView, source?: DockerfileSource): void {
     this.model.finish(build);
