@@ -2,7 +2,7 @@
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { DockerfileError } from "../dockerfile/errors";
-import { ingestContext } from "../context/ingest";
+import { ingestContext, type ContextEntries } from "../context/ingest";
 import { insertBuild } from "../storage/builds";
 import { planDockerfile, platformString, type BuildGraph } from "../plan/graph";
 import { loadImage } from "./image";
@@ -11,7 +11,7 @@ import { namespaceOf, type BuildPrincipal } from "../auth/build-principal";
 import { childBuildId, parsePlatformList, platformObject } from "./multiplatform";
 
 export interface StartBuildOptions {
-  context: ReadableStream<Uint8Array> | null;
+  context: ReadableStream<Uint8Array> | ContextEntries | null;
   contentType: string;
   dockerfilePath?: string;
   dockerfileText?: string;

@@ -8,7 +8,8 @@ import { yieldEvery } from "./yield";
 import { workerHasher } from "./hasher";
 import { boundaryOf, MultipartError, readMultipart } from "./multipart";
 import { normalizeContextPath, resolveInRoot, UnsafePathError } from "./paths";
-import { readTar, TarFormatError } from "./tar-reader";
+import { BLOCK, roundUp, type TarReadEntry } from "../oci/tar";
+import { contextEntries, readTar, TarFormatError, type TarEntry } from "./tar-reader";
 
 /** One entry of a context's file index (paths are root-relative, without leading "./"). */
 export interface ContextFile {
@@ -46,6 +47,11 @@ export interface IngestOptions {
   dockerfilePath?: string;
   dockerfileText?: string;
   maxBytes?: number;
+}
+
+/** A context that is already a sequence of tar entries (a git host's archive, re-rooted): ingested as they come, not re-encoded. */
+export interface ContextEntries {
+  entries: AsyncIterable<TarReadEntry>;
 }
 
 export const DEFAULT_MAX_CONTEXT_BYTES = 2 * 1024 * 1024 * 1024;
@@ -112,12 +118,43 @@ async function ingestTar(
   const raw = head[0] === 0x1f && head[1] === 0x8b ? stream.pipeThrough(new DecompressionStream("gzip")) : stream;
   const tarStream = raw.pipeThrough(yieldEvery(4 * 1024 * 1024));
   const br = new ByteReader(tarStream);
+  try {
+    return await ingestEntries(readTar(br), () => br.total, pack, dockerfilePath, maxBytes);
+  } catch (err) {
+    // Read what the client still sends (bounded) so the refusal reaches it as a response, not a reset.
+    await br.drain(DRAIN_ON_REFUSAL).catch(() => {});
+    throw err;
+  } finally {
+    await br.cancel().catch(() => {});
+  }
+}
+
+/** ingestTar for entries already read; their size counts as the tar they would make (headers, padded bodies). */
+async function ingestContextEntries(source: ContextEntries, pack: ContextPackWriter, dockerfilePath: string, maxBytes: number): Promise<TarIngest> {
+  let total = 0;
+  async function* counted(): AsyncGenerator<TarEntry> {
+    for await (const e of contextEntries(source.entries)) {
+      total += BLOCK + roundUp(e.type === "file" ? e.size : 0);
+      yield e;
+    }
+  }
+  return ingestEntries(counted(), () => total, pack, dockerfilePath, maxBytes);
+}
+
+/** Validates, hashes and packs a context's entries; `consumed` is how many tar bytes were read so far. */
+async function ingestEntries(
+  entries: AsyncIterable<TarEntry>,
+  consumed: () => number,
+  pack: ContextPackWriter,
+  dockerfilePath: string,
+  maxBytes: number,
+): Promise<TarIngest> {
   const files = new Map<string, ContextFile>();
   let ignore: DockerIgnore | undefined;
   const result: TarIngest = { files };
   try {
-    for await (const e of readTar(br)) {
-      if (br.total > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
+    for await (const e of entries) {
+      if (consumed() > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
       const path = normalizeContextPath(e.path);
       if (e.type === "char" || e.type === "block" || e.type === "fifo") {
         throw bad(`build context contains a ${e.type === "fifo" ? "fifo" : "device node"}: ${e.path}`);
@@ -156,7 +193,7 @@ async function ingestTar(
         if (keep) await pack.write(chunk);
       });
       const sha256 = await h.digest();
-      if (br.total > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
+      if (consumed() > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
       if (keep) files.set(path, { path, type: "file", mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, sha256, offset });
       else files.delete(path);
       if (capture) {
@@ -169,16 +206,12 @@ async function ingestTar(
       }
     }
   } catch (err) {
-    // Read what the client still sends (bounded) so the refusal reaches it as a response, not a reset.
-    await br.drain(DRAIN_ON_REFUSAL).catch(() => {});
     if (err instanceof UnsafePathError) throw bad(err.message);
     if (err instanceof TarFormatError) throw bad(`build context is not a valid tar archive: ${err.message}`);
     if (err instanceof ApiError) throw err;
     if (err instanceof TypeError && /gzip|decompress|header/i.test(String(err.message))) throw bad(`build context is not a valid gzip stream: ${err.message}`);
     if (err instanceof Error && /unexpected end of stream/.test(err.message)) throw bad("build context tar is truncated");
     throw err;
-  } finally {
-    await br.cancel().catch(() => {});
   }
   // .dockerignore applies to every entry, also those seen before it.
   if (result.dockerignoreText !== undefined) {
@@ -201,10 +234,10 @@ function addImplicitDirs(files: Map<string, ContextFile>): void {
 
 /**
  * Takes a build context request body (tar, tar.gz, or multipart/form-data with `context`,
- * `dockerfile` and `secrets` parts), validates it, and stores it once by digest with its index.
+ * `dockerfile` and `secrets` parts) or entries already read, validates it, and stores it once by digest with its index.
  * Throws ApiError 400 with a clear message on refusal and leaves nothing behind.
  */
-export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> | null, opts: IngestOptions): Promise<IngestedContext> {
+export async function ingestContext(env: Env, context: ReadableStream<Uint8Array> | ContextEntries | null, opts: IngestOptions): Promise<IngestedContext> {
   let dockerfilePath: string;
   try {
     dockerfilePath = normalizeContextPath(opts.dockerfilePath || "Dockerfile");
@@ -225,15 +258,18 @@ export async function ingestContext(env: Env, body: ReadableStream<Uint8Array> |
   } as ContextPackWriter;
 
   // The request body stays owned here so that a refusal can still read what the client sends.
-  const source = body ? new ByteReader(body) : null;
-  body = source ? source.asStream() : null;
+  const entries = context && "entries" in context ? context : null;
+  const source = context && !entries ? new ByteReader(context as ReadableStream<Uint8Array>) : null;
+  const body = source ? source.asStream() : null;
   let tar: TarIngest = { files: new Map() };
   let dockerfileText = opts.dockerfileText;
   let secrets: Record<string, string> = {};
   let stored: StoredContext | undefined;
   try {
     const ct = (opts.contentType || "").toLowerCase();
-    if (ct.startsWith("multipart/form-data")) {
+    if (entries) {
+      tar = await ingestContextEntries(entries, hashingPack, dockerfilePath, maxBytes);
+    } else if (ct.startsWith("multipart/form-data")) {
       const boundary = boundaryOf(opts.contentType);
       if (!boundary) throw bad("multipart/form-data without a boundary");
       if (!body) throw bad("empty request body");

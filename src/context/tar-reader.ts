@@ -1,4 +1,4 @@
-import { readTar as readOciTar, TarError, type TarHeader } from "../oci/tar";
+import { readTar as readOciTar, TarError, type TarHeader, type TarReadEntry } from "../oci/tar";
 import type { ByteReader } from "./bytes";
 
 /**
@@ -15,9 +15,14 @@ export interface TarEntry extends Pick<TarHeader, "path" | "type" | "typeflag" |
 
 export class TarFormatError extends Error {}
 
-export async function* readTar(r: ByteReader): AsyncGenerator<TarEntry> {
+export function readTar(r: ByteReader): AsyncGenerator<TarEntry> {
+  return contextEntries(readOciTar(r.asStream()));
+}
+
+/** src/oci's entries (from a tar stream, or already read, e.g. a git host's re-rooted archive) as TarEntry. */
+export async function* contextEntries(entries: AsyncIterable<TarReadEntry>): AsyncGenerator<TarEntry> {
   try {
-    for await (const { header: h, body } of readOciTar(r.asStream())) {
+    for await (const { header: h, body } of entries) {
       let read = false;
       yield {
         path: h.path,

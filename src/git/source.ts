@@ -1,16 +1,17 @@
 /**
  * The build context of a push: the provider's archive of the exact commit, its top-level folder
- * stripped and, when the webhook names a context subdirectory, only that subtree — re-emitted as a
- * plain tar stream for the ordinary build path.
+ * stripped and, when the webhook names a context subdirectory, only that subtree — handed to context
+ * ingest as tar entries (decoded once, never re-encoded).
  */
-import { cleanTarPath, isUnsafePath, readTar, tarStream, type TarEntry } from "../oci/tar";
+import type { ContextEntries } from "../context/ingest";
+import { cleanTarPath, isUnsafePath, readTar, type TarReadEntry } from "../oci/tar";
 
 export class SourceError extends Error {}
 
-export function stripArchive(gzipped: ReadableStream<Uint8Array>, subdir: string): ReadableStream<Uint8Array> {
+export function stripArchive(gzipped: ReadableStream<Uint8Array>, subdir: string): ContextEntries {
   const prefix = cleanTarPath(subdir) === "." ? "" : cleanTarPath(subdir).replace(/\/+$/, "") + "/";
   const tar = gzipped.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
-  async function* entries(): AsyncGenerator<TarEntry> {
+  async function* entries(): AsyncGenerator<TarReadEntry> {
     for await (const { header, body } of readTar(tar)) {
       if (header.type !== "file" && header.type !== "dir" && header.type !== "symlink" && header.type !== "hardlink") {
         await body.cancel();
@@ -36,11 +37,8 @@ export function stripArchive(gzipped: ReadableStream<Uint8Array>, subdir: string
           linkname = linkname.slice(prefix.length);
         }
       }
-      yield {
-        path: rel, type: header.type, mode: header.mode, uid: header.uid, gid: header.gid, mtime: Math.floor(header.mtime),
-        size: header.type === "file" ? header.size : undefined, linkname, body: header.type === "file" ? body : undefined,
-      };
+      yield { header: { ...header, path: rel, linkname, mtime: Math.floor(header.mtime) }, body };
     }
   }
-  return tarStream(entries());
+  return { entries: entries() };
 }
