@@ -2,6 +2,7 @@
 import type { Context } from "hono";
 import type { Env } from "../env";
 import { OciError } from "../errors";
+import { rangeHeader } from "../storage/uploads";
 
 export type Ctx = Context<{ Bindings: Env }>;
 
@@ -31,4 +32,13 @@ export function unsupportedMethod(c: Ctx): never {
 /** Response without a body (HEAD responses pass their Content-Length in `headers`). */
 export function empty(status: number, headers: Record<string, string>): Response {
   return new Response(null, { status, headers });
+}
+
+/** Where an upload session stands: its URL, the bytes received so far, its id. */
+export function uploadHeaders(s: { repo: string; id: string; size: number }): Record<string, string> {
+  return {
+    Location: `/v2/${s.repo}/blobs/uploads/${s.id}`,
+    Range: rangeHeader(s.size),
+    "Docker-Upload-UUID": s.id,
+  };
 }

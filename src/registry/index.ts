@@ -6,6 +6,8 @@ import { Hono } from "hono";
 import type { Env } from "../env";
 import { authorizeRegistry, setRegistryRouteKind } from "../auth/registry";
 import { OciError } from "../errors";
+import { StorageError } from "../storage/errors";
+import { registryError } from "./errors";
 import { handleBlob } from "./blobs";
 import { type Ctx, unsupportedMethod } from "./http";
 import { handleCatalog, handleReferrers, handleTags } from "./listing";
@@ -55,8 +57,9 @@ async function registry(c: Ctx): Promise<Response> {
   try {
     res = await dispatch(c);
   } catch (err) {
-    if (!(err instanceof OciError)) throw err;
-    res = err.toResponse();
+    if (err instanceof StorageError) res = registryError(err).toResponse();
+    else if (err instanceof OciError) res = err.toResponse();
+    else throw err;
   }
   for (const [k, v] of Object.entries(API_VERSION)) res.headers.set(k, v);
   return res;

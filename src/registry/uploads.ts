@@ -4,21 +4,14 @@
  */
 import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
+import { StorageError } from "../storage/errors";
 import { isDigest } from "../oci/digest";
 import { linkBlob, putBlobVerified, repoHasBlob, requireDigest } from "../storage/blobs";
 import {
-  appendUpload, cancelUpload, createUpload, finishUpload, getUpload, rangeHeader, type UploadSession,
+  appendUpload, cancelUpload, createUpload, finishUpload, getUpload, type UploadSession,
 } from "../storage/uploads";
-import { empty, requestBody, unsupportedMethod, type Ctx } from "./http";
+import { empty, requestBody, unsupportedMethod, uploadHeaders, type Ctx } from "./http";
 import { isRepositoryName } from "../oci/names";
-
-function sessionHeaders(s: UploadSession): Record<string, string> {
-  return {
-    Location: `/v2/${s.repo}/blobs/uploads/${s.id}`,
-    Range: rangeHeader(s.size),
-    "Docker-Upload-UUID": s.id,
-  };
-}
 
 function created(name: string, digest: string): Response {
   return empty(201, { Location: `/v2/${name}/blobs/${digest}`, "Docker-Content-Digest": digest });
@@ -47,13 +40,13 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
           return created(name, mount);
         } catch (err) {
           // Deleted meanwhile: the client uploads it instead (never a 404 for a valid push).
-          if (!(err instanceof OciError && err.code === "BLOB_UNKNOWN")) throw err;
+          if (!(err instanceof StorageError && err.code === "BLOB_UNKNOWN")) throw err;
         }
       }
     }
     // Fall back to a normal upload session (the spec's 202).
     c.req.raw.body?.cancel().catch(() => {});
-    return empty(202, sessionHeaders(await createUpload(c.env, name)));
+    return empty(202, uploadHeaders(await createUpload(c.env, name)));
   }
   const digest = c.req.query("digest");
   if (digest !== undefined) {
@@ -63,7 +56,7 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     return created(name, stored.digest);
   }
   c.req.raw.body?.cancel().catch(() => {});
-  return empty(202, sessionHeaders(await createUpload(c.env, name)));
+  return empty(202, uploadHeaders(await createUpload(c.env, name)));
 }
 
 /** `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`). */
@@ -92,25 +85,25 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
   switch (method) {
     case "GET": {
       const s = await session(c, name, id);
-      return empty(204, sessionHeaders(s));
+      return empty(204, uploadHeaders(s));
     }
     case "PATCH": {
       let s = await session(c, name, id);
       const { body, length } = requestBody(c);
       const range = parseContentRange(c.req.header("content-range"));
       if (range === "invalid") {
-        throw new OciError("RANGE_INVALID", "malformed Content-Range (want <start>-<end>)", { headers: sessionHeaders(s) });
+        throw new OciError("RANGE_INVALID", "malformed Content-Range (want <start>-<end>)", { headers: uploadHeaders(s) });
       }
       let chunkLength = length;
       if (range) {
         const rangeLength = range.end - range.start + 1;
         if (length !== undefined && length !== rangeLength) {
-          throw new OciError("RANGE_INVALID", `Content-Range covers ${rangeLength} bytes but Content-Length is ${length}`, { headers: sessionHeaders(s) });
+          throw new OciError("RANGE_INVALID", `Content-Range covers ${rangeLength} bytes but Content-Length is ${length}`, { headers: uploadHeaders(s) });
         }
         chunkLength = rangeLength;
       }
       s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength });
-      return empty(202, sessionHeaders(s));
+      return empty(202, uploadHeaders(s));
     }
     case "PUT": {
       const s = await session(c, name, id);
@@ -120,7 +113,7 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
       const { body, length } = requestBody(c);
       const range = parseContentRange(c.req.header("content-range"));
       if (range && range !== "invalid" && range.start !== s.size) {
-        throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: sessionHeaders(s) });
+        throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: uploadHeaders(s) });
       }
       const stored = await finishUpload(c.env, s, digest, body, length);
       return created(name, stored.digest);

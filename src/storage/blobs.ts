@@ -4,7 +4,7 @@
  * only through its `repo_blobs` link row.
  */
 import type { Env } from "../env";
-import { OciError } from "../errors";
+import { StorageError } from "./errors";
 import { algorithmOf, hexOf, isDigest, webAlgorithm, type Digest } from "../oci/digest";
 import { Meter, SINGLE_PUT_MAX, hashStream, isBadDigest, putFixed, spool } from "./streams";
 
@@ -13,10 +13,10 @@ export async function statBlob(env: Env, digest: string): Promise<{ size: number
   return row ? { size: row.size } : null;
 }
 
-/** A digest from a client, or OciError DIGEST_INVALID. */
+/** A digest from a client, or StorageError DIGEST_INVALID. */
 export function requireDigest(s: string): Digest {
   if (isDigest(s)) return s;
-  throw new OciError("DIGEST_INVALID", "invalid digest (want sha256:<64 lowercase hex> or sha512:<128 lowercase hex>)", { detail: { digest: s } });
+  throw new StorageError("DIGEST_INVALID", "invalid digest (want sha256:<64 lowercase hex> or sha512:<128 lowercase hex>)", { detail: { digest: s } });
 }
 
 /** R2 key of a blob's bytes (manifests included). */
@@ -34,14 +34,14 @@ export async function getBlob(env: Env, digest: string, range?: { offset: number
   return env.BUCKET.get(blobKey(digest), range ? { range } : undefined);
 }
 
-function digestMismatch(d: Digest, actual?: string): OciError {
-  return new OciError("DIGEST_INVALID", "the uploaded content does not match the digest", {
+function digestMismatch(d: Digest, actual?: string): StorageError {
+  return new StorageError("DIGEST_INVALID", "the uploaded content does not match the digest", {
     detail: actual ? { expected: d, actual: `${algorithmOf(d)}:${actual}` } : { expected: d },
   });
 }
 
-function sizeMismatch(expected: number, actual: number): OciError {
-  return new OciError("SIZE_INVALID", `the content is ${actual} bytes, expected ${expected}`, { detail: { expected, actual } });
+function sizeMismatch(expected: number, actual: number): StorageError {
+  return new StorageError("SIZE_INVALID", `the content is ${actual} bytes, expected ${expected}`, { detail: { expected, actual } });
 }
 
 async function recordBlob(env: Env, digest: string, size: number): Promise<void> {
@@ -64,7 +64,7 @@ async function writeVerified(bucket: R2Bucket, d: Digest, body: ReadableStream<U
     } catch (err) {
       if (isBadDigest(err)) throw digestMismatch(d);
       if ((err as { pipeError?: unknown }).pipeError !== undefined || /FixedLengthStream|expected|length/i.test(String(err))) {
-        throw new OciError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
+        throw new StorageError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
       }
       throw err;
     }
@@ -92,7 +92,7 @@ async function verifyOnly(d: Digest, body: ReadableStream<Uint8Array>, stored: n
   const hex = await hashStream(body, webAlgorithm(algorithmOf(d)));
   if (hex !== hexOf(d)) throw size !== undefined && size <= SINGLE_PUT_MAX ? digestMismatch(d) : digestMismatch(d, hex);
   if (size !== undefined && size !== stored) {
-    throw new OciError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
+    throw new StorageError("SIZE_INVALID", `the content is not ${size} bytes as announced`, { detail: { expected: size } });
   }
   return stored;
 }
@@ -129,7 +129,7 @@ async function awaitCollection(env: Env, digest: string): Promise<void> {
 }
 
 /**
- * Stores `body` as blob `digest` only if its bytes hash to `digest`; throws OciError DIGEST_INVALID
+ * Stores `body` as blob `digest` only if its bytes hash to `digest`; throws StorageError DIGEST_INVALID
  * (or SIZE_INVALID when `size` is given and wrong) and stores nothing otherwise. An already stored
  * blob is never rewritten. With `linkTo`, links the blob to that repository before a concurrent
  * delete can collect it (a push never loses to a delete); else links nothing (see linkBlob).
@@ -216,7 +216,7 @@ export async function linkBlob(env: Env, repo: string, digest: string): Promise<
     ).bind(repo, digest, now),
   ]);
   if (!link.meta.changes && !(await statRepoBlob(env, repo, digest))) {
-    throw new OciError("BLOB_UNKNOWN", "blob unknown to registry", { detail: { digest } });
+    throw new StorageError("BLOB_UNKNOWN", "blob unknown to registry", { detail: { digest } });
   }
 }
 
@@ -252,7 +252,7 @@ export async function linkedBlobSizes(env: Env, repo: string, digests: string[])
  */
 export async function unlinkBlob(env: Env, repo: string, digest: string): Promise<void> {
   const res = await env.DB.prepare("DELETE FROM repo_blobs WHERE repo = ? AND digest = ?").bind(repo, digest).run();
-  if (!res.meta.changes) throw new OciError("BLOB_UNKNOWN", "blob unknown to repository", { detail: { digest } });
+  if (!res.meta.changes) throw new StorageError("BLOB_UNKNOWN", "blob unknown to repository", { detail: { digest } });
   await collectBlob(env, digest);
 }
 

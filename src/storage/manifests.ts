@@ -3,7 +3,7 @@
  * `manifests` row makes them a manifest of one repository, `manifest_refs` records what they use.
  */
 import type { Env } from "../env";
-import { OciError } from "../errors";
+import { StorageError } from "./errors";
 import { algorithmOf, digestOf, parseDigest } from "../oci/digest";
 import { isTag } from "../oci/names";
 import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPin } from "./blobs";
@@ -17,7 +17,7 @@ export const MAX_MANIFEST_SIZE = 16 * 1024 * 1024;
 export { isTag };
 
 function requireTag(tag: string): void {
-  if (!isTag(tag)) throw new OciError("MANIFEST_INVALID", "invalid tag (want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})", { detail: { tag } });
+  if (!isTag(tag)) throw new StorageError("MANIFEST_INVALID", "invalid tag (want [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127})", { detail: { tag } });
 }
 
 /** digest → stored size of the rows of `values`, in chunks the D1 bind limit (100 parameters) allows. */
@@ -47,7 +47,7 @@ export async function putManifest(
   extraTags: string[] = [],
 ): Promise<{ digest: string; subject?: string }> {
   if (bytes.byteLength > MAX_MANIFEST_SIZE) {
-    throw new OciError("MANIFEST_INVALID", `manifest larger than ${MAX_MANIFEST_SIZE} bytes`, { status: 413 });
+    throw new StorageError("MANIFEST_TOO_LARGE", `manifest larger than ${MAX_MANIFEST_SIZE} bytes`);
   }
   const refDigest = reference.includes(":") ? requireDigest(reference) : null;
   const tags = [...new Set([...(refDigest ? [] : [reference]), ...extraTags])];
@@ -56,26 +56,26 @@ export async function putManifest(
   try {
     parsed = manifestReferences(bytes, mediaType);
   } catch (e) {
-    if (e instanceof ImageFormatError) throw new OciError("MANIFEST_INVALID", e.message, { detail: e.detail });
+    if (e instanceof ImageFormatError) throw new StorageError("MANIFEST_INVALID", e.message, { detail: e.detail });
     throw e;
   }
   const digest = await digestOf(bytes, refDigest ? algorithmOf(refDigest) : "sha256");
   if (refDigest && digest !== reference) {
-    throw new OciError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
+    throw new StorageError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
   }
 
   const haveBlobs = await existing(env, "SELECT r.digest AS digest, b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest IN (?)", repo, parsed.blobs);
   const missingBlob = parsed.blobs.find((b) => !haveBlobs.has(b));
-  if (missingBlob) throw new OciError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in repository ${repo}`, { detail: { digest: missingBlob } });
+  if (missingBlob) throw new StorageError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in repository ${repo}`, { detail: { digest: missingBlob } });
   const haveChildren = await existing(env, "SELECT digest, size FROM manifests WHERE repo = ? AND digest IN (?)", repo, parsed.children);
   const missingChild = parsed.children.find((c) => !haveChildren.has(c));
-  if (missingChild) throw new OciError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} is not in repository ${repo}`, { detail: { digest: missingChild } });
+  if (missingChild) throw new StorageError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} is not in repository ${repo}`, { detail: { digest: missingChild } });
   // Descriptor sizes must be the stored ones (both are in `repo`, so the caller may know them).
   for (const [what, have] of [["blob", haveBlobs], ["manifest", haveChildren]] as const) {
     for (const [ref, stored] of have) {
       const declared = parsed.sizes.get(ref);
       if (declared !== undefined && declared !== stored) {
-        throw new OciError("MANIFEST_INVALID", `the manifest declares ${what} ${ref} with size ${declared}, but it is ${stored} bytes`, {
+        throw new StorageError("MANIFEST_INVALID", `the manifest declares ${what} ${ref} with size ${declared}, but it is ${stored} bytes`, {
           detail: { digest: ref, declared, size: stored },
         });
       }

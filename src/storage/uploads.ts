@@ -4,7 +4,7 @@
  * restart and chunks may have any size: each chunk is its own object, concatenated on completion.
  */
 import type { Env } from "../env";
-import { OciError } from "../errors";
+import { StorageError } from "./errors";
 import { putBlobVerified, putBlobVerifiedSized, requireDigest } from "./blobs";
 import { Meter, SINGLE_PUT_MAX, concatObjects, putFixed, spool } from "./streams";
 
@@ -42,7 +42,7 @@ async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Ar
       await putFixed(bucket, key, body, length);
     } catch {
       await bucket.delete(key).catch(() => {});
-      throw new OciError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length } });
+      throw new StorageError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length } });
     }
     return length;
   }
@@ -50,7 +50,7 @@ async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Ar
   const r = await spool(bucket, body, key, meter);
   if (length !== undefined && meter.size !== length) {
     await r.upload?.abort().catch(() => {});
-    throw new OciError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length, received: meter.size } });
+    throw new StorageError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length, received: meter.size } });
   }
   if (r.small) {
     if (r.small.byteLength > 0) await bucket.put(key, r.small);
@@ -60,14 +60,8 @@ async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Ar
   return meter.size;
 }
 
-function rangeError(session: UploadSession, message: string): OciError {
-  return new OciError("RANGE_INVALID", message, {
-    headers: {
-      Range: rangeHeader(session.size),
-      Location: `/v2/${session.repo}/blobs/uploads/${session.id}`,
-      "Docker-Upload-UUID": session.id,
-    },
-  });
+function rangeError(session: UploadSession, message: string): StorageError {
+  return new StorageError("RANGE_INVALID", message, { upload: { repo: session.repo, id: session.id, size: session.size } });
 }
 
 /** `Range` header value for `size` bytes received, as distribution sends it (`0-0` when empty). */
@@ -111,7 +105,7 @@ export async function appendUpload(
   if (!updated) {
     await env.BUCKET.delete(key);
     const now = await getUpload(env, session.repo, session.id);
-    if (!now) throw new OciError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
+    if (!now) throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
     throw rangeError(now, "another chunk was appended to this upload concurrently");
   }
   return { ...session, size: session.size + size, chunks: n + 1 };
@@ -149,7 +143,7 @@ export async function finishUpload(
     try {
       result = await putBlobVerified(env, finalBody, digest, finalLength, session.repo);
     } catch (err) {
-      if (err instanceof OciError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, []);
+      if (err instanceof StorageError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, []);
       throw err;
     }
   } else {
@@ -160,7 +154,7 @@ export async function finishUpload(
       result = await putBlobVerifiedSized(env, staged.stream, digest, session.size, session.repo);
       await staged.done;
     } catch (err) {
-      if (err instanceof OciError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, keys);
+      if (err instanceof StorageError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, keys);
       throw err;
     }
   }

@@ -1,15 +1,15 @@
 // The storage API other modules (builds, runner uploads) use directly, without HTTP.
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { OciError } from "../../../src/errors";
+import { StorageError } from "../../../src/storage/errors";
 import { getBlob, linkBlob, putBlobComputed, putBlobVerified, repoHasBlob, statBlob } from "../../../src/storage/blobs";
-import { ensureRepository, getManifest, putManifest } from "../../../src/storage/manifests";
+import { MAX_MANIFEST_SIZE, ensureRepository, getManifest, putManifest } from "../../../src/storage/manifests";
 import { OCI_MANIFEST, bytesOf, randomBytes, reg, sha256, streamOf } from "./helpers";
 
 async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
   const err = await p.then(() => null, (e: unknown) => e);
-  expect(err).toBeInstanceOf(OciError);
-  expect((err as OciError).code).toBe(code);
+  expect(err).toBeInstanceOf(StorageError);
+  expect((err as StorageError).code).toBe(code);
 }
 
 describe("storage: blobs", () => {
@@ -74,6 +74,7 @@ describe("storage: manifests", () => {
     await rejectsWith(putManifest(env, repo, "v1", manifest, OCI_MANIFEST), "MANIFEST_BLOB_UNKNOWN");
     await linkBlob(env, repo, cfg.digest);
     await rejectsWith(putManifest(env, repo, "v1", bytesOf("{"), OCI_MANIFEST), "MANIFEST_INVALID");
+    await rejectsWith(putManifest(env, repo, "v1", new Uint8Array(MAX_MANIFEST_SIZE + 1), OCI_MANIFEST), "MANIFEST_TOO_LARGE");
     await rejectsWith(putManifest(env, repo, await sha256("x"), manifest, OCI_MANIFEST), "DIGEST_INVALID");
     const { digest } = await putManifest(env, repo, "v1", manifest, OCI_MANIFEST, ["v1.0", "latest"]);
     expect(digest).toBe(await sha256(manifest));
