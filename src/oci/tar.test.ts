@@ -1,7 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { createSha256, sha256Hex } from "./digest";
 import {
-  cleanTarPath, collect, isUnsafePath, opaqueWhiteout, readTar, tarStream, TarError, whiteoutPath,
+  cleanTarPath, collect, confinedTarPath, encodeEntryHeader, END_OF_ARCHIVE, isUnsafePath, opaqueWhiteout, readTar, tarPadding, tarStream,
+  TarError, whiteoutPath,
   type TarEntry, type TarHeader,
 } from "./tar";
 import { bytesEqual, chunkedStream, pseudoText, sampleEntries } from "./testing";
@@ -227,6 +228,32 @@ describe("reader errors and edge cases", () => {
     expect(got[0].header).toMatchObject({ devmajor: 1, devminor: 3 });
   });
 
+  it("writes devices (with their numbers) and fifos, as the runner's differ archives them", async () => {
+    const base = { mode: 0o600, uid: 0, gid: 0, mtime: 7 };
+    const tar = await collect(tarStream([
+      { ...base, path: "dev/null", type: "char", devmajor: 1, devminor: 3 },
+      { ...base, path: "dev/sda", type: "block", devmajor: 8, devminor: 0 },
+      { ...base, path: "fifo", type: "fifo" },
+    ]));
+    const got = await readAll(bytesStream(tar));
+    expect(got.map((g) => [g.header.path, g.header.type, g.header.devmajor, g.header.devminor, g.header.size])).toEqual([
+      ["dev/null", "char", 1, 3, 0], ["dev/sda", "block", 8, 0, 0], ["fifo", "fifo", 0, 0, 0],
+    ]);
+    await expect(collect(tarStream([{ ...base, path: "d", type: "char", devmajor: -1 }]))).rejects.toThrow(/devmajor/);
+  });
+
+  it("encodeEntryHeader, tarPadding and END_OF_ARCHIVE make the same archive as tarStream", async () => {
+    const body = new TextEncoder().encode("hello");
+    const entry = { path: "a/b", type: "file" as const, mode: 0o644, uid: 1, gid: 2, mtime: 3, xattrs: { "user.x": "y" } };
+    const parts = [...encodeEntryHeader(entry, body.length), body, tarPadding(body.length), END_OF_ARCHIVE];
+    const joined = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) { joined.set(p, o); o += p.length; }
+    expect(bytesEqual(joined, await collect(tarStream([{ ...entry, body }])))).toBe(true);
+    expect(tarPadding(512).length).toBe(0);
+    expect(tarPadding(513).length).toBe(511);
+  });
+
   it("errors a body that is read after the next entry was requested", async () => {
     const tar = await collect(tarStream([
       { path: "a", type: "file", mode: 0o644, uid: 0, gid: 0, mtime: 0, body: new Uint8Array(10) },
@@ -251,6 +278,14 @@ describe("paths", () => {
     expect(isUnsafePath("a/../b")).toBe(true);
     expect(isUnsafePath("..")).toBe(true);
     expect(isUnsafePath("./a/b..c/..d")).toBe(false);
+  });
+  it("confines archive paths to their root (the runner's extraction)", () => {
+    expect(confinedTarPath("./a//b/")).toBe("a/b");
+    expect(confinedTarPath("/etc/passwd")).toBe("etc/passwd");
+    expect(confinedTarPath("a/../b")).toBe("b");
+    expect(confinedTarPath("./")).toBe("");
+    expect(confinedTarPath("a/../../b")).toBeNull();
+    expect(confinedTarPath("..")).toBeNull();
   });
   it("names whiteouts", () => {
     expect(whiteoutPath("a/b/c")).toBe("a/b/.wh.c");

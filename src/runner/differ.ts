@@ -8,12 +8,14 @@ import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
-import { encodeHeader, END_OF_ARCHIVE, padding, type TarHeader } from "./tar";
-import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "./extract";
+import { encodeEntryHeader, END_OF_ARCHIVE, OPAQUE_WHITEOUT, tarPadding, WHITEOUT_PREFIX, type TarEntry } from "../oci/tar";
 import { listXattrs, OPAQUE_XATTR } from "./xattr";
 
+/** An entry's header as src/oci's tar writer takes it (without a body; `size` is the file's length). */
+export type DiffHeader = Omit<TarEntry, "body" | "size"> & { size: number };
+
 export interface DiffEntry {
-  header: TarHeader;
+  header: DiffHeader;
   /** Absolute path of the file's content (regular files only). */
   source?: string;
 }
@@ -55,7 +57,7 @@ export async function diffEntries(upper: string, sourceDateEpoch: number): Promi
   const clamp = (st: Stats) => Math.min(Math.floor(st.mtimeMs / 1000), sourceDateEpoch);
   const links = new Map<string, string>();
   const entries: DiffEntry[] = [];
-  const whiteoutHeader = (rel: string, mtime: number): TarHeader => ({ path: rel, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime });
+  const whiteoutHeader = (rel: string, mtime: number): DiffHeader => ({ path: rel, type: "file", mode: 0o644, uid: 0, gid: 0, size: 0, mtime });
   for (const { rel, st } of tree) {
     const base = { path: rel, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, size: 0, mtime: clamp(st), xattrs: keptXattrs.get(rel) };
     if (isWhiteoutDevice(st)) {
@@ -93,7 +95,7 @@ export async function diffEntries(upper: string, sourceDateEpoch: number): Promi
 /** The uncompressed tar of the entries, streamed. */
 export async function* tarChunks(entries: DiffEntry[]): AsyncGenerator<Buffer> {
   for (const e of entries) {
-    yield encodeHeader(e.header);
+    for (const b of encodeEntryHeader(e.header, e.header.type === "file" ? e.header.size : 0)) yield asBuffer(b);
     if (e.header.type === "file" && e.source) {
       let n = 0;
       for await (const c of createReadStream(e.source)) {
@@ -103,11 +105,13 @@ export async function* tarChunks(entries: DiffEntry[]): AsyncGenerator<Buffer> {
         n += take;
       }
       if (n < e.header.size) throw new Error(`${e.header.path} shrank while it was archived`);
-      yield padding(e.header.size);
+      yield asBuffer(tarPadding(e.header.size));
     }
   }
-  yield END_OF_ARCHIVE;
+  yield asBuffer(END_OF_ARCHIVE);
 }
+
+const asBuffer = (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 
 export interface WrittenLayer {
   path: string;

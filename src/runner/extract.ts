@@ -7,11 +7,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { Readable } from "node:stream";
-import { cleanArchivePath, readTar, TarFormatError, type TarHeader } from "./tar";
+import { confinedTarPath, OPAQUE_WHITEOUT, readTar, TarError, WHITEOUT_PREFIX, type TarHeader } from "../oci/tar";
 import { OPAQUE_XATTR, setXattrs } from "./xattr";
-
-export const WHITEOUT_PREFIX = ".wh.";
-export const OPAQUE_WHITEOUT = ".wh..wh..opq";
 
 export class UnsafeLayerError extends Error {
   constructor(message: string) {
@@ -64,10 +61,12 @@ export async function extractLayer(source: AsyncIterable<Buffer | Uint8Array>, d
     await fs.rm(full, { recursive: true, force: true });
   };
 
-  for await (const entry of readTar(source)) {
-    const h = entry.header;
-    const rel = cleanArchivePath(h.path);
-    if (rel === null) throw new UnsafeLayerError(`layer entry ${JSON.stringify(entry.rawPath)} escapes the root`);
+  const tar = Readable.toWeb(Readable.from(source)) as unknown as ReadableStream<Uint8Array>;
+  for await (const entry of readTar(tar)) {
+    const h = { ...entry.header, mode: entry.header.mode & 0o7777, mtime: Math.floor(entry.header.mtime) };
+    if (h.type === "other") continue; // entry kinds a layer cannot carry into a rootfs (e.g. GNU sparse)
+    const rel = confinedTarPath(h.path);
+    if (rel === null) throw new UnsafeLayerError(`layer entry ${JSON.stringify(h.path)} escapes the root`);
     if (rel === "") continue; // the root directory itself
     const base = path.posix.basename(rel);
     const parent = path.posix.dirname(rel) === "." ? "" : path.posix.dirname(rel);
@@ -100,7 +99,7 @@ export async function extractLayer(source: AsyncIterable<Buffer | Uint8Array>, d
       case "file": {
         await removeExisting(full, false);
         knownDirs.delete(rel);
-        await pipeline(Readable.from(entry.body), createWriteStream(full, { mode: 0o600 }));
+        await pipeline(Readable.fromWeb(entry.body as import("node:stream/web").ReadableStream<Uint8Array>), createWriteStream(full, { mode: 0o600 }));
         await fs.lchown(full, h.uid, h.gid);
         await fs.chmod(full, h.mode);
         await fs.lutimes(full, h.mtime, h.mtime);
@@ -109,18 +108,18 @@ export async function extractLayer(source: AsyncIterable<Buffer | Uint8Array>, d
       case "symlink": {
         await removeExisting(full, false);
         knownDirs.delete(rel);
-        await fs.symlink(h.linkname ?? "", full);
+        await fs.symlink(h.linkname, full);
         await fs.lchown(full, h.uid, h.gid);
         await fs.lutimes(full, h.mtime, h.mtime);
         break;
       }
       case "hardlink": {
-        const target = cleanArchivePath(h.linkname ?? "");
+        const target = confinedTarPath(h.linkname);
         if (!target) throw new UnsafeLayerError(`hardlink ${rel} points outside the root (${JSON.stringify(h.linkname)})`);
         await ensureParents(target);
         const tfull = path.join(dest, target);
         const tst = await lstatOrNull(tfull);
-        if (!tst || tst.isDirectory()) throw new TarFormatError(`hardlink ${rel} points to ${target}, which is not an earlier file of this layer`);
+        if (!tst || tst.isDirectory()) throw new TarError(`hardlink ${rel} points to ${target}, which is not an earlier file of this layer`);
         await removeExisting(full, false);
         await fs.link(tfull, full);
         break;
@@ -138,7 +137,7 @@ export async function extractLayer(source: AsyncIterable<Buffer | Uint8Array>, d
     }
     for (const [name, value] of Object.entries(h.xattrs ?? {})) {
       if (name.startsWith("trusted.overlay.")) continue; // never let a layer forge overlay metadata
-      xattrs.push({ path: full, name, value, required: false });
+      xattrs.push({ path: full, name, value: Buffer.from(value.buffer, value.byteOffset, value.byteLength), required: false });
     }
   }
   if (xattrs.length) await setXattrs(xattrs);

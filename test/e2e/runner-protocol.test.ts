@@ -5,12 +5,10 @@ import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Readable } from "node:stream";
-import zlib from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { JobLayer, JobStatus, RunJob } from "../../src/protocol/jobs";
 import { diffEntries, writeLayerFile } from "../../src/runner/differ";
-import { readTar } from "../../src/runner/tar";
+import { readTar } from "../../src/oci/tar";
 import { KilnClient } from "../../src/runner/client";
 import { createHash, randomBytes } from "node:crypto";
 import { ADMIN_TOKEN, startKiln, type KilnServer } from "./server";
@@ -95,7 +93,7 @@ describe.skipIf(!canRun)("runner process against kiln", () => {
     const blob = await fetch(`${kiln.url}/v2/${REPO}/blobs/${layer!.digest}`, { headers: auth });
     expect(blob.status).toBe(200);
     const names: string[] = [];
-    for await (const e of readTar(Readable.fromWeb(blob.body! as import("node:stream/web").ReadableStream).pipe(zlib.createGunzip()))) names.push(e.header.path);
+    for await (const e of readTar(blob.body!.pipeThrough(new DecompressionStream("gzip")))) names.push(e.header.path.replace(/\/$/, ""));
     expect(names).toEqual(["x", "x/y"]);
   });
 

@@ -5,13 +5,11 @@
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import zlib from "node:zlib";
-import { Readable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { have, startKiln, type KilnServer } from "./server";
 import { BUSYBOX, contextDir, createToken, tarOf, waitForBuild, type BuildResult } from "./helpers";
 import { startRunner, wipeRunnerDir, type RunnerProcess } from "./runner-helpers";
-import { readTar } from "../../src/runner/tar";
+import { collect, readTar } from "../../src/oci/tar";
 
 const canRun = process.getuid?.() === 0 && have("runc") && existsSync(BUSYBOX);
 if (!canRun) console.warn("tenancy-cache tests skipped: need root, runc and busybox-static");
@@ -56,12 +54,10 @@ describe.skipIf(!canRun)("cache scopes: RUN results and cache mounts never cross
     for (const layer of [...manifest.layers].reverse()) {
       const blob = await fetch(`${kiln.url}/v2/${repo}/blobs/${layer.digest}`, { headers: auth });
       expect(blob.status).toBe(200);
-      const tar = Readable.from(Buffer.from(await blob.arrayBuffer())).pipe(zlib.createGunzip());
+      const tar = new Blob([await blob.arrayBuffer()]).stream().pipeThrough(new DecompressionStream("gzip"));
       for await (const e of readTar(tar)) {
         if (e.header.path !== file) continue;
-        const chunks: Buffer[] = [];
-        for await (const c of e.body) chunks.push(c);
-        return Buffer.concat(chunks).toString("utf8");
+        return new TextDecoder().decode(await collect(e.body));
       }
     }
     return null;

@@ -55,6 +55,24 @@ export function opaqueWhiteout(dir: string): string {
   return c === "." || c === "" ? ".wh..wh..opq" : `${c}/.wh..wh..opq`;
 }
 
+/**
+ * Resolves a path from an archive inside its root: relative ("a/b"), "" for the root itself, null when
+ * it climbs above the root. A leading "/" or "./" is dropped; ".." that stays inside is applied.
+ */
+export function confinedTarPath(p: string): string | null {
+  const out: string[] = [];
+  for (const part of p.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (!out.length) return null;
+      out.pop();
+      continue;
+    }
+    out.push(part);
+  }
+  return out.join("/");
+}
+
 export const WHITEOUT_PREFIX = ".wh.";
 export const OPAQUE_WHITEOUT = ".wh..wh..opq";
 

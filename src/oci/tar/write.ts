@@ -13,7 +13,7 @@ import { archivePath, BLOCK, roundUp, TarError } from "./paths";
 /** An entry to write. */
 export interface TarEntry {
   path: string;
-  type: "file" | "dir" | "symlink" | "hardlink";
+  type: "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo";
   mode: number; // permission bits incl. setuid/setgid/sticky; file-type bits are ignored
   uid: number;
   gid: number;
@@ -27,9 +27,20 @@ export interface TarEntry {
   /** Extended attributes, written as PAX `SCHILY.xattr.<name>` records. Binary values (e.g.
    *  security.capability) must be Uint8Array: a string is written as its UTF-8 bytes. */
   xattrs?: Record<string, string | Uint8Array>;
+  /** Device numbers of a char or block device. */
+  devmajor?: number;
+  devminor?: number;
 }
 
 const ZERO_BLOCK = new Uint8Array(BLOCK);
+
+/** The zero bytes that pad a body of `size` bytes to whole blocks. */
+export function tarPadding(size: number): Uint8Array {
+  return new Uint8Array(roundUp(size) - size);
+}
+
+/** The two zero blocks that end an archive. */
+export const END_OF_ARCHIVE: Uint8Array = new Uint8Array(2 * BLOCK);
 const CHUNK = 64 * 1024;
 const DIRECT = 16 * 1024; // body chunks at least this big are passed through without copying
 const encoder = new TextEncoder();
@@ -96,6 +107,8 @@ interface HeaderFields {
   mtime: number;
   typeflag: string;
   linkname: string;
+  devmajor?: number;
+  devminor?: number;
 }
 
 function encodeHeader(f: HeaderFields): Uint8Array {
@@ -112,8 +125,8 @@ function encodeHeader(f: HeaderFields): Uint8Array {
   putString(b, 257, 6, "ustar\0");
   putString(b, 263, 2, "00");
   // uname (265..297) and gname (297..329) stay empty
-  putOctal(b, 329, 8, 0); // devmajor
-  putOctal(b, 337, 8, 0); // devminor
+  putOctal(b, 329, 8, f.devmajor ?? 0);
+  putOctal(b, 337, 8, f.devminor ?? 0);
   putString(b, 345, 155, f.prefix);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += b[i];
@@ -121,7 +134,7 @@ function encodeHeader(f: HeaderFields): Uint8Array {
   return b;
 }
 
-const TYPEFLAG: Record<TarEntry["type"], string> = { file: "0", hardlink: "1", symlink: "2", dir: "5" };
+const TYPEFLAG: Record<TarEntry["type"], string> = { file: "0", hardlink: "1", symlink: "2", char: "3", block: "4", dir: "5", fifo: "6" };
 
 /** The header block(s) of an entry: an optional PAX header + its records, then the ustar header. */
 export function encodeEntryHeader(e: TarEntry, size: number): Uint8Array[] {
@@ -178,7 +191,14 @@ export function encodeEntryHeader(e: TarEntry, size: number): Uint8Array[] {
     for (const k of Object.keys(e.xattrs)) pax.push([`SCHILY.xattr.${k}`, e.xattrs[k]]);
   }
   const mode = e.mode & 0o7777;
-  const header = encodeHeader({ name, prefix, mode, uid, gid, size: sizeField, mtime: mtimeField, typeflag: TYPEFLAG[e.type], linkname });
+  const dev = e.type === "char" || e.type === "block";
+  for (const [k, v] of [["devmajor", e.devmajor], ["devminor", e.devminor]] as const) {
+    if (dev && v !== undefined && (!Number.isSafeInteger(v) || v < 0 || v > MAX_OCTAL_7)) throw new TarError(`${e.path}: ${k} must be an integer in 0..${MAX_OCTAL_7}`);
+  }
+  const header = encodeHeader({
+    name, prefix, mode, uid, gid, size: sizeField, mtime: mtimeField, typeflag: TYPEFLAG[e.type], linkname,
+    devmajor: dev ? e.devmajor : 0, devminor: dev ? e.devminor : 0,
+  });
   if (pax.length === 0) return [header];
   pax.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   const recs = pax.map(([k, v]) => paxRecord(k, v));
