@@ -1,16 +1,14 @@
 /** Small crypto helpers for tokens: hashing, constant-time comparison, base64url, HS256 JWTs. */
 
+import { toHex } from "../oci/digest";
+
 const encoder = new TextEncoder();
 
 export async function sha256(data: string): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(data)));
 }
 
-export function toHex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
-}
+export { toHex };
 
 export async function sha256Hex(data: string): Promise<string> {
   return toHex(await sha256(data));

@@ -3,6 +3,8 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { DockerfileError } from "../dockerfile/errors";
 import { ingestContext, type ContextEntries } from "../context/ingest";
+import { isRepositoryName, isTag } from "../oci/names";
+import { splitPlatform } from "../oci/platform";
 import { insertBuild } from "../storage/builds";
 import { planDockerfile, platformString, type BuildGraph } from "../plan/graph";
 import { loadImage } from "./image";
@@ -35,9 +37,6 @@ export interface StartedBuild {
   events: string;
 }
 
-const REPO_RE = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
-const TAG_RE = /^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$/;
-
 /** `repo:tag` (tag defaults to latest; a local registry host prefix is dropped). */
 export function parseTag(spec: string, origin: string): { repository: string; tag: string } {
   let rest = spec.trim();
@@ -60,16 +59,16 @@ export function parseTag(spec: string, origin: string): { repository: string; ta
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
   }
-  if (!REPO_RE.test(rest) || rest.length > 255) throw new ApiError(400, `invalid repository name in tag ${JSON.stringify(spec)}`);
-  if (!TAG_RE.test(tag)) throw new ApiError(400, `invalid tag in ${JSON.stringify(spec)}`);
+  if (!isRepositoryName(rest)) throw new ApiError(400, `invalid repository name in tag ${JSON.stringify(spec)}`);
+  if (!isTag(tag)) throw new ApiError(400, `invalid tag in ${JSON.stringify(spec)}`);
   return { repository: rest, tag };
 }
 
 export function parsePlatform(p: string | undefined): { os: string; architecture: string; variant?: string } {
   if (!p) return { os: "linux", architecture: "amd64" };
-  const [os, architecture, variant] = p.split("/");
-  if (!os || !architecture) throw new ApiError(400, `invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
-  return variant ? { os, architecture, variant } : { os, architecture };
+  const platform = splitPlatform(p);
+  if (!platform.os || !platform.architecture) throw new ApiError(400, `invalid platform ${JSON.stringify(p)}: expected os/arch[/variant]`);
+  return platform;
 }
 
 export function newBuildId(): string {

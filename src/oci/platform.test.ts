@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatPlatform, normalizePlatform, parsePlatform, platformMatches, selectManifest } from "./platform";
+import { formatPlatform, normalizePlatform, parsePlatform, platformMatches, selectManifest, splitPlatform } from "./platform";
 
 describe("platforms", () => {
   it("normalizes like containerd", () => {
@@ -13,6 +13,12 @@ describe("platforms", () => {
     expect(parsePlatform("linux/amd64/v1")).toEqual({ os: "linux", architecture: "amd64" });
     expect(parsePlatform("linux")).toEqual({ os: "linux", architecture: "amd64" });
     for (const bad of ["", "linux//v7", "linux/amd64/v2/x"]) expect(() => parsePlatform(bad), bad).toThrow(/os\/arch/);
+  });
+
+  it("splits os/arch[/variant] as written", () => {
+    expect(splitPlatform("linux/arm64/v8")).toEqual({ os: "linux", architecture: "arm64", variant: "v8" });
+    expect(splitPlatform("linux/x86_64")).toEqual({ os: "linux", architecture: "x86_64" });
+    expect(splitPlatform("linux")).toEqual({ os: "linux", architecture: "" });
   });
 
   it("formats os/arch[/variant]", () => {

@@ -46,6 +46,15 @@ export function parsePlatform(spec: string): Platform {
   return normalizePlatform({ os: parts[0], architecture: parts[1], variant: parts[2] });
 }
 
+/**
+ * `os/arch[/variant]` split as written, without validating or normalizing (a build's platforms are
+ * kept as the user named them); a missing part is "".
+ */
+export function splitPlatform(s: string): Platform {
+  const [os = "", architecture = "", variant] = s.split("/");
+  return variant ? { os, architecture, variant } : { os, architecture };
+}
+
 /** `os/arch[/variant]`. */
 export function formatPlatform(p: { os: string; architecture: string; variant?: string }): string {
   return p.variant ? `${p.os}/${p.architecture}/${p.variant}` : `${p.os}/${p.architecture}`;
