@@ -47,6 +47,13 @@ module.exports = {
       from: { path: "^src/storage/" },
       to: { path: "^src/(api|ui|registry|builder)/" },
     },
+    {
+      name: "storage-speaks-no-http",
+      comment: "Storage throws StorageError (src/storage/errors.ts); src/registry maps it to OCI errors.",
+      severity: "error",
+      from: { path: "^src/storage/" },
+      to: { path: "^src/(errors\\.ts$|http/)" },
+    },
   ],
   options: {
     doNotFollow: { path: "node_modules" },

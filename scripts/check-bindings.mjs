@@ -1,13 +1,15 @@
 #!/usr/bin/env node
 // R2 and D1 are reached only through src/storage (DESIGN.md "Folders"). Bindings are not imports, so
-// dependency-cruiser cannot see them: this fails when the bucket or database binding, or their types,
-// appear in any other source file. src/env.ts and the generated worker-configuration.d.ts declare them.
+// dependency-cruiser cannot see them: this fails when the bucket or database binding, or an R2/D1 type,
+// appears in any other source file. src/env.ts and the generated worker-configuration.d.ts declare them.
 import { readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const root = process.argv[2] ?? "src";
 const allowed = [/^src\/storage\//, /^src\/env\.ts$/];
-const forbidden = /\b(BUCKET|DB|D1Database|R2Bucket)\b/;
+// the bindings, and any R2/D1 type (R2Bucket, R2ObjectBody, D1Database, D1Result, …): storage hands out
+// streams, bytes and plain rows
+const forbidden = /\b(BUCKET|DB|(?:R2|D1)[A-Z][A-Za-z]*)\b/;
 
 function* sources(dir) {
   for (const e of readdirSync(dir, { withFileTypes: true })) {

@@ -3,7 +3,7 @@ import type { Env } from "../env";
 import { buildManifest, emptyConfig, encodeJson, isIndexDocument, parseImageConfig, parseManifest, rfc3339, type ImageConfig } from "../oci/image";
 import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
-import { getBlob, linkBlob, linkedBlobSizes, putBlobBytes } from "../storage/blobs";
+import { getBlobBytes, linkBlob, linkedBlobSizes, putBlobBytes } from "../storage/blobs";
 import { getManifest, putManifest } from "../storage/manifests";
 import { StepError, type ImageState, type LayerRef } from "./model";
 import { pullImage, type PulledImage } from "../upstream/pull";
@@ -120,9 +120,9 @@ export async function loadImage(env: Env, ref: string, reader: ImageReader, plat
       throw new StepError(`${ref}: ${what} ${d.digest} (${d.size} bytes) is not stored in repository ${repository}; an image whose blobs live elsewhere (foreign layers) cannot be a base`);
     }
   }
-  const cfgBlob = await getBlob(env, doc.config.digest);
-  if (!cfgBlob) throw new StepError(`${ref}: config ${doc.config.digest} is missing`);
-  const config = parseImageConfig(new Uint8Array(await cfgBlob.arrayBuffer()));
+  const cfgBytes = await getBlobBytes(env, doc.config.digest);
+  if (!cfgBytes) throw new StepError(`${ref}: config ${doc.config.digest} is missing`);
+  const config = parseImageConfig(cfgBytes);
   const c = (config.config ??= {});
   if (!(c.Env ?? []).some((e) => e.startsWith("PATH="))) c.Env = [`PATH=${DEFAULT_PATH}`, ...(c.Env ?? [])];
   return {

@@ -29,9 +29,17 @@ function r2Checksum(d: Digest): R2PutOptions {
   return algorithmOf(d) === "sha256" ? { sha256: hexOf(d) } : { sha512: hexOf(d) };
 }
 
-export async function getBlob(env: Env, digest: string, range?: { offset: number; length?: number }): Promise<R2ObjectBody | null> {
+/** A stored blob's bytes (only `range` of them when given) as a stream, with the blob's whole size; null when unknown. */
+export async function getBlob(env: Env, digest: string, range?: { offset: number; length?: number }): Promise<{ body: ReadableStream<Uint8Array>; size: number } | null> {
   if (!isDigest(digest) || !(await statBlob(env, digest))) return null;
-  return env.BUCKET.get(blobKey(digest), range ? { range } : undefined);
+  const obj = await env.BUCKET.get(blobKey(digest), range ? { range } : undefined);
+  return obj ? { body: obj.body, size: obj.size } : null;
+}
+
+/** A small blob (an image config, a manifest) read whole; null when unknown. */
+export async function getBlobBytes(env: Env, digest: string): Promise<Uint8Array | null> {
+  const blob = await getBlob(env, digest);
+  return blob ? new Uint8Array(await new Response(blob.body).arrayBuffer()) : null;
 }
 
 function digestMismatch(d: Digest, actual?: string): StorageError {

@@ -16,7 +16,7 @@
  * fetched from that repository (upstream_links): naming a digest on another host proves nothing.
  */
 import type { Env } from "../env";
-import { getBlob, putBlobVerified, statBlob } from "../storage/blobs";
+import { getBlobBytes, putBlobVerified, statBlob } from "../storage/blobs";
 import {
   isUpstreamLinked, lastResolution, linkUpstream, recordResolution, recordUpstreamImageAccess, recordUpstreamManifest,
   revokeUpstreamImageGrant, upstreamEntry, upstreamImageAccess, upstreamManifest,
@@ -62,9 +62,7 @@ function bytesStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
 }
 
 async function readStoredBytes(env: Env, digest: string): Promise<Uint8Array | null> {
-  const obj = await getBlob(env, digest);
-  if (!obj) return null;
-  return new Uint8Array(await obj.arrayBuffer());
+  return await getBlobBytes(env, digest);
 }
 
 function detectMediaType(bytes: Uint8Array, header: string): string {

@@ -2,7 +2,7 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { StorageError } from "../../../src/storage/errors";
-import { getBlob, linkBlob, putBlobComputed, putBlobVerified, repoHasBlob, statBlob } from "../../../src/storage/blobs";
+import { getBlob, getBlobBytes, linkBlob, putBlobComputed, putBlobVerified, repoHasBlob, statBlob } from "../../../src/storage/blobs";
 import { MAX_MANIFEST_SIZE, ensureRepository, getManifest, putManifest } from "../../../src/storage/manifests";
 import { OCI_MANIFEST, bytesOf, randomBytes, reg, sha256, streamOf } from "./helpers";
 
@@ -20,7 +20,9 @@ describe("storage: blobs", () => {
       expect(stored).toEqual({ digest: await sha256(data), size });
       expect(await statBlob(env, stored.digest)).toEqual({ size });
       const obj = await getBlob(env, stored.digest);
-      expect(await sha256(new Uint8Array(await obj!.arrayBuffer()))).toBe(stored.digest);
+      expect(obj!.size).toBe(size);
+      expect(await sha256(new Uint8Array(await new Response(obj!.body).arrayBuffer()))).toBe(stored.digest);
+      expect(await sha256((await getBlobBytes(env, stored.digest))!)).toBe(stored.digest);
     }
     // No temporary objects are left behind.
     expect((await env.BUCKET.list({ prefix: "tmp/" })).objects).toEqual([]);
@@ -48,9 +50,9 @@ describe("storage: blobs", () => {
     const data = randomBytes(5000);
     const { digest } = await putBlobComputed(env, streamOf(data));
     const part = await getBlob(env, digest, { offset: 100, length: 50 });
-    expect(new Uint8Array(await part!.arrayBuffer())).toEqual(data.slice(100, 150));
+    expect(new Uint8Array(await new Response(part!.body).arrayBuffer())).toEqual(data.slice(100, 150));
     const tail = await getBlob(env, digest, { offset: 4990 });
-    expect(new Uint8Array(await tail!.arrayBuffer())).toEqual(data.slice(4990));
+    expect(new Uint8Array(await new Response(tail!.body).arrayBuffer())).toEqual(data.slice(4990));
     expect(await repoHasBlob(env, "st/repo", digest)).toBe(false);
     expect((await reg(`/v2/st/repo/blobs/${digest}`, { method: "HEAD" })).status).toBe(404);
     await linkBlob(env, "st/repo", digest);
@@ -58,6 +60,7 @@ describe("storage: blobs", () => {
     expect((await reg(`/v2/st/repo/blobs/${digest}`, { method: "HEAD" })).status).toBe(200);
     await rejectsWith(linkBlob(env, "st/repo", await sha256("never stored")), "BLOB_UNKNOWN");
     expect(await getBlob(env, await sha256("never stored"))).toBeNull();
+    expect(await getBlobBytes(env, await sha256("never stored"))).toBeNull();
   });
 });
 
