@@ -2,7 +2,6 @@
 import type { Context } from "hono";
 import type { Env } from "../env";
 import { OciError } from "../errors";
-import { rangeHeader } from "../storage/uploads";
 
 export type Ctx = Context<{ Bindings: Env }>;
 
@@ -32,6 +31,11 @@ export function unsupportedMethod(c: Ctx): never {
 /** Response without a body (HEAD responses pass their Content-Length in `headers`). */
 export function empty(status: number, headers: Record<string, string>): Response {
   return new Response(null, { status, headers });
+}
+
+/** `Range` header value for `size` bytes received, as distribution sends it (`0-0` when empty). */
+function rangeHeader(size: number): string {
+  return `0-${size > 0 ? size - 1 : 0}`;
 }
 
 /** Where an upload session stands: its URL, the bytes received so far, its id. */

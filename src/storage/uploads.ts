@@ -64,11 +64,6 @@ function rangeError(session: UploadSession, message: string): StorageError {
   return new StorageError("RANGE_INVALID", message, { upload: { repo: session.repo, id: session.id, size: session.size } });
 }
 
-/** `Range` header value for `size` bytes received, as distribution sends it (`0-0` when empty). */
-export function rangeHeader(size: number): string {
-  return `0-${size > 0 ? size - 1 : 0}`;
-}
-
 /**
  * Appends a chunk. `start` (from Content-Range) must equal the bytes received so far, else
  * RANGE_INVALID (416). `length` is the announced length when known; a streamed body of unknown
