@@ -36,19 +36,7 @@ export function leavingKey(tokenId: string, runnerId: string): string {
   return `${tokenId}\n${runnerId}`;
 }
 
-export function platformString(p: RunJob["platform"]): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join("/");
-}
-
-/** Whether a runner platform ("linux/amd64", "linux/arm64/v8") can run a job platform. */
-export function platformMatches(jobPlatform: string, runnerPlatforms: string[]): boolean {
-  const [jos, jarch, jvar] = jobPlatform.split("/");
-  return runnerPlatforms.some((rp) => {
-    const [ros, rarch, rvar] = rp.split("/");
-    if (ros !== jos || rarch !== jarch) return false;
-    return !jvar || !rvar || jvar === rvar;
-  });
-}
+export { formatPlatform as platformString, platformMatches } from "../oci/platform";
 
 const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
 

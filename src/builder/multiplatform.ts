@@ -6,9 +6,10 @@
  */
 import type { Env } from "../env";
 import { ApiError } from "../errors";
-import { buildIndex, encodeJson, parseManifest, type Descriptor, type Platform } from "../oci/image";
+import { buildIndex, encodeJson, parseManifest, type Descriptor } from "../oci/image";
 import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
+import { splitPlatform } from "../oci/platform";
 import { linkBlob } from "../storage/blobs";
 import { getManifest, putManifest, statManifest } from "../storage/manifests";
 import type { BuildSpec, BuildStatus, BuildView, ChildView, ImageState, StepStatus, StepView } from "./model";
@@ -36,10 +37,7 @@ export function parsePlatformList(p: string): string[] {
   return out;
 }
 
-export function platformObject(p: string): Platform {
-  const [os, architecture, variant] = p.split("/");
-  return variant ? { os, architecture, variant } : { os, architecture };
-}
+export { splitPlatform as platformObject };
 
 /** The id of the child of `parentId` for `platform`: `<parent>-linux-arm64-v8`. */
 export function childBuildId(parentId: string, platform: string): string {
@@ -93,7 +91,7 @@ export async function pushIndex(env: Env, tags: { repository: string; tag: strin
   for (const c of children) {
     const info = await statManifest(env, home, c.digest);
     if (!info) throw new Error(`the ${c.platform} image ${c.digest} is missing from ${home}`);
-    descriptors.push({ mediaType: info.mediaType, digest: info.digest, size: info.size, platform: platformObject(c.platform) });
+    descriptors.push({ mediaType: info.mediaType, digest: info.digest, size: info.size, platform: splitPlatform(c.platform) });
   }
   const bytes = encodeJson(buildIndex(descriptors));
   const digest = await digestOf(bytes);

@@ -62,9 +62,7 @@ export interface PlannedDockerfile {
   graph: BuildGraph;
 }
 
-export function platformString(p: { os: string; architecture: string; variant?: string }): string {
-  return `${p.os}/${p.architecture}${p.variant ? `/${p.variant}` : ""}`;
-}
+export { formatPlatform as platformString } from "../oci/platform";
 
 export function stepKind(inst: Instruction): StepKind {
   switch (inst.kind) {
