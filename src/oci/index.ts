@@ -4,3 +4,5 @@ export * from "./mediatypes";
 export * from "./tar";
 export * from "./layer";
 export * from "./image";
+export * from "./platform";
+export * from "./names";
