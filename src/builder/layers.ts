@@ -1,7 +1,7 @@
 /** Layers in the Worker: writing deterministic layers into the blob store, reading an image's file tree. */
 import type { Env } from "../env";
 import { workerHasher } from "../context/hasher";
-import { ByteReader } from "../context/bytes";
+import { ByteReader } from "../oci/bytes";
 import { yieldEvery } from "../context/yield";
 export { yieldEvery };
 import { readTar } from "../context/tar-reader";

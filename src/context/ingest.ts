@@ -2,7 +2,7 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { DockerIgnore } from "../dockerfile/dockerignore";
 import { ContextPackWriter, deleteContext, deleteContextIndex, putContextIndex, readContextRange } from "../storage/contexts";
-import { ByteReader } from "./bytes";
+import { ByteReader } from "../oci/bytes";
 import { concatBytes } from "../http/body";
 import { yieldEvery } from "./yield";
 import { workerHasher } from "./hasher";

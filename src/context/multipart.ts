@@ -1,4 +1,4 @@
-import { concat } from "./bytes";
+import { concat } from "../oci/bytes";
 
 /** Streaming multipart/form-data reader: parts are handed out one at a time with a streaming body. */
 export interface FormPart {

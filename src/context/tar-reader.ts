@@ -1,5 +1,5 @@
 import { readTar as readOciTar, TarError, type TarHeader, type TarReadEntry } from "../oci/tar";
-import type { ByteReader } from "./bytes";
+import type { ByteReader } from "../oci/bytes";
 
 /**
  * Tar entries for context ingest and layer reading, over src/oci's streaming reader (ustar, GNU long

@@ -1,6 +1,6 @@
 /** ADD specifics: local tar archives are extracted, http(s) URLs downloaded (with --checksum verified). */
 import type { Env } from "../../env";
-import { ByteReader } from "../../context/bytes";
+import { ByteReader } from "../../oci/bytes";
 import { concatBytes } from "../../http/body";
 import { OutboundError, outboundPolicy, safeFetch } from "../../http/outbound";
 import { workerHasher } from "../../context/hasher";

@@ -1,4 +1,5 @@
 /** Streaming tar reader: ustar, PAX (xattrs kept raw) and GNU long names. */
+import { ByteReader } from "../bytes";
 import { BLOCK, roundUp, TarError } from "./paths";
 
 export type TarEntryType = "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo" | "other";
@@ -44,83 +45,6 @@ export interface ReadTarOptions {
 /** Reads `stream` as tar entries. See ReadTarOptions for end-of-archive handling. */
 export function readTar(stream: ReadableStream<Uint8Array>, options: ReadTarOptions = {}): AsyncIterable<TarReadEntry> {
   return { [Symbol.asyncIterator]: () => readEntries(stream, options) };
-}
-
-/** Pulls bytes from a stream in caller-sized pieces, handing out views of the input chunks. */
-class ByteReader {
-  private cur: Uint8Array = new Uint8Array(0);
-  eof = false;
-  /** Bytes consumed so far (for error messages). */
-  offset = 0;
-  constructor(private readonly reader: ReadableStreamDefaultReader<Uint8Array>) {}
-
-  private async fill(): Promise<boolean> {
-    while (this.cur.length === 0) {
-      if (this.eof) return false;
-      const { done, value } = await this.reader.read();
-      if (done) {
-        this.eof = true;
-        return false;
-      }
-      if (value) this.cur = value;
-    }
-    return true;
-  }
-
-  /** Up to `max` bytes (a view, no copy), or null at the end of input. */
-  async readUpTo(max: number): Promise<Uint8Array | null> {
-    if (!(await this.fill())) return null;
-    const n = Math.min(max, this.cur.length);
-    const out = this.cur.subarray(0, n);
-    this.cur = this.cur.subarray(n);
-    this.offset += n;
-    return out;
-  }
-
-  /** Exactly `n` bytes, or the number of bytes that were left when the input ended early. */
-  async readExact(n: number): Promise<Uint8Array | number> {
-    if (!(await this.fill())) return 0;
-    if (this.cur.length >= n) {
-      const out = this.cur.subarray(0, n);
-      this.cur = this.cur.subarray(n);
-      this.offset += n;
-      return out;
-    }
-    const out = new Uint8Array(n);
-    let got = 0;
-    while (got < n) {
-      const part = await this.readUpTo(n - got);
-      if (!part) return got;
-      out.set(part, got);
-      got += part.length;
-    }
-    return out;
-  }
-
-  /** Skips `n` bytes; returns how many were skipped (< n when the input ended). */
-  async skip(n: number): Promise<number> {
-    let left = n;
-    while (left > 0) {
-      const part = await this.readUpTo(Math.min(left, 1 << 30));
-      if (!part) break;
-      left -= part.length;
-    }
-    return n - left;
-  }
-
-  async drain(): Promise<void> {
-    this.cur = new Uint8Array(0);
-    while (!this.eof) {
-      const { done } = await this.reader.read();
-      if (done) this.eof = true;
-    }
-  }
-
-  async cancel(reason?: unknown): Promise<void> {
-    if (this.eof) return;
-    this.eof = true;
-    await this.reader.cancel(reason).catch(() => {});
-  }
 }
 
 const utf8 = new TextDecoder();
@@ -223,7 +147,7 @@ function emptyStream(): ReadableStream<Uint8Array> {
 }
 
 async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTarOptions): AsyncGenerator<TarReadEntry> {
-  const br = new ByteReader(stream.getReader());
+  const br = new ByteReader(stream);
   const global: Record<string, string> = {};
   let local: Record<string, string> = {};
   const globalRaw: Record<string, Uint8Array> = {};
@@ -236,7 +160,7 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
 
   const readMeta = async (size: number, at: number, what: string): Promise<Uint8Array> => {
     if (size > MAX_META) throw new TarError(`tar ${what} at byte ${at} is too large (${size} bytes)`);
-    const data = await br.readExact(size);
+    const data = await br.readFull(size);
     if (typeof data === "number") throw new TarError(`tar archive truncated in ${what} at byte ${at}`);
     const pad = roundUp(size) - size;
     if ((await br.skip(pad)) !== pad) throw new TarError(`tar archive truncated in ${what} at byte ${at}`);
@@ -257,7 +181,7 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
         if ((await br.skip(p.pad)) !== p.pad) throw new TarError(`tar archive truncated at byte ${br.offset}`);
       }
       const at = br.offset;
-      const blk = await br.readExact(BLOCK);
+      const blk = await br.readFull(BLOCK);
       if (typeof blk === "number") {
         if (blk === 0) {
           if (options.requireEndMarker) throw new TarError(`tar archive truncated: no end-of-archive marker after byte ${at}`);
@@ -273,7 +197,7 @@ async function* readEntries(stream: ReadableStream<Uint8Array>, options: ReadTar
         // End of archive: the second zero block may be missing; anything after it is ignored.
         finished = true;
         if (options.drainTrailing === false) await br.cancel();
-        else await br.drain();
+        else await br.discardRest();
         return;
       }
       verifyChecksum(blk, at);

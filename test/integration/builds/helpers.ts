@@ -121,7 +121,7 @@ export async function imageOf(repo: string, ref: string): Promise<{ manifest: { 
 
 /** The entries of a layer blob: path → { type, mode, uid, gid, body }. */
 export async function layerEntries(repo: string, digest: string): Promise<Record<string, { type: string; mode: number; uid: number; gid: number; body?: string; linkname?: string }>> {
-  const { ByteReader } = await import("../../../src/context/bytes");
+  const { ByteReader } = await import("../../../src/oci/bytes");
   const { readTar } = await import("../../../src/context/tar-reader");
   const res = await SELF.fetch(`http://kiln.test/v2/${repo}/blobs/${digest}`, { headers: ADMIN });
   if (!res.ok) throw new Error(`blob ${digest}: ${res.status}`);
