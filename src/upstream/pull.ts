@@ -22,6 +22,7 @@ import {
   revokeUpstreamImageGrant, upstreamEntry, upstreamImageAccess, upstreamManifest,
 } from "../storage/upstreams";
 import { RegistryClient, UpstreamError, type FetchLike } from "./client";
+import { digestOf } from "../oci/digest";
 import { formatPlatform, selectManifest, type IndexEntry, type Platform } from "../oci/platform";
 import { formatReference, parseReference, referenceTarget, type ImageReference } from "./reference";
 
@@ -50,11 +51,6 @@ export interface PulledImage {
   layers: Descriptor[];
   /** Number of manifests and blobs downloaded from the upstream by this call. */
   fetched: number;
-}
-
-async function sha256Digest(bytes: Uint8Array): Promise<string> {
-  const h = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return `sha256:${[...h].map((b) => b.toString(16).padStart(2, "0")).join("")}`;
 }
 
 function bytesStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
@@ -137,7 +133,7 @@ export class Puller {
     const client = this.fetcher(src);
     const got = await client.getManifest(src.repository, digest);
     this.fetched++;
-    const actual = await sha256Digest(got.bytes);
+    const actual = await digestOf(got.bytes);
     if (actual !== digest) throw new UpstreamError("bad-response", `${client.upstream.host}/${src.repository}@${digest}: manifest content hashes to ${actual}`);
     const mediaType = detectMediaType(got.bytes, got.mediaType);
     await this.storeManifest(src, digest, got.bytes, mediaType);
@@ -219,7 +215,7 @@ export class Puller {
     if (!digest || !/^sha256:[a-f0-9]{64}$/.test(digest)) {
       const got = await asked.client.getManifest(src.repository, target);
       this.fetched++;
-      digest = await sha256Digest(got.bytes);
+      digest = await digestOf(got.bytes);
       await this.storeManifest(src, digest, got.bytes, detectMediaType(got.bytes, got.mediaType));
     }
     if (!ref.digest) await recordResolution(this.env, src.host, src.repository, target, digest);
