@@ -10,6 +10,11 @@ const D1 = `sha256:${"1".repeat(64)}`;
 const D2 = `sha256:${"2".repeat(64)}`;
 
 describe("canonicalJson", () => {
+  it("writes Maps as objects, Sets as arrays and bigints as strings, and refuses non-finite numbers", () => {
+    expect(canonicalJson({ m: new Map<string, unknown>([["b", 1], ["a", new Set([2, 1])]]), n: 10n })).toBe('{"m":{"a":[2,1],"b":1},"n":"10"}');
+    expect(() => canonicalJson({ x: NaN })).toThrow(/non-finite/);
+    expect(() => canonicalJson([Infinity])).toThrow(/non-finite/);
+  });
   it("sorts keys at every depth, drops undefined, keeps array order, has no whitespace", () => {
     expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: undefined, x: 2 }], c: "é" }, u: undefined })).toBe('{"a":{"c":"é","d":[3,{"x":2,"z":1}]},"b":1}');
   });

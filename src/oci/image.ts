@@ -186,7 +186,8 @@ function stripDescriptor(d: Descriptor): Descriptor {
 
 /**
  * Deterministic JSON: object keys sorted (by UTF-16 code unit), no whitespace, `undefined` members
- * dropped. docker and BuildKit do not sort keys (Go marshals struct fields in declaration order), so
+ * dropped; Maps are written as objects, Sets as arrays, bigints as strings; a non-finite number is
+ * refused (JSON cannot say it). Used for configs, manifests and indexes, and for cache keys. docker and BuildKit do not sort keys (Go marshals struct fields in declaration order), so
  * kiln's digests will not equal theirs for the same content; what matters is that the same build
  * always yields the same bytes, hence the same digest.
  */
@@ -195,6 +196,10 @@ export function canonicalJson(value: unknown): string {
 }
 
 function sortKeys(v: unknown): unknown {
+  if (typeof v === "number" && !Number.isFinite(v)) throw new Error("canonical JSON: non-finite number");
+  if (typeof v === "bigint") return v.toString();
+  if (v instanceof Map) return sortKeys(Object.fromEntries(v));
+  if (v instanceof Set) return sortKeys([...v]);
   if (Array.isArray(v)) return v.map((x) => (x === undefined ? null : sortKeys(x)));
   if (v !== null && typeof v === "object") {
     if (typeof (v as { toJSON?: unknown }).toJSON === "function") return sortKeys((v as { toJSON(): unknown }).toJSON());

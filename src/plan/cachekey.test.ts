@@ -14,6 +14,17 @@ const base: CacheKeyInput = {
 };
 
 describe("cacheKeyFor", () => {
+  it("derives the same key as before canonical JSON moved to src/oci (stored cache entries stay valid)", async () => {
+    const input: CacheKeyInput = {
+      ...base,
+      instruction: { kind: "COPY", sources: ["."], dest: "/app", chown: "1000" },
+      env: ["A=1", "B=é"],
+      sources: [base.sources![0], base.sources![2]],
+      fromKey: "f".repeat(64),
+    };
+    expect(await cacheKeyFor(input)).toBe("1a40b34b73497f49bc61a073e15ce07921bea73bc7598ad9a8bd5dac03a83503");
+  });
+
   it("is a sha256 hex string and deterministic", async () => {
     const k = await cacheKeyFor(base);
     expect(k).toMatch(/^[0-9a-f]{64}$/);

@@ -2,6 +2,8 @@
  * Cache keys (DESIGN.md "Cache keys"): sha256 of the canonical JSON of everything a step's result
  * depends on, the cache scope first of all. Modification times never count; the order sources were listed in does not matter.
  */
+import { sha256Hex } from "../oci/digest";
+import { canonicalJson } from "../oci/image";
 
 export interface CacheSource {
   dest: string;
@@ -44,22 +46,7 @@ export const SHARED_CACHE_SCOPE = "*";
  */
 const KEY_VERSION = 2;
 
-/** JSON with object keys sorted, undefined members dropped: one text per value. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== "object") {
-    if (typeof value === "number" && !Number.isFinite(value)) throw new Error("cache key: non-finite number");
-    if (typeof value === "bigint") return JSON.stringify(value.toString());
-    return JSON.stringify(value) ?? "null";
-  }
-  if (Array.isArray(value)) return "[" + value.map((v) => (v === undefined ? "null" : canonicalJson(v))).join(",") + "]";
-  if (value instanceof Map) return canonicalJson(Object.fromEntries(value));
-  if (value instanceof Set) return canonicalJson([...value]);
-  const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj)
-    .filter((k) => obj[k] !== undefined && typeof obj[k] !== "function")
-    .sort();
-  return "{" + keys.map((k) => JSON.stringify(k) + ":" + canonicalJson(obj[k])).join(",") + "}";
-}
+export { canonicalJson };
 
 function normalizeSource(s: CacheSource): CacheSource {
   const out: CacheSource = { dest: s.dest, mode: s.mode, uid: s.uid, gid: s.gid, sha256: s.sha256 };
@@ -86,6 +73,5 @@ export async function cacheKeyFor(input: CacheKeyInput): Promise<string> {
   }
   if (input.fromKey !== undefined) doc.fromKey = input.fromKey;
   const bytes = new TextEncoder().encode(canonicalJson(doc));
-  const digest = await crypto.subtle.digest("SHA-256", bytes);
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return sha256Hex(bytes);
 }
