@@ -1,22 +1,10 @@
 /** Cache keys of build steps: src/plan's cacheKeyFor (DESIGN.md "Cache keys"), with kiln's step extras folded in. */
-import { cacheKeyFor as planCacheKeyFor, SHARED_CACHE_SCOPE, type CacheSource } from "../plan/cachekey";
+import { cacheKeyFor as planCacheKeyFor, SHARED_CACHE_SCOPE, type CacheKeyInput } from "../plan/cachekey";
 import type { Instruction } from "../dockerfile/types";
 import type { Env } from "../env";
 
-export interface StepKeyInput {
-  /** The scope the key belongs to: see stepScopes (the build's cache scope, or shared for Worker steps). */
-  scope: string;
-  /** The previous step's key, or for FROM: "scratch" / the base manifest digest / the source stage's key. */
-  parent: string;
-  platform: string;
-  /** The instruction after expansion, with its flags (locations and original text left out). */
-  instruction: unknown;
-  /** RUN: the env and build args it can see. */
-  env?: string[];
-  /** COPY/ADD: every source file (mtimes never count). */
-  sources?: CacheSource[];
-  /** COPY --from: the source stage's key (or image manifest digest). */
-  fromKey?: string;
+/** The plan's key inputs, plus the step's other inputs folded into the instruction. */
+export interface StepKeyInput extends CacheKeyInput {
   /** Other inputs the result depends on (ARG values from --build-arg, RUN's argv/workdir/user). */
   values?: unknown;
 }

@@ -320,20 +320,26 @@ export class PlainProgress implements Progress {
   done(build: BuildView, source?: DockerfileSource): void {
     this.model.finish(build);
     this.pump();
-    if (build.status === "succeeded") {
-      for (const l of successLines(build, this.next++)) this.write(`${l}\n`);
-      this.write(`kiln: build ${build.id} succeeded\n`);
-    } else if (build.status === "cancelled") {
-      this.write(`kiln: build ${build.id} was cancelled\n`);
-    } else {
-      this.write(failureSummary(this.model, build, source));
-    }
+    const pushed = build.status === "succeeded" ? successLines(build, this.next++).map((l) => `${l}\n`).join("") : "";
+    this.write(outcomeText(this.model, build, source, pushed));
   }
 
   rejected(message: string, line: number | undefined, source?: DockerfileSource): void {
     this.pump();
-    this.write(failureSummary(this.model, { id: "", status: "failed", error: { message, line } }, source));
+    this.write(rejectedText(this.model, message, line, source));
   }
+}
+
+/** The end of a followed build: what was pushed and "succeeded", "was cancelled", or the failure summary. */
+function outcomeText(model: BuildModel, build: BuildView, source: DockerfileSource | undefined, pushed: string): string {
+  if (build.status === "succeeded") return `${pushed}kiln: build ${build.id} succeeded\n`;
+  if (build.status === "cancelled") return `kiln: build ${build.id} was cancelled\n`;
+  return failureSummary(model, build, source);
+}
+
+/** A build refused at submit (a Dockerfile error): the excerpt and the error. */
+function rejectedText(model: BuildModel, message: string, line: number | undefined, source?: DockerfileSource): string {
+  return failureSummary(model, { id: "", status: "failed", error: { message, line } }, source);
 }
 
 /** Only the result: the image digest on success; the failure summary (to `writeErr`) otherwise. */
@@ -462,19 +468,14 @@ export class TtyProgress implements Progress {
   done(build: BuildView, source?: DockerfileSource): void {
     this.model.finish(build);
     this.stop();
-    if (build.status === "succeeded") {
-      if (build.image) this.write(` => pushed ${build.image.tags.map((t) => `${build.image!.repository}:${t}`).join(", ") || build.image.repository}\n => digest ${build.image.digest}\n`);
-      this.write(`kiln: build ${build.id} succeeded\n`);
-    } else if (build.status === "cancelled") {
-      this.write(`kiln: build ${build.id} was cancelled\n`);
-    } else {
-      this.write(failureSummary(this.model, build, source));
-    }
+    const img = build.image;
+    const pushed = build.status === "succeeded" && img ? ` => pushed ${img.tags.map((t) => `${img.repository}:${t}`).join(", ") || img.repository}\n => digest ${img.digest}\n` : "";
+    this.write(outcomeText(this.model, build, source, pushed));
   }
 
   rejected(message: string, line: number | undefined, source?: DockerfileSource): void {
     this.stop();
-    this.write(failureSummary(this.model, { id: "", status: "failed", error: { message, line } }, source));
+    this.write(rejectedText(this.model, message, line, source));
   }
 }
 
