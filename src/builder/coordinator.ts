@@ -105,8 +105,8 @@ export class BuildCoordinator extends DurableObject<Env> {
 
   /** A multi-platform child ended (called by the child; the parent then reads its state). */
   async childFinished(childId: string): Promise<void> {
-    void childId;
     if (!this.store.maybeSpec()?.children) return;
+    this.parent.childNotified(childId);
     await this.parent.check();
   }
 

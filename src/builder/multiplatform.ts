@@ -109,6 +109,12 @@ export async function pushIndex(env: Env, tags: { repository: string; tag: strin
 const CHILD_POLL_MS = 5_000;
 /** A child that has not started by then (its start call failed) fails the parent. */
 const CHILD_START_MS = 60_000;
+/**
+ * A child's progress lines and then its "finished" notification reach the parent in order; a poll
+ * that sees a child ended before its notification arrived waits this long for it (so the child's last
+ * lines are in the parent's stream before the parent ends), then goes on without it.
+ */
+const CHILD_NOTIFY_GRACE_MS = 30_000;
 
 /**
  * The parent of a multi-platform build: it runs no steps, one row per platform mirrors its child
@@ -137,6 +143,12 @@ export class ParentBuild {
     const i = this.host.store.maybeSpec()?.children?.findIndex((c) => c.id === childId) ?? -1;
     if (i < 0 || this.host.store.ended()) return;
     this.host.events.log(i + 1, text);
+  }
+
+  /** A child said it ended: every progress line it sent before is already in the parent's stream. */
+  childNotified(childId: string): void {
+    const notified = this.host.store.getMeta<string[]>("notified") ?? [];
+    if (!notified.includes(childId)) this.host.store.setMeta("notified", [...notified, childId]);
   }
 
   /** Reads the children's states (one check at a time); fails on the first failed child, pushes the index when all succeeded. */
@@ -170,6 +182,8 @@ export class ParentBuild {
         return;
       }
       if (!v || v.status === c.status) continue;
+      const notified = store.getMeta<string[]>("notified") ?? [];
+      if (TERMINAL.has(v.status) && !notified.includes(c.id) && now - (v.finishedAt ?? 0) < CHILD_NOTIFY_GRACE_MS) continue;
       c.status = v.status;
       if (v.image?.digest) c.digest = v.image.digest;
       store.setMeta("children", children);
