@@ -8,6 +8,22 @@ declare global {
   // eslint-disable-next-line @typescript-eslint/no-namespace
   namespace Cloudflare {
     interface Env {
+      /**
+       * `1` lets blob GETs (after the /v2 gate and the repository-link check) answer 307 with a presigned
+       * URL of the blob's R2 object, so that pulls bypass the Worker (deployed only; needs the four
+       * settings below). Unset: the Worker serves the bytes. Enabled but incomplete: bytes served, one warning.
+       */
+      KILN_R2_PRESIGN?: string;
+      /** Cloudflare account id of the R2 S3 endpoint `https://<account>.r2.cloudflarestorage.com`. */
+      KILN_R2_ACCOUNT_ID?: string;
+      /** Name of the R2 bucket bound as BUCKET (the redirect names `/<bucket>/blobs/<alg>/<hex>`). */
+      KILN_R2_BUCKET?: string;
+      /** R2 S3-API access key id (secret); a read-only token for the bucket suffices. */
+      KILN_R2_ACCESS_KEY_ID?: string;
+      /** R2 S3-API secret access key (secret). */
+      KILN_R2_SECRET_ACCESS_KEY?: string;
+      /** Lifetime in seconds of a presigned blob URL (default 300, at most 3600). */
+      KILN_R2_PRESIGN_TTL?: string;
       /** Admin API token (secret). Local default `kiln-dev-token` is set by `npm start` and tests. */
       KILN_ADMIN_TOKEN?: string;
       /** Key for signing registry Bearer tokens (secret); falls back to a key derived from the admin token. */

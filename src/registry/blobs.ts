@@ -3,6 +3,7 @@ import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
 import { getBlob, statRepoBlob, unlinkBlob } from "../storage/blobs";
 import { requireDigest } from "../storage/blobs";
+import { presignedBlobUrl } from "../storage/presign";
 import { empty, unsupportedMethod, type Ctx } from "./http";
 
 type ByteRange = { offset: number; length: number };
@@ -46,6 +47,9 @@ export async function handleBlob(c: Ctx, name: string, digest: string): Promise<
       "Cache-Control": "max-age=31536000",
     };
     if (method === "HEAD") return empty(200, { ...headers, "Content-Length": String(stat.size) });
+    // Deployed with KILN_R2_PRESIGN: the client fetches the bytes (and re-sends any Range) from R2 itself.
+    const redirect = await presignedBlobUrl(c.env, digest);
+    if (redirect) return empty(307, { Location: redirect, "Docker-Content-Digest": digest, "Cache-Control": "no-store" });
     const range = parseRange(c.req.header("range"), stat.size);
     if (range === "invalid") {
       throw new OciError("RANGE_INVALID", "requested range not satisfiable", { headers: { "Content-Range": `bytes */${stat.size}` } });
