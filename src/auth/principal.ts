@@ -5,8 +5,9 @@
 import type { Context } from "hono";
 import type { Env } from "../env";
 import { secretsEqual, sha256Hex, timingSafeEqual } from "./crypto";
-import { type RegistryAccess, verifyRegistryToken } from "./registry-token";
+import { type RegistryAccess, signingKeySource, verifyRegistryToken } from "./registry-token";
 import { checkJobToken, isJobSubject, parseJobSubject } from "./job-token";
+import { credentialCache } from "./cache";
 import type { TokenScope } from "./scopes";
 import { findLiveTokenById, findTokenByHash, looksLikeApiToken } from "../storage/tokens";
 
@@ -32,26 +33,40 @@ export async function principalFromSecret(env: Env, secret: string, allowJwt = t
   if (admin && (await secretsEqual(secret, admin))) return { principal: { kind: "admin" } };
   if (looksLikeApiToken(secret)) {
     const hash = await sha256Hex(secret);
+    const cached = credentialCache.get(hash);
+    if (cached) return { principal: cached };
     const token = await findTokenByHash(env, hash);
     if (!token || !timingSafeEqual(new TextEncoder().encode(token.hash), new TextEncoder().encode(hash))) {
       return { reason: "unknown or revoked token" };
     }
-    return { principal: { kind: "token", id: token.id, name: token.name, scopes: token.scopes } };
+    const principal: Principal = { kind: "token", id: token.id, name: token.name, scopes: token.scopes };
+    credentialCache.set(hash, principal, { tokenId: token.id });
+    return { principal };
   }
   if (allowJwt && secret.split(".").length === 3) {
+    // Keyed by the hash of the whole signed token and the key that verifies it: a hit is the very
+    // token verified before, under the same signing key.
+    const key = `jwt:${await sha256Hex(`${signingKeySource(env)}\n${secret}`)}`;
+    const cached = credentialCache.get(key);
+    if (cached) return { principal: cached };
     const verified = await verifyRegistryToken(env, secret);
     if (!verified.ok) return { reason: verified.reason === "expired" ? "token expired" : "invalid token" };
     const { sub, access, exp } = verified.claims;
-    if (sub.startsWith("token:") && !(await findLiveTokenById(env, sub.slice("token:".length)))) {
+    const tokenId = sub.startsWith("token:") ? sub.slice("token:".length) : undefined;
+    if (tokenId && !(await findLiveTokenById(env, tokenId))) {
       return { reason: "token revoked" };
     }
+    const principal: Principal = { kind: "registry", subject: sub, access, expiresAt: exp };
     if (isJobSubject(sub)) {
-      // A RUN job's credential lives only as long as its lease and its runner token (job-token.ts).
+      // A RUN job's credential lives only as long as its lease and its runner token (job-token.ts):
+      // checked on every call, never cached.
       const job = parseJobSubject(sub);
       const dead = job ? await checkJobToken(env, job) : "invalid token";
       if (dead) return { reason: dead };
+      return { principal };
     }
-    return { principal: { kind: "registry", subject: sub, access, expiresAt: exp } };
+    credentialCache.set(key, principal, { notAfter: exp * 1000, tokenId });
+    return { principal };
   }
   return { reason: "invalid token" };
 }

@@ -43,6 +43,16 @@ function cachedKey(id: string, make: () => Promise<CryptoKey>): Promise<CryptoKe
   return key;
 }
 
+/**
+ * Which signing key `signingKey(env)` uses, without deriving it (no D1 read): a token verified under
+ * one key says nothing about another (auth/cache.ts keys its entries with this).
+ */
+export function signingKeySource(env: Env): string {
+  if (env.KILN_TOKEN_SECRET) return `secret:${env.KILN_TOKEN_SECRET}`;
+  if (env.KILN_ADMIN_TOKEN) return `admin:${env.KILN_ADMIN_TOKEN}`;
+  return "generated";
+}
+
 /** KILN_TOKEN_SECRET, else HKDF of the admin token, else a random key generated once and kept in D1. */
 export async function signingKey(env: Env): Promise<CryptoKey> {
   if (env.KILN_TOKEN_SECRET) {

@@ -4,7 +4,7 @@ import { OciError } from "../errors";
 import { getBlob, statRepoBlob, unlinkBlob } from "../storage/blobs";
 import { requireDigest } from "../storage/blobs";
 import { presignedBlobUrl } from "../storage/presign";
-import { empty, unsupportedMethod, type Ctx } from "./http";
+import { IMMUTABLE_CACHE_CONTROL, empty, etagOf, noneMatch, unsupportedMethod, type Ctx } from "./http";
 
 type ByteRange = { offset: number; length: number };
 
@@ -43,9 +43,11 @@ export async function handleBlob(c: Ctx, name: string, digest: string): Promise<
       "Content-Type": "application/octet-stream",
       "Docker-Content-Digest": digest,
       "Accept-Ranges": "bytes",
-      ETag: `"${digest}"`,
-      "Cache-Control": "max-age=31536000",
+      ETag: etagOf(digest),
+      "Cache-Control": IMMUTABLE_CACHE_CONTROL,
     };
+    // Checked after the gate and the repository's link: a 304 says no more than a 200 would.
+    if (noneMatch(c.req.header("if-none-match"), digest)) return empty(304, headers);
     if (method === "HEAD") return empty(200, { ...headers, "Content-Length": String(stat.size) });
     // Deployed with KILN_R2_PRESIGN: the client fetches the bytes (and re-sends any Range) from R2 itself.
     const redirect = await presignedBlobUrl(c.env, digest);

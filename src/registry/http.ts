@@ -46,3 +46,29 @@ export function uploadHeaders(s: { repo: string; id: string; size: number }): Re
     "Docker-Upload-UUID": s.id,
   };
 }
+
+/**
+ * Content named by its digest never changes: a year, immutable. `private` because whether a caller
+ * may read it is decided per credential (a shared cache must not answer another caller).
+ */
+export const IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable";
+/** A tag may move at any time: a cache must ask again (it may send If-None-Match and get a 304). */
+export const TAG_CACHE_CONTROL = "no-cache";
+
+/** The entity tag of digest-addressed content: the quoted digest. */
+export function etagOf(digest: string): string {
+  return `"${digest}"`;
+}
+
+/**
+ * Whether an If-None-Match header (`*` or a list of entity tags, weak ones included: RFC 9110's
+ * weak comparison) matches the content with `digest`; a match answers 304 to GET and HEAD.
+ */
+export function noneMatch(header: string | undefined, digest: string): boolean {
+  if (!header) return false;
+  const want = etagOf(digest);
+  return header.split(",").some((t) => {
+    const tag = t.trim();
+    return tag === "*" || tag === want || tag === `W/${want}`;
+  });
+}

@@ -3,9 +3,11 @@ import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
 import { requireDigest } from "../storage/blobs";
 import {
-  MAX_MANIFEST_SIZE, deleteManifest, deleteTag, getManifest, isTag, putManifest, statManifest,
+  MAX_MANIFEST_SIZE, deleteManifest, deleteTag, findManifest, isTag, manifestBytes, putManifest,
 } from "../storage/manifests";
-import { empty, readLimited, requestBody, unsupportedMethod, type Ctx } from "./http";
+import {
+  IMMUTABLE_CACHE_CONTROL, TAG_CACHE_CONTROL, empty, etagOf, noneMatch, readLimited, requestBody, unsupportedMethod, type Ctx,
+} from "./http";
 
 function manifestUnknown(reference: string): OciError {
   return new OciError("MANIFEST_UNKNOWN", "manifest unknown", { detail: { reference } });
@@ -20,29 +22,23 @@ function checkReference(reference: string): void {
 export async function handleManifest(c: Ctx, name: string, reference: string): Promise<Response> {
   const method = c.req.method;
   if (method === "GET" || method === "HEAD") {
+    // At most one D1 query for the gate (none when the credential's decision is cached, auth/cache.ts),
+    // one for the manifest row, and one R2 read only for a manifest too large to live in its row.
     await authorizeRegistry(c, name, "pull");
     checkReference(reference);
-    if (method === "HEAD") {
-      const info = await statManifest(c.env, name, reference);
-      if (!info) throw manifestUnknown(reference);
-      return empty(200, {
-        "Content-Type": info.mediaType,
-        "Content-Length": String(info.size),
-        "Docker-Content-Digest": info.digest,
-        ETag: `"${info.digest}"`,
-      });
-    }
-    const m = await getManifest(c.env, name, reference);
+    const m = await findManifest(c.env, name, reference, method === "GET");
     if (!m) throw manifestUnknown(reference);
-    return new Response(m.bytes, {
-      status: 200,
-      headers: {
-        "Content-Type": m.mediaType,
-        "Content-Length": String(m.bytes.byteLength),
-        "Docker-Content-Digest": m.digest,
-        ETag: `"${m.digest}"`,
-      },
-    });
+    const headers: Record<string, string> = {
+      "Content-Type": m.mediaType,
+      "Docker-Content-Digest": m.digest,
+      ETag: etagOf(m.digest),
+      "Cache-Control": reference.includes(":") ? IMMUTABLE_CACHE_CONTROL : TAG_CACHE_CONTROL,
+    };
+    if (noneMatch(c.req.header("if-none-match"), m.digest)) return empty(304, headers);
+    if (method === "HEAD") return empty(200, { ...headers, "Content-Length": String(m.size) });
+    const bytes = m.bytes ?? (await manifestBytes(c.env, m.digest));
+    if (!bytes) throw manifestUnknown(reference);
+    return new Response(bytes, { status: 200, headers: { ...headers, "Content-Length": String(bytes.byteLength) } });
   }
   if (method === "PUT") {
     await authorizeRegistry(c, name, "push");

@@ -1,6 +1,8 @@
 /**
  * Manifests, tags and referrers. Manifest bytes are blobs (R2 `blobs/<alg>/<hex>`); the D1
  * `manifests` row makes them a manifest of one repository, `manifest_refs` records what they use.
+ * A small manifest's row also holds its exact bytes as text (`body`, migrations/0010), so reading it
+ * by tag or digest is one D1 query and no R2 read.
  */
 import type { Env } from "../env";
 import { StorageError } from "./errors";
@@ -87,6 +89,27 @@ export async function putManifest(
   return withBlobPin(env, digest, () => storeManifest(env, repo, digest, bytes, parsed, tags));
 }
 
+/** Manifests up to this size keep a copy of their bytes in their D1 row. */
+export const INLINE_MANIFEST_MAX = 64 * 1024;
+
+/**
+ * The text that encodes back to exactly `bytes`, or null when the bytes must stay in R2 only: too
+ * large, not UTF-8, or holding a NUL (which SQLite text functions may cut at). Checked by encoding the text again, so a row's body is always byte-exact.
+ */
+export function inlineBody(bytes: Uint8Array): string | null {
+  if (bytes.byteLength > INLINE_MANIFEST_MAX) return null;
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(bytes);
+  } catch {
+    return null;
+  }
+  if (text.includes("\0")) return null;
+  const again = new TextEncoder().encode(text);
+  if (again.byteLength !== bytes.byteLength || !again.every((b, i) => b === bytes[i])) return null;
+  return text;
+}
+
 async function storeManifest(
   env: Env, repo: string, digest: string, bytes: Uint8Array, parsed: ManifestReferences, tags: string[],
 ): Promise<{ digest: string; subject?: string }> {
@@ -97,12 +120,12 @@ async function storeManifest(
   const stmts: D1PreparedStatement[] = [
     db.prepare("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING").bind(repo, now),
     db.prepare(
-      `INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, body, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
-         subject = excluded.subject, annotations = excluded.annotations`,
+         subject = excluded.subject, annotations = excluded.annotations, body = excluded.body`,
     ).bind(repo, digest, parsed.mediaType, bytes.byteLength, parsed.artifactType ?? null, parsed.subject ?? null,
-      annotationsColumn(parsed.annotations), now),
+      annotationsColumn(parsed.annotations), inlineBody(bytes), now),
     db.prepare("DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?").bind(repo, digest),
   ];
   for (let i = 0; i < refs.length; i += 30) {
@@ -137,24 +160,52 @@ export interface ManifestInfo {
 }
 
 /** Looks up a manifest of `repo` by tag or digest without reading its bytes. */
-export async function statManifest(env: Env, repo: string, reference: string): Promise<ManifestInfo | null> {
-  type Row = { digest: string; media_type: string; size: number; subject: string | null };
+export function statManifest(env: Env, repo: string, reference: string): Promise<ManifestInfo | null> {
+  return findManifest(env, repo, reference, false);
+}
+
+/** A manifest found by tag or digest, with its exact bytes when its row holds them. */
+export interface ManifestRecord extends ManifestInfo {
+  /** The pushed bytes, when the D1 row holds them (small manifests); else read them with manifestBytes. */
+  bytes?: Uint8Array;
+}
+
+/**
+ * Looks up a manifest of `repo` by tag or digest, with its bytes when its row holds them and
+ * `withBytes` (false for HEAD): one D1 query.
+ */
+export async function findManifest(env: Env, repo: string, reference: string, withBytes = true): Promise<ManifestRecord | null> {
+  type Row = { digest: string; media_type: string; size: number; subject: string | null; body: string | null };
+  const body = withBytes ? "m.body" : "NULL AS body";
   const row = reference.includes(":")
-    ? await env.DB.prepare("SELECT digest, media_type, size, subject FROM manifests WHERE repo = ? AND digest = ?").bind(repo, reference).first<Row>()
+    ? await env.DB.prepare(`SELECT m.digest, m.media_type, m.size, m.subject, ${body} FROM manifests m WHERE m.repo = ? AND m.digest = ?`)
+      .bind(repo, reference).first<Row>()
     : await env.DB.prepare(
-      "SELECT m.digest, m.media_type, m.size, m.subject FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ? AND t.tag = ?",
+      `SELECT m.digest, m.media_type, m.size, m.subject, ${body} FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ? AND t.tag = ?`,
     ).bind(repo, reference).first<Row>();
   if (!row) return null;
-  return { digest: row.digest, mediaType: row.media_type, size: row.size, subject: row.subject ?? undefined };
+  const record: ManifestRecord = { digest: row.digest, mediaType: row.media_type, size: row.size, subject: row.subject ?? undefined };
+  if (row.body !== null) {
+    const bytes = new TextEncoder().encode(row.body);
+    // The row must give back exactly the bytes of the digest; anything else is read from R2.
+    if (bytes.byteLength === row.size && (await digestOf(bytes, algorithmOf(row.digest))) === row.digest) record.bytes = bytes;
+  }
+  return record;
+}
+
+/** A manifest's bytes from R2 (for manifests whose row holds none); null when they are gone. */
+export async function manifestBytes(env: Env, digest: string): Promise<Uint8Array | null> {
+  const obj = await env.BUCKET.get(blobKey(parseDigest(digest)));
+  return obj ? new Uint8Array(await obj.arrayBuffer()) : null;
 }
 
 /** The manifest's exact pushed bytes and media type, by tag or digest. */
 export async function getManifest(env: Env, repo: string, reference: string): Promise<{ bytes: Uint8Array; mediaType: string; digest: string } | null> {
-  const info = await statManifest(env, repo, reference);
-  if (!info) return null;
-  const obj = await env.BUCKET.get(blobKey(parseDigest(info.digest)));
-  if (!obj) return null;
-  return { bytes: new Uint8Array(await obj.arrayBuffer()), mediaType: info.mediaType, digest: info.digest };
+  const m = await findManifest(env, repo, reference);
+  if (!m) return null;
+  const bytes = m.bytes ?? (await manifestBytes(env, m.digest));
+  if (!bytes) return null;
+  return { bytes, mediaType: m.mediaType, digest: m.digest };
 }
 
 /**

@@ -5,6 +5,7 @@
 import type { Env } from "../env";
 import { base64url, randomBytes, sha256Hex } from "../auth/crypto";
 import { type TokenScope, formatScope, parseScope } from "../auth/scopes";
+import { credentialCache } from "../auth/cache";
 
 export interface StoredToken {
   id: string;
@@ -58,11 +59,15 @@ export async function listTokens(env: Env): Promise<StoredToken[]> {
   return results.map(fromRow);
 }
 
-/** Marks a token revoked; false when there is no such token. */
+/**
+ * Marks a token revoked; false when there is no such token. This isolate forgets it (and the JWTs
+ * minted from it) at once; other isolates within the auth cache's TTL (auth/cache.ts).
+ */
 export async function revokeToken(env: Env, id: string): Promise<boolean> {
   const existing = await env.DB.prepare("SELECT id FROM tokens WHERE id = ?").bind(id).first();
   if (!existing) return false;
   await env.DB.prepare("UPDATE tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?").bind(Date.now(), id).run();
+  credentialCache.forgetToken(id);
   return true;
 }
 
