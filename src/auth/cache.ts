@@ -7,6 +7,10 @@
  * entries and those of the JWTs minted from it in the isolate that revokes; other isolates keep
  * accepting it for at most `AUTH_CACHE_TTL_MS`. Refusals are never cached, and neither are job
  * credentials (their lease is checked on every call, auth/job-token.ts).
+ *
+ * Likewise the /v2 gate remembers that a repository is public (never that it is not) for anonymous
+ * pulls: making it private (storage/tokens.ts setRepositoryPublic) takes effect at once in the
+ * isolate that does it and within `AUTH_CACHE_TTL_MS` in the others.
  */
 import type { Principal } from "./principal";
 
@@ -48,6 +52,10 @@ export class CredentialCache<V> {
     while (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value as string);
   }
 
+  forget(key: string): void {
+    this.entries.delete(key);
+  }
+
   /** Drops every entry resolved through the API token `tokenId`. */
   forgetToken(tokenId: string): void {
     for (const [key, e] of this.entries) if (e.tokenId === tokenId) this.entries.delete(key);
@@ -60,3 +68,6 @@ export class CredentialCache<V> {
 
 /** The isolate's cache of resolved credentials (auth/principal.ts). */
 export const credentialCache = new CredentialCache<Principal>(AUTH_CACHE_TTL_MS, AUTH_CACHE_MAX);
+
+/** Repositories the /v2 gate found public (auth/registry.ts), by name. */
+export const publicRepositoryCache = new CredentialCache<true>(AUTH_CACHE_TTL_MS, AUTH_CACHE_MAX);

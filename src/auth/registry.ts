@@ -5,6 +5,7 @@ import { type Principal, resolveCredentials } from "./principal";
 import { JOB_TOKEN_ROUTES, isJobSubject } from "./job-token";
 import { type TokenScope, grantedActions } from "./scopes";
 import { findLiveTokenById, isRepositoryPublic, listPublicRepositories } from "../storage/tokens";
+import { publicRepositoryCache } from "./cache";
 
 export type RegistryAction = "pull" | "push" | "delete";
 
@@ -68,14 +69,14 @@ export async function authorizeRegistry(
     throw unauthorized(c, repo, action, `authentication failed: ${creds.reason}`, creds.scheme === "bearer" ? "invalid_token" : undefined);
   }
   if (creds.status === "none") {
-    if (repo && action === "pull" && (await isRepositoryPublic(c.env, repo))) return;
+    if (repo && action === "pull" && (await publicForPull(c.env, repo))) return;
     throw unauthorized(c, repo, action, "authentication required");
   }
   const principal = creds.principal;
   if (principal.kind === "registry" && isJobSubject(principal.subject)) return jobTokenGate(c, principal, repo, action);
   if (!repo) return;
   if (principalAllows(principal, repo, action)) return;
-  if (action === "pull" && (await isRepositoryPublic(c.env, repo))) return;
+  if (action === "pull" && (await publicForPull(c.env, repo))) return;
   if (principal.kind === "registry" && creds.scheme === "bearer") {
     throw unauthorized(c, repo, action, `token lacks ${action} access to repository ${repo}`, "insufficient_scope");
   }
@@ -83,6 +84,14 @@ export async function authorizeRegistry(
     detail: [{ Type: "repository", Name: repo, Action: action }],
     headers: API_VERSION,
   });
+}
+
+/** Whether `repo` is public, remembered for the cache's TTL once it was found so (auth/cache.ts). */
+async function publicForPull(env: Env, repo: string): Promise<boolean> {
+  if (publicRepositoryCache.get(repo)) return true;
+  if (!(await isRepositoryPublic(env, repo))) return false;
+  publicRepositoryCache.set(repo, true);
+  return true;
 }
 
 /** The kind of /v2 route of a request ("blob", "upload", "manifest", …), set by the /v2 router. */

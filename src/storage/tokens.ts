@@ -5,7 +5,7 @@
 import type { Env } from "../env";
 import { base64url, randomBytes, sha256Hex } from "../auth/crypto";
 import { type TokenScope, formatScope, parseScope } from "../auth/scopes";
-import { credentialCache } from "../auth/cache";
+import { credentialCache, publicRepositoryCache } from "../auth/cache";
 
 export interface StoredToken {
   id: string;
@@ -97,6 +97,7 @@ export async function getRepositoryVisibility(env: Env, name: string): Promise<{
   return row ? { name: row.name, public: row.public === 1 } : null;
 }
 
+/** Sets a repository's `public` flag; this isolate's /v2 gate forgets it was public at once (auth/cache.ts). */
 export async function setRepositoryPublic(env: Env, name: string, isPublic: boolean): Promise<void> {
   await env.DB
     .prepare(
@@ -104,6 +105,7 @@ export async function setRepositoryPublic(env: Env, name: string, isPublic: bool
     )
     .bind(name, isPublic ? 1 : 0, Date.now())
     .run();
+  if (!isPublic) publicRepositoryCache.forget(name);
 }
 
 /** A named random secret, generated on first use and kept in D1. */

@@ -5,7 +5,7 @@ import { Hono } from "hono";
 import { describe, expect, it } from "vitest";
 import type { Env } from "../../../src/env";
 import { registryRoutes } from "../../../src/registry/index";
-import { AUTH_CACHE_TTL_MS, credentialCache } from "../../../src/auth/cache";
+import { AUTH_CACHE_TTL_MS, credentialCache, publicRepositoryCache } from "../../../src/auth/cache";
 import { BASE, OCI_MANIFEST, bytesOf, imageManifest, pushBlob, putManifest, reg, sha256 } from "./helpers";
 
 const testEnv = env as unknown as Env;
@@ -96,6 +96,15 @@ async function createToken(scopes: string[]): Promise<{ id: string; token: strin
   return res.json();
 }
 
+async function setPublic(repo: string, value: boolean): Promise<void> {
+  const res = await SELF.fetch(`${BASE}/v1/repositories/${repo}`, {
+    method: "PUT",
+    headers: { authorization: "Bearer kiln-test-admin", "content-type": "application/json" },
+    body: JSON.stringify({ public: value }),
+  });
+  if (res.status !== 200) throw new Error(`set public: ${res.status} ${await res.text()}`);
+}
+
 async function registryJwt(basicPassword: string, repo: string): Promise<string> {
   const res = await SELF.fetch(`${BASE}/v2/token?service=kiln.test&scope=repository:${repo}:pull`, {
     headers: { authorization: `Basic ${btoa(`u:${basicPassword}`)}` },
@@ -157,6 +166,17 @@ describe("manifest reads cost at most one D1 query and one R2 read", () => {
     expect(head.res.status).toBe(200);
     expect(head.counts).toMatchObject({ d1: 1, r2Reads: 0 });
     expect(head.res.headers.get("content-length")).toBe(String(bytes.byteLength));
+  });
+
+  it("anonymous GET of a public repository: one D1 query once the repository is known to be public", async () => {
+    const repo = uniqueRepo("public");
+    const { bytes } = await pushOddManifest(repo);
+    await setPublic(repo, true);
+    expect((await counted(`/v2/${repo}/manifests/v1`)).res.status).toBe(200);
+    const warm = await counted(`/v2/${repo}/manifests/v1`);
+    expect(warm.res.status).toBe(200);
+    expect(warm.counts).toMatchObject({ d1: 1, r2Reads: 0 });
+    expect(warm.body).toEqual(bytes);
   });
 
   it("a manifest too large for its row: one D1 query and one R2 read, bytes exact", async () => {
@@ -266,6 +286,28 @@ describe("revocation with cached credentials", () => {
       expect((await counted(`/v2/${repo}/manifests/v1`, { headers: bearer })).res.status).toBe(401);
     } finally {
       credentialCache.clock = () => Date.now();
+    }
+  });
+
+  it("a repository made private stops anonymous pulls at once here, and within the TTL elsewhere", async () => {
+    const repo = uniqueRepo("private");
+    await pushOddManifest(repo);
+    await setPublic(repo, true);
+    expect((await counted(`/v2/${repo}/manifests/v1`)).res.status).toBe(200);
+    await setPublic(repo, false);
+    expect((await counted(`/v2/${repo}/manifests/v1`)).res.status).toBe(401);
+
+    await setPublic(repo, true);
+    expect((await counted(`/v2/${repo}/manifests/v1`)).res.status).toBe(200);
+    // As another isolate's PUT /v1/repositories would: the row only.
+    await testEnv.DB.prepare("UPDATE repositories SET public = 0 WHERE name = ?").bind(repo).run();
+    expect((await counted(`/v2/${repo}/manifests/v1`)).res.status).toBe(200); // remembered as public
+    const start = publicRepositoryCache.clock();
+    publicRepositoryCache.clock = () => start + AUTH_CACHE_TTL_MS;
+    try {
+      expect((await counted(`/v2/${repo}/manifests/v1`)).res.status).toBe(401);
+    } finally {
+      publicRepositoryCache.clock = () => Date.now();
     }
   });
 });
