@@ -69,6 +69,18 @@ declare global {
       KILN_RUNNER_LEASE_SECONDS?: string;
       /** A fresh lease lasts only this long (s) until its runner acknowledges it (default 10). */
       KILN_CLAIM_ACK_SECONDS?: string;
+      /**
+       * Largest build context in bytes (default 2 GiB, set in wrangler.toml): the tar's expanded size,
+       * counted while it streams, so a gzip bomb is refused (413 naming this setting) after at most this
+       * many decompressed bytes. Multipart parts and webhook archives count the same way.
+       */
+      KILN_MAX_CONTEXT_BYTES: string;
+      /**
+       * Most entries (files, directories, links; ignored ones too) a build context may have, default
+       * 200,000; more is refused while streaming with a 413 naming this setting. Each entry costs its
+       * line in the file index (~200 bytes of JSON) that the build holds in memory.
+       */
+      KILN_MAX_CONTEXT_ENTRIES?: string;
     }
   }
 }

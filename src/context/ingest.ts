@@ -6,6 +6,7 @@ import { ByteReader } from "../oci/bytes";
 import { concatBytes } from "../http/body";
 import { yieldEvery } from "./yield";
 import { workerHasher } from "./hasher";
+import { gunzipPaced } from "./gunzip";
 import { boundaryOf, MultipartError, readMultipart } from "./multipart";
 import { normalizeContextPath, resolveInRoot, UnsafePathError } from "./paths";
 import { BLOCK, roundUp, type TarReadEntry } from "../oci/tar";
@@ -47,6 +48,8 @@ export interface IngestOptions {
   dockerfilePath?: string;
   dockerfileText?: string;
   maxBytes?: number;
+  /** Most tar entries (files, dirs, links, ignored ones too) a context may have; default KILN_MAX_CONTEXT_ENTRIES. */
+  maxEntries?: number;
 }
 
 /** A context that is already a sequence of tar entries (a git host's archive, re-rooted): ingested as they come, not re-encoded. */
@@ -55,14 +58,57 @@ export interface ContextEntries {
 }
 
 export const DEFAULT_MAX_CONTEXT_BYTES = 2 * 1024 * 1024 * 1024;
+/**
+ * 200,000 entries: twice a large monorepo's context (node_modules trees reach ~100,000 files), while the
+ * index (about 200 bytes of JSON per entry, 40 MB at the limit) still fits a Worker's 128 MB with room
+ * for the build that reads it.
+ */
+export const DEFAULT_MAX_CONTEXT_ENTRIES = 200_000;
 export const MAX_DOCKERFILE_BYTES = 1024 * 1024;
 
 const bad = (message: string) => new ApiError(400, message);
 const DRAIN_ON_REFUSAL = 256 * 1024 * 1024;
+/**
+ * Compressed input is fed to the decompressor in pieces this small, as its output is read: one piece
+ * expands to at most ~1032× (deflate's ceiling), ~16 MiB, so a gzip bomb is stopped within that of its limit.
+ */
+const GZIP_PIECE = 16 * 1024;
 
 export function maxContextBytes(env: Env): number {
   const n = Number(env.KILN_MAX_CONTEXT_BYTES);
   return Number.isFinite(n) && n > 0 ? n : DEFAULT_MAX_CONTEXT_BYTES;
+}
+
+export function maxContextEntries(env: Env): number {
+  const n = Number(env.KILN_MAX_CONTEXT_ENTRIES);
+  return Number.isInteger(n) && n > 0 ? n : DEFAULT_MAX_CONTEXT_ENTRIES;
+}
+
+/**
+ * A context past one of its limits (expanded bytes or entries). The rest of the body is not read: a
+ * gzip bomb's sender would otherwise keep the server reading (and a tar's remainder is just as useless).
+ */
+export class ContextLimitError extends ApiError {
+  constructor(message: string) {
+    super(413, message);
+  }
+}
+
+const tooLarge = (maxBytes: number) =>
+  new ContextLimitError(`build context is larger than the limit of ${maxBytes} bytes (expanded; the setting KILN_MAX_CONTEXT_BYTES)`);
+const tooManyEntries = (maxEntries: number) =>
+  new ContextLimitError(`build context has more than the limit of ${maxEntries} entries (the setting KILN_MAX_CONTEXT_ENTRIES)`);
+
+/** Passes at most `maxBytes` through; the chunk that passes the limit errors the stream instead. */
+function limitBytes(maxBytes: number): TransformStream<Uint8Array, Uint8Array> {
+  let total = 0;
+  return new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      total += chunk.byteLength;
+      if (total > maxBytes) throw tooLarge(maxBytes);
+      controller.enqueue(chunk);
+    },
+  });
 }
 
 /** Yields the first chunk's bytes without losing them. */
@@ -111,18 +157,21 @@ async function ingestTar(
   body: ReadableStream<Uint8Array>,
   pack: ContextPackWriter,
   dockerfilePath: string,
-  maxBytes: number,
+  limits: Limits,
 ): Promise<TarIngest> {
   const { head, stream } = await sniff(body, 2);
   if (head.byteLength === 0) return { files: new Map() };
-  const raw = head[0] === 0x1f && head[1] === 0x8b ? stream.pipeThrough(new DecompressionStream("gzip")) : stream;
-  const tarStream = raw.pipeThrough(yieldEvery(4 * 1024 * 1024));
+  const gzip = head[0] === 0x1f && head[1] === 0x8b;
+  const raw = gzip ? gunzipPaced(stream, GZIP_PIECE) : stream;
+  // the expanded size is checked as it streams: a bomb is refused after at most its limit of bytes
+  const tarStream = raw.pipeThrough(limitBytes(limits.maxBytes)).pipeThrough(yieldEvery(4 * 1024 * 1024));
   const br = new ByteReader(tarStream);
   try {
-    return await ingestEntries(readTar(br), () => br.total, pack, dockerfilePath, maxBytes);
+    return await ingestEntries(readTar(br), () => br.total, pack, dockerfilePath, limits);
   } catch (err) {
-    // Read what the client still sends (bounded) so the refusal reaches it as a response, not a reset.
-    await br.drain(DRAIN_ON_REFUSAL).catch(() => {});
+    // Read what the client still sends (bounded) so the refusal reaches it as a response, not a reset;
+    // past a limit the rest is not worth reading (and decompressing it is what a bomb wants).
+    if (!(err instanceof ContextLimitError)) await br.drain(DRAIN_ON_REFUSAL).catch(() => {});
     throw err;
   } finally {
     await br.cancel().catch(() => {});
@@ -130,15 +179,22 @@ async function ingestTar(
 }
 
 /** ingestTar for entries already read; their size counts as the tar they would make (headers, padded bodies). */
-async function ingestContextEntries(source: ContextEntries, pack: ContextPackWriter, dockerfilePath: string, maxBytes: number): Promise<TarIngest> {
+async function ingestContextEntries(source: ContextEntries, pack: ContextPackWriter, dockerfilePath: string, limits: Limits): Promise<TarIngest> {
   let total = 0;
   async function* counted(): AsyncGenerator<TarEntry> {
     for await (const e of contextEntries(source.entries)) {
       total += BLOCK + roundUp(e.type === "file" ? e.size : 0);
+      // refused before the entry's body is read (its size is known from the header)
+      if (total > limits.maxBytes) throw tooLarge(limits.maxBytes);
       yield e;
     }
   }
-  return ingestEntries(counted(), () => total, pack, dockerfilePath, maxBytes);
+  return ingestEntries(counted(), () => total, pack, dockerfilePath, limits);
+}
+
+interface Limits {
+  maxBytes: number;
+  maxEntries: number;
 }
 
 /** Validates, hashes and packs a context's entries; `consumed` is how many tar bytes were read so far. */
@@ -147,14 +203,17 @@ async function ingestEntries(
   consumed: () => number,
   pack: ContextPackWriter,
   dockerfilePath: string,
-  maxBytes: number,
+  limits: Limits,
 ): Promise<TarIngest> {
+  const { maxBytes, maxEntries } = limits;
   const files = new Map<string, ContextFile>();
   let ignore: DockerIgnore | undefined;
   const result: TarIngest = { files };
+  let count = 0;
   try {
     for await (const e of entries) {
-      if (consumed() > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
+      if (consumed() > maxBytes) throw tooLarge(maxBytes);
+      if (++count > maxEntries) throw tooManyEntries(maxEntries);
       const path = normalizeContextPath(e.path);
       if (e.type === "char" || e.type === "block" || e.type === "fifo") {
         throw bad(`build context contains a ${e.type === "fifo" ? "fifo" : "device node"}: ${e.path}`);
@@ -193,7 +252,7 @@ async function ingestEntries(
         if (keep) await pack.write(chunk);
       });
       const sha256 = await h.digest();
-      if (consumed() > maxBytes) throw bad(`build context is larger than the limit of ${maxBytes} bytes`);
+      if (consumed() > maxBytes) throw tooLarge(maxBytes);
       if (keep) files.set(path, { path, type: "file", mode: e.mode, uid: e.uid, gid: e.gid, size: e.size, sha256, offset });
       else files.delete(path);
       if (capture) {
@@ -244,7 +303,7 @@ export async function ingestContext(env: Env, context: ReadableStream<Uint8Array
   } catch (e) {
     throw bad(`invalid dockerfile path: ${(e as Error).message}`);
   }
-  const maxBytes = opts.maxBytes ?? maxContextBytes(env);
+  const limits: Limits = { maxBytes: opts.maxBytes ?? maxContextBytes(env), maxEntries: opts.maxEntries ?? maxContextEntries(env) };
   const pack = new ContextPackWriter(env);
   const packHash = workerHasher();
   const hashingPack = {
@@ -268,7 +327,7 @@ export async function ingestContext(env: Env, context: ReadableStream<Uint8Array
   try {
     const ct = (opts.contentType || "").toLowerCase();
     if (entries) {
-      tar = await ingestContextEntries(entries, hashingPack, dockerfilePath, maxBytes);
+      tar = await ingestContextEntries(entries, hashingPack, dockerfilePath, limits);
     } else if (ct.startsWith("multipart/form-data")) {
       const boundary = boundaryOf(opts.contentType);
       if (!boundary) throw bad("multipart/form-data without a boundary");
@@ -279,7 +338,7 @@ export async function ingestContext(env: Env, context: ReadableStream<Uint8Array
           if (part.name === "context") {
             if (sawContext) throw bad("more than one context part");
             sawContext = true;
-            tar = await ingestTar(part.body, hashingPack, dockerfilePath, maxBytes);
+            tar = await ingestTar(part.body, hashingPack, dockerfilePath, limits);
           } else if (part.name === "dockerfile") {
             const bytes = await readSmall(part.body, MAX_DOCKERFILE_BYTES, "Dockerfile");
             dockerfileText = new TextDecoder().decode(bytes);
@@ -300,7 +359,7 @@ export async function ingestContext(env: Env, context: ReadableStream<Uint8Array
       }
       await source?.drain(1024 * 1024); // the epilogue after the closing boundary
     } else if (body) {
-      tar = await ingestTar(body, hashingPack, dockerfilePath, maxBytes);
+      tar = await ingestTar(body, hashingPack, dockerfilePath, limits);
     }
 
     addImplicitDirs(tar.files);
@@ -345,7 +404,8 @@ export async function ingestContext(env: Env, context: ReadableStream<Uint8Array
   } catch (e) {
     await pack.abort();
     if (stored) await discardStored(env, stored);
-    await source?.drain(DRAIN_ON_REFUSAL).catch(() => {});
+    if (e instanceof ContextLimitError) await source?.cancel().catch(() => {});
+    else await source?.drain(DRAIN_ON_REFUSAL).catch(() => {});
     throw e;
   }
 }

@@ -98,7 +98,7 @@ describe("context ingest", () => {
     const big = "#".repeat(1024 * 1024 + 1);
     expect(await refusal(ingestContext(env, streamOf(await makeTar({ Dockerfile: big })), { contentType: TAR }))).toMatch(/larger than 1 MiB/);
     const tar = await makeTar({ Dockerfile: "FROM scratch\n", "big.bin": "y".repeat(200_000) });
-    expect(await refusal(ingestContext(env, streamOf(tar), { contentType: TAR, maxBytes: 100_000 }))).toMatch(/larger than the limit of 100000 bytes/);
+    await expect(ingestContext(env, streamOf(tar), { contentType: TAR, maxBytes: 100_000 })).rejects.toMatchObject({ status: 413, message: expect.stringMatching(/larger than the limit of 100000 bytes/) });
     expect(await refusal(ingestContext(env, streamOf(new TextEncoder().encode("hello world".repeat(100))), { contentType: TAR }))).toMatch(/not a valid tar/);
     expect(await before()).toBe(n);
   });
