@@ -50,6 +50,11 @@ export function uploadHeaders(s: { repo: string; id: string; size: number }): Re
 /**
  * Content named by its digest never changes: a year, immutable. `private` because whether a caller
  * may read it is decided per credential (a shared cache must not answer another caller).
+ *
+ * The Worker does not use the Cache API for these: every read must still pass the gate and find the
+ * repository's D1 row (a deleted manifest or an unlinked blob must stop being served everywhere, and
+ * the Cache API is per data centre with no global purge), and that one query already returns a small
+ * manifest's bytes; large blobs leave the Worker's byte path through presigned R2 URLs instead.
  */
 export const IMMUTABLE_CACHE_CONTROL = "private, max-age=31536000, immutable";
 /** A tag may move at any time: a cache must ask again (it may send If-None-Match and get a 304). */
