@@ -232,6 +232,18 @@ export function writableHasher(
   };
 }
 
+/** A promise with its resolve/reject at hand; an unobserved rejection is not an unhandled one. */
+function settledLater<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
 /**
  * A pass-through TransformStream that hashes and counts the bytes flowing through it.
  * `result` resolves when the stream is flushed and rejects if it errors; on runtimes without
@@ -243,13 +255,7 @@ export function hashingStream(hasher: HasherFactory): {
 } {
   const h = hasher();
   let size = 0;
-  let resolve!: (v: { digest: Digest; size: number }) => void;
-  let reject!: (e: unknown) => void;
-  const result = new Promise<{ digest: Digest; size: number }>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  result.catch(() => {});
+  const { promise: result, resolve, reject } = settledLater<{ digest: Digest; size: number }>();
   const stream = new TransformStream<Uint8Array, Uint8Array>({
     transform(chunk, controller) {
       h.update(chunk);
@@ -282,13 +288,7 @@ export function hashReadable(
 ): { stream: ReadableStream<Uint8Array>; result: Promise<{ digest: Digest; size: number }> } {
   const h = hasher();
   let size = 0;
-  let resolve!: (v: { digest: Digest; size: number }) => void;
-  let reject!: (e: unknown) => void;
-  const result = new Promise<{ digest: Digest; size: number }>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  result.catch(() => {});
+  const { promise: result, resolve, reject } = settledLater<{ digest: Digest; size: number }>();
   const reader = src.getReader();
   const stream = new ReadableStream<Uint8Array>(
     {
