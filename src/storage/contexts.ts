@@ -4,7 +4,8 @@ import type { Env } from "../env";
  * Build contexts in R2. A context is stored once by digest as a "pack" (the file contents that
  * survived .dockerignore, concatenated; `contexts/sha256/<hex>`) plus a file index next to it
  * (`contexts/sha256/<hex>.index/<indexhex>.json`) that gives each file's metadata, sha256 and its
- * offset in the pack — so a COPY reads exactly the bytes it needs with a ranged GET.
+ * offset in the pack — so a COPY reads the bytes it needs with ranged GETs (small files' ranges coalesced,
+ * many files per GET: src/builder/executors/pack-reader.ts).
  * Packs larger than one part are streamed to `contexts/data/<uuid>` before their digest is known;
  * `contexts/sha256/<hex>` is then an empty object whose `location` metadata points there (R2 has no
  * rename, and copying hundreds of MiB again would double the upload's cost).
@@ -151,12 +152,29 @@ async function packLocation(env: Env, packDigest: string): Promise<string> {
   return loc;
 }
 
+/** Ranged GETs of packs this isolate made (read by tests and benches: a COPY reads many files per GET). */
+export const contextReads = { count: 0, bytes: 0 };
+
 /** A byte range of a stored pack (a file's contents). */
 export async function readContextRange(env: Env, packDigest: string, offset: number, length: number): Promise<ReadableStream<Uint8Array>> {
   if (length === 0) return new ReadableStream({ start: (c) => c.close() });
   const obj = await env.BUCKET.get(await packLocation(env, packDigest), { range: { offset, length } });
   if (!obj) throw new Error(`build context ${packDigest} is gone`);
+  contextReads.count++;
+  contextReads.bytes += length;
   return obj.body;
+}
+
+/** A byte range of a stored pack, in memory (one ranged GET; for the coalesced reads of many small files). */
+export async function readContextBytes(env: Env, packDigest: string, offset: number, length: number): Promise<Uint8Array> {
+  if (length === 0) return new Uint8Array(0);
+  const obj = await env.BUCKET.get(await packLocation(env, packDigest), { range: { offset, length } });
+  if (!obj) throw new Error(`build context ${packDigest} is gone`);
+  contextReads.count++;
+  contextReads.bytes += length;
+  const bytes = new Uint8Array(await obj.arrayBuffer());
+  if (bytes.byteLength !== length) throw new Error(`build context ${packDigest}: read ${bytes.byteLength} of ${length} bytes at ${offset}`);
+  return bytes;
 }
 
 /** Removes a file index this request created (the pack was there before). */

@@ -4,14 +4,14 @@
  */
 import type { Env } from "../../env";
 import type { ContextIndex, ContextFile } from "../../context/ingest";
-import { readContextRange } from "../../storage/contexts";
 import { deleteScratch, putScratch, readScratch } from "../../storage/scratch";
 import { resolveInRoot, rootRelative, cleanPath } from "../../context/paths";
 import type { TarEntry } from "../../oci/tar";
 import type { CacheSource } from "../../plan/cachekey";
 import { DockerIgnore } from "../../dockerfile/dockerignore";
-import { loadTree, readLayerFiles, readSmallFile, storeLayer, yieldEvery, type FsNode, type FsTree } from "../layers";
+import { loadTree, readLayerFiles, readSmallFile, storeLayer, type FsNode, type FsTree } from "../layers";
 import { StepError, type LayerRef } from "../model";
+import { PackReader, type PackSpan } from "./pack-reader";
 
 /** A node of a copy source (root-relative path; "" is the root). */
 export interface SourceNode {
@@ -321,11 +321,13 @@ async function stageLayerBodies(env: Env, files: LayerFile[], layers: LayerRef[]
   return keys;
 }
 
-async function openBody(env: Env, f: LayerFile, pack?: string): Promise<ReadableStream<Uint8Array> | Uint8Array> {
+const fromPack = (s: SourceNode | undefined): s is SourceNode & PackSpan => !!s && !s.data && !s.r2Key && s.offset !== undefined;
+
+async function openBody(env: Env, f: LayerFile, packReader?: PackReader): Promise<ReadableStream<Uint8Array> | Uint8Array> {
   const s = f.src!;
   if (s.data) return s.data;
   if (s.r2Key) return await readScratch(env, s.r2Key);
-  if (s.offset !== undefined && pack) return (await readContextRange(env, pack, s.offset, s.size)).pipeThrough(yieldEvery(4 * 1024 * 1024));
+  if (fromPack(s) && packReader) return await packReader.body(s);
   throw new Error(`no contents for ${f.path}`);
 }
 
@@ -340,12 +342,23 @@ export async function writeCopyLayer(
   let staged: string[] = [];
   try {
     if (source?.kind === "layers") staged = await stageLayerBodies(env, files, source.layers!, tmpPrefix);
+    // the context's files are read as the pack lies: many per ranged GET, in batches of the layer's order
+    const packReader = source?.pack
+      ? new PackReader(
+          env,
+          source.pack,
+          files.flatMap((f) => (f.type === "file" && fromPack(f.src) ? [f.src] : [])),
+        )
+      : undefined;
     async function* entries(): AsyncGenerator<TarEntry> {
+      let n = 0;
       for (const f of files) {
+        // small entries make little tar each: a turn for the isolate's other requests every so many
+        if (++n % 1024 === 0) await new Promise((r) => setTimeout(r, 0));
         const base = { path: f.path, mode: f.mode, uid: f.uid, gid: f.gid, mtime };
         if (f.type === "dir") yield { ...base, type: "dir" };
         else if (f.type === "symlink") yield { ...base, type: "symlink", linkname: f.linkname ?? "" };
-        else yield { ...base, type: "file", size: f.size, body: f.size === 0 ? new Uint8Array(0) : await openBody(env, f, source?.pack) };
+        else yield { ...base, type: "file", size: f.size, body: f.size === 0 ? new Uint8Array(0) : await openBody(env, f, packReader) };
       }
     }
     return await storeLayer(env, entries());
