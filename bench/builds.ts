@@ -5,12 +5,14 @@
 //   - first build and fully cached rebuild of three Dockerfiles: COPY-only (~20 MB, 500 files), FROM a
 //     busybox base + RUN + COPY, a 10-step Dockerfile
 //   - COPY of a 256 MiB context into an image, against `tar -c ctx | gzip -6 | sha256sum`
+//   - COPY of 100,000 one-byte files (the same pipeline as its peer), and how long GET /healthz takes
+//     meanwhile (a build must not stall the server's other requests)
 // kiln's time is the client's wall time from the start of POST /v1/builds (context streamed by `tar -c`
 // as it is read from disk) until the build's SSE `done` event; buildah's is the wall time of the process.
 //   BENCH_BUILD_REPS=3        repetitions (default min(BENCH_REPS, 3))
 //   BENCH_BUILD_BUDGET_S=540  no 3rd+ repetition of the 256 MiB COPY starts when it would end past this
 //                             (the module takes ~6 min on an idle 2-core machine, ~12 under load)
-//   BENCH_BUILD_PARTS=copy-only,busybox-run,10-step,big   run only these figures
+//   BENCH_BUILD_PARTS=copy-only,busybox-run,10-step,big,many-files   run only these figures
 //   KILN_BENCH_VERBOSE=1      show wrangler dev and runner output
 //   BENCH_BUILD_PROFILE=1     one extra 256 MiB build under the Worker's V8 CPU profiler (needs
 //                             NODE_OPTIONS=--experimental-websocket on Node 20); summary in the figure's note.
@@ -480,6 +482,30 @@ function peerProfile(name: string, runs: PeerRun[]): string {
   return runs.length ? `${name} CPU ${sec(med(runs.map((r) => r.cpu)))}` : "";
 }
 
+/** Runs `fn` while GET /healthz is asked every 250 ms (one at a time), recording each answer's latency in ms. */
+async function whileProbing<T>(url: string, latencies: number[], fn: () => Promise<T>): Promise<T> {
+  let done = false;
+  const probe = (async () => {
+    while (!done) {
+      const t0 = performance.now();
+      try {
+        const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(60_000) });
+        await res.text();
+        latencies.push(performance.now() - t0);
+      } catch {
+        latencies.push(performance.now() - t0); // timed out or refused: counted as what it cost
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  try {
+    return await fn();
+  } finally {
+    done = true;
+    await probe;
+  }
+}
+
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   const reps = Number(process.env.BENCH_BUILD_REPS ?? Math.min(ctx.reps, 3));
   const budgetS = Number(process.env.BENCH_BUILD_BUDGET_S ?? 540);
@@ -489,7 +515,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   const t0 = performance.now();
   const fx = buildFixtures(ctx.log);
   // Page cache: read every context once so neither side pays the first disk read.
-  for (const d of [fx.copyOnly, fx.busyboxRun, fx.tenStep, fx.big]) spawnSync("sh", ["-c", `tar -C '${d}' -cf - . > /dev/null`]);
+  for (const d of [fx.copyOnly, fx.busyboxRun, fx.tenStep, fx.big, fx.manyFiles]) spawnSync("sh", ["-c", `tar -C '${d}' -cf - . > /dev/null`]);
 
   const noRun = want("busybox-run") || want("10-step") ? await probeRun(fx, ctx.log) : "not probed";
   ctx.log(`bench builds: RUN steps ${noRun ? `unavailable (${noRun})` : "work with the local runner"}; ${reps} repetitions`);
@@ -506,6 +532,9 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   const first = new Map<string, Samples>(scenarios.map((s) => [s.key, { kiln: [], peer: [] }]));
   const cached = new Map<string, Samples>(scenarios.map((s) => [s.key, { kiln: [], peer: [] }]));
   const big: Samples = { kiln: [], peer: [] };
+  const many: Samples = { kiln: [], peer: [] };
+  /** GET /healthz latencies (ms) while the 100,000-file context was uploaded and built. */
+  const healthMs: number[] = [];
   const errors = new Map<string, string>();
   const fail = (key: string, side: string, e: unknown) => {
     const msg = `${side}: ${String((e as Error).message ?? e).replace(/\s+/g, " ").slice(0, 400)}`;
@@ -514,7 +543,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   };
 
   const sb = containerSandbox();
-  const runKiln = async (rep: number, phase: "scenarios" | "big") => {
+  const runKiln = async (rep: number, phase: "scenarios" | "big" | "many") => {
     let k: KilnInstance | undefined;
     try {
       k = await startKilnInstance(!noRun && phase === "scenarios");
@@ -530,6 +559,12 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
           ctx.log(`bench builds: rep ${rep} kiln ${s.key}: first ${sec(a.total)}, cached ${sec(b.total)}`);
         } catch (e) { fail(s.key, "kiln", e); }
       }
+      if (phase === "many") try {
+        const kk = k;
+        const r = await whileProbing(kk.server.url, healthMs, () => kilnBuild(kk, fx.manyFiles, { tag: `bench/many:r${rep}` }));
+        many.kiln.push(r);
+        ctx.log(`bench builds: rep ${rep} kiln 100,000 one-byte files: ${sec(r.total)} (upload ${sec(r.upload)}); /healthz up to ${Math.round(Math.max(0, ...healthMs))} ms`);
+      } catch (e) { fail("many-files", "kiln", e); }
       if (phase === "big") try {
         const r = await kilnBuild(k, fx.big, { tag: `bench/big:r${rep}` });
         big.kiln.push(r);
@@ -541,7 +576,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       if (k) await stopKilnInstance(k);
     }
   };
-  const runPeer = async (rep: number, phase: "scenarios" | "big") => {
+  const runPeer = async (rep: number, phase: "scenarios" | "big" | "many") => {
     if (phase === "scenarios") {
       const root = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-buildah-"));
       try {
@@ -559,6 +594,11 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         removeBuildahRoot(sb, root);
       }
     }
+    if (phase === "many") try {
+      const r = await timedProcess("bash", ["-c", `set -o pipefail; tar -C '${fx.manyFiles}' --sort=name -cf - . | gzip -6 | sha256sum > /dev/null`], process.env);
+      many.peer.push(r);
+      ctx.log(`bench builds: rep ${rep} 100,000 files tar|gzip -6|sha256sum: ${sec(r.total)}`);
+    } catch (e) { fail("many-files", "pipeline", e); }
     if (phase === "big") try {
       const r = await timedProcess("bash", ["-c", `set -o pipefail; tar -C '${fx.big}' --sort=name -cf - . | gzip -6 | sha256sum > /dev/null`], process.env);
       big.peer.push(r);
@@ -572,6 +612,13 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       for (let rep = 0; rep < reps; rep++) {
         if (rep % 2 === 0) { await runKiln(rep, "scenarios"); await runPeer(rep, "scenarios"); }
         else { await runPeer(rep, "scenarios"); await runKiln(rep, "scenarios"); }
+      }
+    }
+    if (want("many-files")) {
+      // two repetitions at most: the figure is about the order of magnitude (147 s before issue 16)
+      for (let rep = 0; rep < Math.min(reps, 2); rep++) {
+        if (rep % 2 === 0) { await runKiln(rep, "many"); await runPeer(rep, "many"); }
+        else { await runPeer(rep, "many"); await runKiln(rep, "many"); }
       }
     }
     if (want("big")) {
@@ -641,6 +688,26 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       kiln: big.kiln.map((r) => r.total),
       peer: { name: "tar | gzip -6 | sha256sum", samples: big.peer.map((r) => r.total) },
       note: note || undefined,
+    }));
+  }
+  if (want("many-files")) {
+    const err = errors.get("many-files") ?? errors.get("server");
+    const sorted = [...healthMs].sort((a, b) => a - b);
+    const health = sorted.length ? `GET /healthz every 250 ms meanwhile: ${sorted.length} answered, median ${Math.round(sorted[sorted.length >> 1])} ms, max ${Math.round(sorted[sorted.length - 1])} ms` : "";
+    out.push(result({
+      name: "builds.copy-100k-files",
+      what: "`COPY m /m/` of a context of 100,000 one-byte files (100 directories) on a fresh state; wall time: kiln = POST (uncompressed tar streamed from `tar -c`) → SSE `done`; peer = `tar -c ctx | gzip -6 | sha256sum` (target ≤ 10 s, other requests unaffected)",
+      unit: "s",
+      kiln: many.kiln.map((r) => r.total),
+      peer: { name: "tar | gzip -6 | sha256sum", samples: many.peer.map((r) => r.total) },
+      note: [err ? `errors: ${err}` : "", kilnProfile(many.kiln), health].filter(Boolean).join("; ") || undefined,
+    }));
+    out.push(result({
+      name: "builds.copy-100k-files.healthz",
+      what: "latency of GET /healthz (every 250 ms, one at a time) while the 100,000-file context is uploaded and built (the issue saw it time out)",
+      unit: "ms",
+      kiln: healthMs,
+      note: health || undefined,
     }));
   }
   if (reloads) ctx.log(`bench builds: wrangler dev reloaded the Worker during ${reloads} server run(s)`);
