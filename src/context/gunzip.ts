@@ -8,6 +8,7 @@ export function gunzipPaced(input: ReadableStream<Uint8Array>, piece = 16 * 1024
 }
 
 const turn = () => new Promise<void>((r) => setTimeout(r, 0));
+const IDLE = Promise.resolve("idle" as const);
 
 /**
  * `input` through a (native) transform, paced by the reader: the input is written in pieces of at
@@ -37,8 +38,11 @@ export function pacedThrough(ts: TransformStream<Uint8Array, Uint8Array>, input:
   return new ReadableStream<Uint8Array>({
     async pull(c) {
       pending ??= out.read();
+      // output already there (the common case): no turn of the event loop, no write
+      const ready = await Promise.race([pending, IDLE]);
       const read = pending.then(() => "read" as const);
       for (;;) {
+        if (ready !== "idle") break;
         // a turn of the event loop after the last write: its output has surfaced by then, if it made any
         const first = await Promise.race([read, writing.then(turn).then(() => "wrote" as const)]);
         if (first === "read" || inputDone) break;
