@@ -11,6 +11,7 @@ import { MediaType } from "../oci/mediatypes";
 import { getBlob, putBlobComputed } from "../storage/blobs";
 import { getLayerIndex, putLayerIndex } from "../storage/cache";
 import type { LayerRef } from "./model";
+import { gunzipPaced } from "../context/gunzip";
 
 export const LAYER_MEDIA_TYPE = MediaType.OciLayerGzip as string;
 
@@ -60,7 +61,7 @@ async function layerHeaders(env: Env, layer: LayerRef, li: number): Promise<FsNo
   const blob = await getBlob(env, layer.digest);
   if (!blob) throw new Error(`layer ${layer.digest} is missing from the blob store`);
   let s: ReadableStream<Uint8Array> = blob.body;
-  if (!layer.mediaType.endsWith("tar")) s = s.pipeThrough(new DecompressionStream("gzip"));
+  if (!layer.mediaType.endsWith("tar")) s = gunzipPaced(s);
   const out: FsNode[] = [];
   for await (const e of readTar(new ByteReader(s))) {
     const path = normalizeLayerPath(e.path);
@@ -148,7 +149,7 @@ export async function readLayerFiles(
     const blob = await getBlob(env, layers[li].digest);
     if (!blob) throw new Error(`layer ${layers[li].digest} is missing`);
     let s: ReadableStream<Uint8Array> = blob.body;
-    if (!layers[li].mediaType.endsWith("tar")) s = s.pipeThrough(new DecompressionStream("gzip"));
+    if (!layers[li].mediaType.endsWith("tar")) s = gunzipPaced(s);
     const br = new ByteReader(s);
     let left = wanted.size;
     const linkOwners = new Map<string, FsNode[]>();

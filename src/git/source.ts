@@ -5,12 +5,13 @@
  */
 import type { ContextEntries } from "../context/ingest";
 import { cleanTarPath, isUnsafePath, readTar, type TarReadEntry } from "../oci/tar";
+import { gunzipPaced } from "../context/gunzip";
 
 export class SourceError extends Error {}
 
 export function stripArchive(gzipped: ReadableStream<Uint8Array>, subdir: string): ContextEntries {
   const prefix = cleanTarPath(subdir) === "." ? "" : cleanTarPath(subdir).replace(/\/+$/, "") + "/";
-  const tar = gzipped.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>);
+  const tar = gunzipPaced(gzipped);
   async function* entries(): AsyncGenerator<TarReadEntry> {
     for await (const { header, body } of readTar(tar)) {
       if (header.type !== "file" && header.type !== "dir" && header.type !== "symlink" && header.type !== "hardlink") {

@@ -13,6 +13,7 @@ import { writeCopyLayer, type CopySource, type LayerFile, type Owner, type Sourc
 import type { FsTree } from "../layers";
 import { transfer } from "./copy";
 import type { Executor, StepContext, StepInput, StepOutcome } from "./executor";
+import { gunzipPaced } from "../../context/gunzip";
 
 const MAX_UNKNOWN_LENGTH = 64 * 1024 * 1024;
 
@@ -37,7 +38,7 @@ export async function isArchive(env: Env, source: CopySource, node: SourceNode):
   const first = await head(await readContextRange(env, source.pack, node.offset, Math.min(node.size, 4096)), 4096);
   if (first[0] === 0x1f && first[1] === 0x8b) {
     try {
-      const s = (await readContextRange(env, source.pack, node.offset, node.size)).pipeThrough(new DecompressionStream("gzip"));
+      const s = gunzipPaced(await readContextRange(env, source.pack, node.offset, node.size));
       return tarHeaderOk(await head(s, 512));
     } catch {
       return false;
@@ -75,7 +76,7 @@ export async function extractArchiveEntries(
         });
         return h;
       })();
-      if (first[0] === 0x1f && first[1] === 0x8b) s = s.pipeThrough(new DecompressionStream("gzip"));
+      if (first[0] === 0x1f && first[1] === 0x8b) s = gunzipPaced(s);
       for await (const e of readTar(new ByteReader(s))) {
         const rel = rootRelative(e.path);
         if (!rel) continue;
