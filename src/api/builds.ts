@@ -36,15 +36,16 @@ buildsRoutes.post("/", async (c) => {
   const q = url.searchParams;
   const tags = q.getAll("tag").concat(q.getAll("t"));
   const repos = new Set(tags.map((t) => parseTag(t, url.origin).repository));
-  if (repos.size === 0) await requireApiScope(c, { kind: "admin" });
-  for (const repository of repos) await requireApiScope(c, { kind: "repository", repository, action: "push" });
+  // the build acts as this caller: push on every repository it tags (untagged builds: admin)
+  let caller = repos.size === 0 ? await requireApiScope(c, { kind: "admin" }) : undefined;
+  for (const repository of repos) caller = await requireApiScope(c, { kind: "repository", repository, action: "push" });
+  const principal = buildPrincipalOf(caller!);
   const buildArgs: Record<string, string> = {};
   for (const kv of q.getAll("build-arg")) {
     const eq = kv.indexOf("=");
     if (eq <= 0) throw new ApiError(400, `invalid build-arg ${JSON.stringify(kv)}: expected K=V`);
     buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
-  const principal = buildPrincipalOf(await requireApiScope(c, repos.size ? { kind: "repository", repository: [...repos][0], action: "push" } : { kind: "admin" }));
   const noCache = ["1", "true", "yes"].includes((q.get("no-cache") ?? "").toLowerCase());
   const started = await startBuild(c.env, c.executionCtx, {
     context: c.req.raw.body,

@@ -36,9 +36,12 @@ export function leavingKey(tokenId: string, runnerId: string): string {
   return `${tokenId}\n${runnerId}`;
 }
 
+import { isDigest } from "../oci/digest";
+
 export { formatPlatform as platformString, platformMatches } from "../oci/platform";
 
-const DIGEST_RE = /^sha256:[a-f0-9]{64}$/;
+/** Runner layers are sha256 (the blob API's default): src/oci's digest grammar, that algorithm only. */
+const isSha256 = (d: unknown): boolean => isDigest(d) && d.startsWith("sha256:");
 
 /** Validates a RunResult sent by a runner; returns a message when it is malformed. */
 export function validateRunResult(r: unknown): string | null {
@@ -48,8 +51,8 @@ export function validateRunResult(r: unknown): string | null {
     if (o.layer === null) return null;
     const l = o.layer as Record<string, unknown> | undefined;
     if (!l || typeof l !== "object") return "result.layer must be a layer descriptor or null";
-    if (typeof l.digest !== "string" || !DIGEST_RE.test(l.digest)) return "result.layer.digest must be sha256:<64 hex>";
-    if (typeof l.diffId !== "string" || !DIGEST_RE.test(l.diffId)) return "result.layer.diffId must be sha256:<64 hex>";
+    if (!isSha256(l.digest)) return "result.layer.digest must be sha256:<64 hex>";
+    if (!isSha256(l.diffId)) return "result.layer.diffId must be sha256:<64 hex>";
     if (typeof l.mediaType !== "string" || !l.mediaType) return "result.layer.mediaType must be a string";
     if (typeof l.size !== "number" || !Number.isSafeInteger(l.size) || l.size < 0) return "result.layer.size must be a non-negative integer";
     return null;

@@ -70,6 +70,9 @@ function basic(user: string, pass: string): string {
   return `Basic ${btoa(bin)}`;
 }
 
+/** How long the plain-HTTP probe of a failed https connection may take (it only explains a failure). */
+const PROBE_TIMEOUT_MS = 10_000;
+
 export class RegistryClient {
   private readonly fetchImpl: FetchLike;
 
@@ -122,7 +125,7 @@ export class RegistryClient {
       plain.protocol = "http:";
       if (!u.port) plain.port = "443";
       try {
-        const probe = await this.fetchImpl(plain.toString(), { method: "GET", redirect: "manual" });
+        const probe = await this.fetchImpl(plain.toString(), { method: "GET", redirect: "manual", signal: AbortSignal.timeout(PROBE_TIMEOUT_MS) });
         await probe.body?.cancel();
         // a TLS server answers a plain request with 400 ("plain HTTP request sent to HTTPS port")
         if (probe.status === 400) {
