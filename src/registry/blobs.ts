@@ -1,7 +1,7 @@
 /** GET/HEAD/DELETE /v2/<name>/blobs/<digest>. */
 import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
-import { getBlob, statRepoBlob, unlinkBlob } from "../storage/blobs";
+import { openBlob, statRepoBlob, unlinkBlob } from "../storage/blobs";
 import { requireDigest } from "../storage/blobs";
 import { presignedBlobUrl } from "../storage/presign";
 import { IMMUTABLE_CACHE_CONTROL, empty, etagOf, noneMatch, unsupportedMethod, type Ctx } from "./http";
@@ -50,13 +50,13 @@ export async function handleBlob(c: Ctx, name: string, digest: string): Promise<
     if (noneMatch(c.req.header("if-none-match"), digest)) return empty(304, headers);
     if (method === "HEAD") return empty(200, { ...headers, "Content-Length": String(stat.size) });
     // Deployed with KILN_R2_PRESIGN: the client fetches the bytes (and re-sends any Range) from R2 itself.
-    const redirect = await presignedBlobUrl(c.env, digest);
+    const redirect = await presignedBlobUrl(c.env, stat);
     if (redirect) return empty(307, { Location: redirect, "Docker-Content-Digest": digest, "Cache-Control": "no-store" });
     const range = parseRange(c.req.header("range"), stat.size);
     if (range === "invalid") {
       throw new OciError("RANGE_INVALID", "requested range not satisfiable", { headers: { "Content-Range": `bytes */${stat.size}` } });
     }
-    const obj = await getBlob(c.env, digest, range === "full" || stat.size === 0 ? undefined : range);
+    const obj = await openBlob(c.env, stat, range === "full" || stat.size === 0 ? undefined : range);
     if (!obj) throw new OciError("BLOB_UNKNOWN", "blob unknown to registry", { detail: { digest } });
     if (range === "full") {
       return new Response(stat.size === 0 ? null : obj.body, { status: 200, headers: { ...headers, "Content-Length": String(stat.size) } });

@@ -1,16 +1,42 @@
 /**
- * Content-addressed blob store. Bytes live once, globally, at R2 `blobs/<alg>/<hex>`; the D1 `blobs`
- * row is written only after the bytes were verified against the digest; a repository sees a blob
- * only through its `repo_blobs` link row.
+ * Content-addressed blob store. Bytes live once, globally; the D1 `blobs` row is written only after
+ * the bytes were verified against the digest, and says where they are: at `blobs/<alg>/<hex>` when
+ * the digest was known before writing, else in the object they were first written to (a build layer
+ * at `blobs/objects/<uuid>`, the chunks of a push as segments): nothing is copied after the fact. A
+ * repository sees a blob only through its `repo_blobs` link row.
  */
 import type { Env } from "../env";
 import { StorageError } from "./errors";
 import { algorithmOf, hexOf, isDigest, webAlgorithm, type Digest } from "../oci/digest";
-import { Meter, SINGLE_PUT_MAX, hashStream, isBadDigest, putFixed, spool } from "./streams";
+import { Meter, SINGLE_PUT_MAX, concatObjects, hashStream, isBadDigest, putFixed, spool, type ObjectPiece } from "./streams";
 
-export async function statBlob(env: Env, digest: string): Promise<{ size: number } | null> {
-  const row = await env.DB.prepare("SELECT size FROM blobs WHERE digest = ?").bind(digest).first<{ size: number }>();
-  return row ? { size: row.size } : null;
+/** Where a stored blob's bytes are (see migration 0011). */
+export interface BlobLocation {
+  digest: Digest;
+  size: number;
+  /** The one object holding the bytes (null: blobs/<alg>/<hex>), or with `segments`, the segments' owner. */
+  objectKey: string | null;
+  /** How many segment objects hold the bytes (0: one object). */
+  segments: number;
+}
+
+type LocationRow = { size: number; object_key: string | null; segments: number };
+
+function location(digest: string, row: LocationRow): BlobLocation {
+  return { digest: digest as Digest, size: row.size, objectKey: row.object_key, segments: row.segments };
+}
+
+/** A stored blob's size and location, or null. */
+export async function statBlob(env: Env, digest: string): Promise<BlobLocation | null> {
+  if (!isDigest(digest)) return null;
+  const row = await env.DB.prepare("SELECT size, object_key, segments FROM blobs WHERE digest = ?").bind(digest).first<LocationRow>();
+  return row ? location(digest, row) : null;
+}
+
+/** The single R2 object holding a blob's bytes, or null when they are in several segments. */
+export function blobObjectKey(loc: BlobLocation): string | null {
+  if (loc.segments > 0) return null;
+  return loc.objectKey ?? blobKey(loc.digest);
 }
 
 /** A digest from a client, or StorageError DIGEST_INVALID. */
@@ -31,9 +57,31 @@ function r2Checksum(d: Digest): R2PutOptions {
 
 /** A stored blob's bytes (only `range` of them when given) as a stream, with the blob's whole size; null when unknown. */
 export async function getBlob(env: Env, digest: string, range?: { offset: number; length?: number }): Promise<{ body: ReadableStream<Uint8Array>; size: number } | null> {
-  if (!isDigest(digest) || !(await statBlob(env, digest))) return null;
-  const obj = await env.BUCKET.get(blobKey(digest), range ? { range } : undefined);
-  return obj ? { body: obj.body, size: obj.size } : null;
+  const loc = await statBlob(env, digest);
+  return loc ? openBlob(env, loc, range) : null;
+}
+
+/** The bytes at a location found by statBlob or statRepoBlob (no further D1 read for a one-object blob). */
+export async function openBlob(env: Env, loc: BlobLocation, range?: { offset: number; length?: number }): Promise<{ body: ReadableStream<Uint8Array>; size: number } | null> {
+  const key = blobObjectKey(loc);
+  if (key !== null) {
+    const obj = await env.BUCKET.get(key, range ? { range } : undefined);
+    return obj ? { body: obj.body, size: loc.size } : null;
+  }
+  const offset = range?.offset ?? 0;
+  const end = range?.length !== undefined ? Math.min(loc.size, offset + range.length) : loc.size;
+  const { results } = await env.DB.prepare("SELECT key, offset, size FROM blob_segments WHERE owner = ? ORDER BY n")
+    .bind(loc.objectKey).all<{ key: string; offset: number; size: number }>();
+  const pieces: ObjectPiece[] = [];
+  for (const seg of results) {
+    const from = Math.max(offset, seg.offset);
+    const to = Math.min(end, seg.offset + seg.size);
+    if (from >= to) continue;
+    pieces.push(from === seg.offset && to === seg.offset + seg.size ? seg.key : { key: seg.key, range: { offset: from - seg.offset, length: to - from } });
+  }
+  const { stream, done } = concatObjects(env.BUCKET, pieces, Math.max(0, end - offset));
+  done.catch((err) => console.error(`blob ${loc.digest}: segment read failed`, err));
+  return { body: stream, size: loc.size };
 }
 
 /** A small blob (an image config, a manifest) read whole; null when unknown. */
@@ -52,9 +100,34 @@ function sizeMismatch(expected: number, actual: number): StorageError {
   return new StorageError("SIZE_INVALID", `the content is ${actual} bytes, expected ${expected}`, { detail: { expected, actual } });
 }
 
-async function recordBlob(env: Env, digest: string, size: number): Promise<void> {
-  await env.DB.prepare("INSERT INTO blobs (digest, size, created_at) VALUES (?, ?, ?) ON CONFLICT(digest) DO NOTHING")
-    .bind(digest, size, Date.now()).run();
+/** Writes the blob's row (bytes at blobs/<alg>/<hex>, or at `objectKey`); false when another writer's row won. */
+async function recordBlob(env: Env, digest: string, size: number, objectKey: string | null = null, segments = 0): Promise<boolean> {
+  const res = await env.DB.prepare("INSERT INTO blobs (digest, size, created_at, object_key, segments) VALUES (?, ?, ?, ?, ?) ON CONFLICT(digest) DO NOTHING")
+    .bind(digest, size, Date.now(), objectKey, segments).run();
+  return (res.meta.changes ?? 0) > 0;
+}
+
+/**
+ * Records the staged objects `pieces` (in order, `size` bytes in all, already verified to hash to
+ * `digest`) as the blob's bytes where they are: one piece becomes the blob's object, several its
+ * segments. Returns false, having written nothing, when the blob is already stored (the caller
+ * deletes its pieces).
+ */
+export async function adoptBlobObjects(env: Env, digest: string, size: number, pieces: { key: string; size: number }[], owner: string): Promise<boolean> {
+  const d = requireDigest(digest);
+  if (await statBlob(env, d)) return false;
+  await awaitCollection(env, d);
+  if (pieces.length === 1) return recordBlob(env, d, size, pieces[0].key, 0);
+  let offset = 0;
+  const rows = pieces.map((p, n) => {
+    const stmt = env.DB.prepare("INSERT INTO blob_segments (owner, n, key, offset, size) VALUES (?, ?, ?, ?, ?)").bind(owner, n, p.key, offset, p.size);
+    offset += p.size;
+    return stmt;
+  });
+  for (let i = 0; i < rows.length; i += 50) await env.DB.batch(rows.slice(i, i + 50));
+  if (await recordBlob(env, d, size, owner, pieces.length)) return true;
+  await env.DB.prepare("DELETE FROM blob_segments WHERE owner = ?").bind(owner).run();
+  return false;
 }
 
 /**
@@ -170,17 +243,17 @@ async function storeBlobVerified(env: Env, body: ReadableStream<Uint8Array>, dig
 }
 
 /**
- * Stores `body` (length and digest unknown up front) at blobs/sha256/<hex>. Bodies up to one part
- * (8 MiB) are hashed in memory and written once; larger ones are spooled to a temporary object
- * while hashing, then copied to their content address.
+ * Stores `body` (length and digest unknown up front), written once: a body of up to one part (8 MiB)
+ * is hashed in memory and put at blobs/<alg>/<hex>; a larger one is streamed as multipart parts
+ * straight into `blobs/objects/<uuid>` while it is hashed, and the row points there. `digest`, when
+ * the producer hashes the bytes itself in the same pass (a layer writer), saves hashing them twice.
  */
-export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>): Promise<{ digest: string; size: number }> {
+export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>, opts: { digest?: Promise<string> } = {}): Promise<{ digest: string; size: number }> {
   const bucket = env.BUCKET;
-  const tmpKey = `tmp/${crypto.randomUUID()}`;
-  const meter = new Meter("SHA-256");
-  const r = await spool(bucket, body, tmpKey, meter);
-  const hex = await meter.hex();
-  const digest = `sha256:${hex}`;
+  const objectKey = `blobs/objects/${crypto.randomUUID()}`;
+  const meter = new Meter(opts.digest ? undefined : "SHA-256");
+  const r = await spool(bucket, body, objectKey, meter);
+  const digest = opts.digest ? await opts.digest : `sha256:${await meter.hex()}`;
   const d = requireDigest(digest);
   const size = meter.size;
   if (await statBlob(env, digest)) {
@@ -189,18 +262,17 @@ export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>
   }
   await awaitCollection(env, digest);
   if (r.small) {
-    await bucket.put(blobKey(d), r.small, { sha256: hex });
+    try {
+      await bucket.put(blobKey(d), r.small, r2Checksum(d));
+    } catch (err) {
+      if (isBadDigest(err)) throw digestMismatch(d);
+      throw err;
+    }
+    await recordBlob(env, digest, size);
   } else {
     await r.upload!.complete(r.parts);
-    try {
-      const tmp = await bucket.get(tmpKey);
-      if (!tmp) throw new Error("temporary blob vanished");
-      await writeVerified(bucket, d, tmp.body, size, true);
-    } finally {
-      await bucket.delete(tmpKey);
-    }
+    if (!(await recordBlob(env, digest, size, objectKey))) await bucket.delete(objectKey);
   }
-  await recordBlob(env, digest, size);
   return { digest, size };
 }
 
@@ -232,12 +304,13 @@ export async function repoHasBlob(env: Env, repo: string, digest: string): Promi
   return (await statRepoBlob(env, repo, digest)) !== null;
 }
 
-/** The blob's size if `repo` links it. */
-export async function statRepoBlob(env: Env, repo: string, digest: string): Promise<{ size: number } | null> {
+/** The blob's size and location if `repo` links it (one query). */
+export async function statRepoBlob(env: Env, repo: string, digest: string): Promise<BlobLocation | null> {
+  if (!isDigest(digest)) return null;
   const row = await env.DB.prepare(
-    "SELECT b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest = ?",
-  ).bind(repo, digest).first<{ size: number }>();
-  return row ? { size: row.size } : null;
+    "SELECT b.size AS size, b.object_key AS object_key, b.segments AS segments FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest = ?",
+  ).bind(repo, digest).first<LocationRow>();
+  return row ? location(digest, row) : null;
 }
 
 /** The sizes of those of `digests` that `repo` links (one query). */
@@ -269,6 +342,9 @@ export async function collectBlob(env: Env, digest: string): Promise<boolean> {
   if (!isDigest(digest)) return false;
   const d = digest;
   const now = Date.now();
+  // A row's location never changes while it exists; a writer of the same digest after this delete
+  // waits for the blob_deletions marker below before writing.
+  const loc = await statBlob(env, d);
   // Nothing uses it and no writer has it pinned; checked and acted on in one transaction.
   const unused = `NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
        AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE ref = ?1)
@@ -283,20 +359,37 @@ export async function collectBlob(env: Env, digest: string): Promise<boolean> {
   ]);
   if (!res.meta.changes) return false;
   try {
-    await env.BUCKET.delete(blobKey(d));
+    await deleteBlobBytes(env, d, loc);
   } finally {
     await env.DB.prepare("DELETE FROM blob_deletions WHERE digest = ? AND started_at = ?").bind(digest, now).run();
   }
   return true;
 }
 
+/**
+ * Deletes every object that may hold the bytes of `d` (its row is already gone): the content
+ * address (where a manifest's bytes always are) and the recorded object or segments.
+ */
+async function deleteBlobBytes(env: Env, d: Digest, loc: BlobLocation | null): Promise<void> {
+  const keys = [blobKey(d)];
+  if (loc?.segments) {
+    const { results } = await env.DB.prepare("SELECT key FROM blob_segments WHERE owner = ?").bind(loc.objectKey).all<{ key: string }>();
+    keys.push(...results.map((r) => r.key));
+  } else if (loc?.objectKey) {
+    keys.push(loc.objectKey);
+  }
+  for (let i = 0; i < keys.length; i += 1000) await env.BUCKET.delete(keys.slice(i, i + 1000));
+  if (loc?.segments) await env.DB.prepare("DELETE FROM blob_segments WHERE owner = ?").bind(loc.objectKey).run();
+}
 
 /** Stores small in-memory content (manifests) at its content address; `digest` must be its digest. */
 export async function putBlobBytes(env: Env, bytes: Uint8Array, digest: string): Promise<void> {
   const d = requireDigest(digest);
-  if (await statBlob(env, digest)) return;
-  await awaitCollection(env, digest);
-  const checksum = r2Checksum(d);
-  await env.BUCKET.put(blobKey(d), bytes, checksum);
-  await recordBlob(env, digest, bytes.byteLength);
+  const stored = await statBlob(env, digest);
+  // Manifests are read at their content address: bytes first pushed as a blob of unknown digest
+  // (kept elsewhere) get that copy too; collectBlob deletes both.
+  if (stored && stored.objectKey === null && stored.segments === 0) return;
+  if (!stored) await awaitCollection(env, digest);
+  await env.BUCKET.put(blobKey(d), bytes, r2Checksum(d));
+  if (!stored) await recordBlob(env, digest, bytes.byteLength);
 }

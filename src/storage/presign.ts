@@ -6,7 +6,7 @@
  */
 import type { Env } from "../env";
 import { isDigest } from "../oci/digest";
-import { blobKey } from "./blobs";
+import { blobKey, blobObjectKey, type BlobLocation } from "./blobs";
 import { awsUriEncode, presignUrl } from "./sigv4";
 
 /** Default and ceiling of `KILN_R2_PRESIGN_TTL` (seconds). */
@@ -46,13 +46,17 @@ export function presignConfig(env: Env): PresignConfig | null {
  * A URL valid for `ttlSeconds` (at most 3600; default the setting) for a GET of the blob's R2 object,
  * or null when redirects are off or misconfigured. Callers check access and the repository link first.
  */
-export async function presignedBlobUrl(env: Env, digest: string, ttlSeconds?: number, now = new Date()): Promise<string | null> {
+export async function presignedBlobUrl(env: Env, blob: string | BlobLocation, ttlSeconds?: number, now = new Date()): Promise<string | null> {
   const config = presignConfig(env);
-  if (!config || !isDigest(digest)) return null;
+  if (!config) return null;
+  // A digest names its content address; a location found by statBlob names the object its bytes are in
+  // (none for a blob kept in several segments: the Worker serves those).
+  const key = typeof blob === "string" ? (isDigest(blob) ? blobKey(blob) : null) : blobObjectKey(blob);
+  if (key === null) return null;
   const ttl = Math.min(PRESIGN_TTL_MAX, Math.max(1, Math.floor(ttlSeconds ?? config.ttlSeconds)));
   return presignUrl({
     method: "GET",
-    url: `https://${config.accountId}.r2.cloudflarestorage.com/${awsUriEncode(config.bucket)}/${awsUriEncode(blobKey(digest), true)}`,
+    url: `https://${config.accountId}.r2.cloudflarestorage.com/${awsUriEncode(config.bucket)}/${awsUriEncode(key, true)}`,
     region: "auto",
     service: "s3",
     accessKeyId: config.accessKeyId,

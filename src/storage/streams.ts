@@ -157,22 +157,26 @@ export function isBadDigest(err: unknown): boolean {
   return /BadDigest|10037|checksum you specified did not match/i.test(String((err as Error)?.message ?? err));
 }
 
+/** One piece of a concatenation: a whole object, or `range` of it. */
+export type ObjectPiece = string | { key: string; range?: { offset: number; length: number } };
+
 /**
- * Concatenates R2 objects (`size` bytes in total) into one stream of known length, read one object
- * at a time. (Written straight into a FixedLengthStream: piping an IdentityTransformStream into
- * one stalls in workerd.) `done` settles when every object was copied; await it so no copy is left
- * running after the request.
+ * Concatenates R2 objects (or ranges of them; `size` bytes in total) into one stream of known
+ * length, read one object at a time. (Written straight into a FixedLengthStream: piping an
+ * IdentityTransformStream into one stalls in workerd.) `done` settles when every object was copied;
+ * await it so no copy is left running after the request.
  */
-export function concatObjects(bucket: R2Bucket, keys: string[], size: number): { stream: ReadableStream<Uint8Array>; done: Promise<void> } {
+export function concatObjects(bucket: R2Bucket, pieces: ObjectPiece[], size: number): { stream: ReadableStream<Uint8Array>; done: Promise<void> } {
   const { readable, writable } = new FixedLengthStream(size);
   const done = (async () => {
     try {
-      for (let i = 0; i < keys.length; i++) {
-        const obj = await bucket.get(keys[i]);
-        if (!obj) throw new Error(`staged object ${keys[i]} is missing`);
-        await obj.body.pipeTo(writable, { preventClose: i < keys.length - 1 });
+      for (let i = 0; i < pieces.length; i++) {
+        const p = typeof pieces[i] === "string" ? { key: pieces[i] as string } : (pieces[i] as { key: string; range?: { offset: number; length: number } });
+        const obj = await bucket.get(p.key, p.range ? { range: p.range } : undefined);
+        if (!obj) throw new Error(`stored object ${p.key} is missing`);
+        await obj.body.pipeTo(writable, { preventClose: i < pieces.length - 1 });
       }
-      if (keys.length === 0) await writable.close();
+      if (pieces.length === 0) await writable.close();
     } catch (err) {
       await writable.abort(err).catch(() => {});
       throw err;

@@ -1,12 +1,15 @@
 /**
- * Blob upload sessions. State lives only in D1 (`uploads`, `upload_chunks`) and R2 (one staged
- * object `uploads/<id>/<n>-<rand>` per PATCH), never in Worker memory, so a session survives a
- * restart and chunks may have any size: each chunk is its own object, concatenated on completion.
+ * Blob upload sessions. State lives only in D1 (`uploads`, `upload_chunks`) and R2 (one object
+ * `blobs/objects/<uuid>` per PATCH), never in Worker memory, so a session survives a restart and
+ * chunks may have any size. Each chunk is written once, where it stays: on completion the chunks are
+ * verified against the digest and become the blob's segments (a one-chunk push: its object), never
+ * copied. A first chunk is hashed while it is written, so the usual one-PATCH push is read no more.
  */
 import type { Env } from "../env";
 import { StorageError } from "./errors";
-import { putBlobVerified, putBlobVerifiedSized, requireDigest } from "./blobs";
-import { Meter, SINGLE_PUT_MAX, concatObjects, putFixed, spool } from "./streams";
+import { adoptBlobObjects, linkBlob, putBlobVerified, requireDigest, withBlobPin } from "./blobs";
+import { Meter, SINGLE_PUT_MAX, concatObjects, hashStream, putFixed, spool } from "./streams";
+import { algorithmOf, hexOf, webAlgorithm } from "../oci/digest";
 
 export interface UploadSession {
   id: string;
@@ -15,6 +18,8 @@ export interface UploadSession {
   size: number;
   /** Staged chunks so far. */
   chunks: number;
+  /** sha256 hex of the bytes so far, when they are one chunk hashed while it was written. */
+  sha256?: string | null;
 }
 
 const ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -30,23 +35,31 @@ export async function createUpload(env: Env, repo: string): Promise<UploadSessio
 /** The session `id` of `repo`, or null (unknown id, other repository, finished or cancelled). */
 export async function getUpload(env: Env, repo: string, id: string): Promise<UploadSession | null> {
   if (!ID_RE.test(id)) return null;
-  const row = await env.DB.prepare("SELECT id, repo, size, chunks FROM uploads WHERE id = ? AND repo = ?")
+  const row = await env.DB.prepare("SELECT id, repo, size, chunks, sha256 FROM uploads WHERE id = ? AND repo = ?")
     .bind(id, repo).first<UploadSession>();
   return row ?? null;
 }
 
-/** Writes a chunk to `key`; returns its length. `length` known → one fixed-length put; unknown → spooled in parts. */
-async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Array>, length: number | undefined): Promise<number> {
+/**
+ * Writes a chunk to `key`; returns its length and, with `hash`, its sha256 hex from the same pass.
+ * `length` known → one fixed-length put; unknown → written in parts.
+ */
+async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Array>, length: number | undefined, hash: boolean): Promise<{ size: number; sha256?: string }> {
   if (length !== undefined && length <= SINGLE_PUT_MAX) {
+    // Both branches are read natively: the hash keeps pace with the put.
+    const [toStore, toHash] = hash ? body.tee() : [body, null];
+    const hashing = toHash ? hashStream(toHash, "SHA-256") : Promise.resolve(undefined);
     try {
-      await putFixed(bucket, key, body, length);
+      await putFixed(bucket, key, toStore, length);
     } catch {
       await bucket.delete(key).catch(() => {});
+      toHash?.cancel().catch(() => {});
+      hashing.catch(() => {});
       throw new StorageError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length } });
     }
-    return length;
+    return { size: length, sha256: await hashing };
   }
-  const meter = new Meter();
+  const meter = new Meter(hash ? "SHA-256" : undefined);
   const r = await spool(bucket, body, key, meter);
   if (length !== undefined && meter.size !== length) {
     await r.upload?.abort().catch(() => {});
@@ -57,7 +70,7 @@ async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Ar
   } else {
     await r.upload!.complete(r.parts);
   }
-  return meter.size;
+  return { size: meter.size, sha256: hash ? await meter.hex() : undefined };
 }
 
 function rangeError(session: UploadSession, message: string): StorageError {
@@ -81,17 +94,20 @@ export async function appendUpload(
   }
   if (!body || opts.length === 0) return session;
   const n = session.chunks;
-  const key = `uploads/${session.id}/${n}-${crypto.randomUUID().slice(0, 8)}`;
-  const size = await stage(env.BUCKET, key, body, opts.length);
-  if (size === 0) return session;
+  const key = `blobs/objects/${crypto.randomUUID()}`;
+  const { size, sha256 } = await stage(env.BUCKET, key, body, opts.length, n === 0);
+  if (size === 0) {
+    await env.BUCKET.delete(key);
+    return session;
+  }
   let updated = 0;
   try {
     const [, upd] = await env.DB.batch([
       env.DB.prepare(
         "INSERT INTO upload_chunks (upload_id, n, key, size) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM uploads WHERE id = ?1 AND chunks = ?2)",
       ).bind(session.id, n, key, size),
-      env.DB.prepare("UPDATE uploads SET chunks = chunks + 1, size = size + ?1, updated_at = ?2 WHERE id = ?3 AND chunks = ?4")
-        .bind(size, Date.now(), session.id, n),
+      env.DB.prepare("UPDATE uploads SET chunks = chunks + 1, size = size + ?1, updated_at = ?2, sha256 = ?5 WHERE id = ?3 AND chunks = ?4")
+        .bind(size, Date.now(), session.id, n, n === 0 ? sha256 ?? null : null),
     ]);
     updated = upd.meta.changes ?? 0;
   } catch {
@@ -103,12 +119,16 @@ export async function appendUpload(
     if (!now) throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
     throw rangeError(now, "another chunk was appended to this upload concurrently");
   }
-  return { ...session, size: session.size + size, chunks: n + 1 };
+  return { ...session, size: session.size + size, chunks: n + 1, sha256: n === 0 ? sha256 ?? null : null };
+}
+
+async function chunkRows(env: Env, id: string): Promise<{ key: string; size: number }[]> {
+  const { results } = await env.DB.prepare("SELECT key, size FROM upload_chunks WHERE upload_id = ? ORDER BY n").bind(id).all<{ key: string; size: number }>();
+  return results;
 }
 
 async function chunkKeys(env: Env, id: string): Promise<string[]> {
-  const { results } = await env.DB.prepare("SELECT key FROM upload_chunks WHERE upload_id = ? ORDER BY n").bind(id).all<{ key: string }>();
-  return results.map((r) => r.key);
+  return (await chunkRows(env, id)).map((r) => r.key);
 }
 
 async function dropSession(env: Env, id: string, keys: string[]): Promise<void> {
@@ -121,8 +141,8 @@ async function dropSession(env: Env, id: string, keys: string[]): Promise<void> 
 
 /**
  * Completes an upload: the optional final chunk is appended, then the staged bytes are verified
- * against `digest` while being written to the blob's content address, and the blob is linked to the
- * repository. On a mismatch nothing is kept (the session is gone too) and DIGEST_INVALID is thrown.
+ * against `digest` and become the blob where they are (no copy), linked to the repository. On a
+ * mismatch nothing is kept (the session is gone too) and DIGEST_INVALID is thrown.
  */
 export async function finishUpload(
   env: Env,
@@ -131,30 +151,47 @@ export async function finishUpload(
   finalBody: ReadableStream<Uint8Array> | null,
   finalLength?: number,
 ): Promise<{ digest: string; size: number }> {
-  requireDigest(digest);
-  let result: { digest: string; size: number };
-  if (session.chunks === 0 && finalBody && finalLength !== 0) {
-    // Nothing staged: verify and store the PUT body directly.
+  const d = requireDigest(digest);
+  if (session.chunks === 0) {
+    // Nothing staged: the PUT body (or nothing) is verified while it is written to the content address.
     try {
-      result = await putBlobVerified(env, finalBody, digest, finalLength, session.repo);
+      const empty = new ReadableStream<Uint8Array>({ start: (c) => c.close() });
+      const body = finalBody && finalLength !== 0 ? finalBody : empty;
+      return await withDroppedSession(env, session.id, putBlobVerified(env, body, digest, body === empty ? 0 : finalLength, session.repo));
     } catch (err) {
       if (err instanceof StorageError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, []);
       throw err;
     }
-  } else {
-    if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength });
-    const keys = await chunkKeys(env, session.id);
-    try {
-      const staged = concatObjects(env.BUCKET, keys, session.size);
-      result = await putBlobVerifiedSized(env, staged.stream, digest, session.size, session.repo);
-      await staged.done;
-    } catch (err) {
-      if (err instanceof StorageError && (err.code === "DIGEST_INVALID" || err.code === "SIZE_INVALID")) await dropSession(env, session.id, keys);
-      throw err;
-    }
   }
-  // Linked to session.repo by the put above, before a concurrent delete could collect the blob.
-  await dropSession(env, session.id, await chunkKeys(env, session.id));
+  if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength });
+  const chunks = await chunkRows(env, session.id);
+  const size = chunks.reduce((n, c) => n + c.size, 0);
+  return withBlobPin(env, digest, async () => {
+    // One chunk hashed while it was written needs no second read; several are read once, in order.
+    let hex = chunks.length === 1 && algorithmOf(d) === "sha256" ? session.sha256 ?? null : null;
+    if (hex === null) {
+      const staged = concatObjects(env.BUCKET, chunks.map((c) => c.key), size);
+      hex = await hashStream(staged.stream, webAlgorithm(algorithmOf(d)));
+      await staged.done;
+    }
+    if (hex !== hexOf(d)) {
+      await dropSession(env, session.id, chunks.map((c) => c.key));
+      throw new StorageError("DIGEST_INVALID", "the uploaded content does not match the digest", {
+        detail: { expected: digest, actual: `${algorithmOf(d)}:${hex}` },
+      });
+    }
+    const adopted = await adoptBlobObjects(env, digest, size, chunks, session.id);
+    await linkBlob(env, session.repo, digest);
+    // The adopted objects are the blob's now: only the session's rows go.
+    await dropSession(env, session.id, adopted ? [] : chunks.map((c) => c.key));
+    return { digest, size };
+  });
+}
+
+/** Awaits the store of a session's only body, then drops the session (it staged nothing). */
+async function withDroppedSession<T>(env: Env, id: string, store: Promise<T>): Promise<T> {
+  const result = await store;
+  await dropSession(env, id, []);
   return result;
 }
 
@@ -165,7 +202,7 @@ export async function cancelUpload(env: Env, session: UploadSession): Promise<vo
 
 /**
  * Deletes upload sessions untouched for `maxAgeMs` (default 7 days) with their staged chunks, and
- * temporary objects of interrupted putBlobComputed calls. Meant for a scheduled (cron) handler.
+ * temporary objects left by older versions (tmp/). Meant for a scheduled (cron) handler.
  * Returns how many sessions were purged.
  */
 export async function purgeStaleUploads(env: Env, maxAgeMs = 7 * 24 * 3600 * 1000, limit = 100): Promise<number> {

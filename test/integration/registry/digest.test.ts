@@ -1,6 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { patch, pushBlob, randomBytes, reg, sha256, startUpload, streamOf, withDigest } from "./helpers";
+import { allGone, patch, pushBlob, randomBytes, reg, sha256, stagedKeys, startUpload, streamOf, withDigest } from "./helpers";
 
 type Errors = { errors: { code: string }[] };
 
@@ -10,14 +10,15 @@ describe("digest verification", () => {
     const wrong = await sha256(randomBytes(5000));
     const location = await startUpload("dv/session");
     await patch(location, data, 0);
+    const staged = await stagedKeys(location);
+    expect(staged).toHaveLength(1);
     const put = await reg(withDigest(location, wrong), { method: "PUT" });
     expect(put.status).toBe(400);
     expect(await put.json()).toMatchObject({ errors: [{ code: "DIGEST_INVALID" }] });
     expect((await reg(`/v2/dv/session/blobs/${wrong}`, { method: "HEAD" })).status).toBe(404);
     expect(await env.BUCKET.head(`blobs/sha256/${wrong.slice(7)}`)).toBeNull();
     expect(await env.DB.prepare("SELECT 1 FROM blobs WHERE digest = ?").bind(wrong).first()).toBeNull();
-    const id = location.split("/").pop()!;
-    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects).toEqual([]);
+    expect(await allGone(staged)).toBe(true);
   });
 
   it("refuses a monolithic POST whose body does not match, small or large", async () => {

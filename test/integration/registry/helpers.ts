@@ -1,4 +1,4 @@
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 
 export const BASE = "http://kiln.test";
 export const AUTH = `Basic ${btoa("kiln:kiln-test-admin")}`;
@@ -108,4 +108,17 @@ export async function patch(location: string, chunk: Uint8Array, start?: number)
 /** The upload `location` with `digest=` added to its query. */
 export function withDigest(location: string, digest: string): string {
   return `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`;
+}
+
+/** The R2 keys of an upload session's staged chunks, in order (from D1: chunk objects are named by uuid). */
+export async function stagedKeys(location: string): Promise<string[]> {
+  const id = location.split("/").pop()!;
+  const { results } = await env.DB.prepare("SELECT key FROM upload_chunks WHERE upload_id = ? ORDER BY n").bind(id).all<{ key: string }>();
+  return results.map((r) => r.key);
+}
+
+/** Whether every one of `keys` is absent from R2. */
+export async function allGone(keys: string[]): Promise<boolean> {
+  for (const k of keys) if (await env.BUCKET.head(k)) return false;
+  return true;
 }

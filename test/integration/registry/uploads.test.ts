@@ -1,7 +1,7 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { purgeStaleUploads } from "../../../src/storage/uploads";
-import { patch, randomBytes, reg, sha256, startUpload, streamOf, withDigest } from "./helpers";
+import { allGone, patch, randomBytes, reg, sha256, stagedKeys, startUpload, streamOf, withDigest } from "./helpers";
 
 describe("upload sessions", () => {
   it("POST opens a session with Location, Range and Docker-Upload-UUID", async () => {
@@ -37,16 +37,20 @@ describe("upload sessions", () => {
     const rest = await reg(location, { method: "PATCH", body: data.slice(off) });
     expect(rest.status).toBe(202);
     expect(rest.headers.get("range")).toBe(`0-${data.length - 1}`);
+    const staged = await stagedKeys(location);
     const put = await reg(withDigest(location, digest), { method: "PUT" });
     expect(put.status).toBe(201);
     expect(put.headers.get("location")).toBe(`/v2/up/chunks/blobs/${digest}`);
     expect(put.headers.get("docker-content-digest")).toBe(digest);
     const get = await reg(`/v2/up/chunks/blobs/${digest}`);
     expect(new Uint8Array(await get.arrayBuffer())).toEqual(data);
-    // The session is gone and its staged chunks deleted.
+    // The session is gone; its chunks, written once, are the blob's segments (no copy at the content address).
     expect((await reg(location)).status).toBe(404);
-    const id = location.split("/").pop()!;
-    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects).toEqual([]);
+    const row = await env.DB.prepare("SELECT object_key, segments FROM blobs WHERE digest = ?").bind(digest).first<{ object_key: string; segments: number }>();
+    expect(row!.segments).toBe(staged.length);
+    const { results } = await env.DB.prepare("SELECT key FROM blob_segments WHERE owner = ? ORDER BY n").bind(row!.object_key).all<{ key: string }>();
+    expect(results.map((r) => r.key)).toEqual(staged);
+    expect(await env.BUCKET.head(`blobs/sha256/${digest.slice(7)}`)).toBeNull();
   });
 
   it("accepts the final chunk inside the PUT", async () => {
@@ -119,14 +123,15 @@ describe("upload sessions", () => {
   it("cancels a session with DELETE", async () => {
     const location = await startUpload("up/cancel");
     await patch(location, randomBytes(100), 0);
-    const id = location.split("/").pop()!;
-    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects.length).toBe(1);
+    const staged = await stagedKeys(location);
+    expect(staged).toHaveLength(1);
+    expect(await allGone(staged)).toBe(false);
     const del = await reg(location, { method: "DELETE" });
     expect(del.status).toBe(204);
     const gone = await reg(location);
     expect(gone.status).toBe(404);
     expect(await gone.json()).toMatchObject({ errors: [{ code: "BLOB_UPLOAD_UNKNOWN" }] });
-    expect((await env.BUCKET.list({ prefix: `uploads/${id}/` })).objects).toEqual([]);
+    expect(await allGone(staged)).toBe(true);
     expect((await patch(location, randomBytes(1), 100)).status).toBe(404);
   });
 
@@ -168,10 +173,11 @@ describe("upload sessions", () => {
     await patch(stale, randomBytes(100), 0);
     await patch(fresh, randomBytes(100), 0);
     const staleId = stale.split("/").pop()!;
+    const staged = await stagedKeys(stale);
     await env.DB.prepare("UPDATE uploads SET updated_at = ? WHERE id = ?").bind(Date.now() - 8 * 24 * 3600 * 1000, staleId).run();
     expect(await purgeStaleUploads(env)).toBe(1);
     expect((await reg(stale)).status).toBe(404);
-    expect((await env.BUCKET.list({ prefix: `uploads/${staleId}/` })).objects).toEqual([]);
+    expect(await allGone(staged)).toBe(true);
     expect((await reg(fresh)).status).toBe(204);
   });
 });
