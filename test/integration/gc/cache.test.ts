@@ -30,7 +30,7 @@ describe("cache lifecycle", () => {
     // a hit moves last_hit_at forward
     await setLastHit(copy.key, Date.now() - 40 * DAY);
     const again = await build(files, "?tag=cachelife/app:2");
-    expect(again.steps.find((s: any) => s.instruction.startsWith("COPY")).status).toBe("cached");
+    expect(again.steps.find((s) => s.instruction.startsWith("COPY"))?.status).toBe("cached");
     const hit = await env.DB.prepare("SELECT last_hit_at FROM cache_entries WHERE key = ?").bind(copy.key).first<{ last_hit_at: number }>();
     expect(hit!.last_hit_at).toBeGreaterThan(Date.now() - 60_000);
 
@@ -41,7 +41,7 @@ describe("cache lifecycle", () => {
     // the tagged images still have their layer
     expect((await reg(`/v2/cachelife/app/blobs/${copy.layer}`, { method: "HEAD" })).status).toBe(200);
     const rebuilt = await build(files, "?tag=cachelife/app:3");
-    expect(rebuilt.steps.find((s: any) => s.instruction.startsWith("COPY")).status).toBe("done");
+    expect(rebuilt.steps.find((s) => s.instruction.startsWith("COPY"))?.status).toBe("done");
   });
 
   it("a layer only a cache entry holds survives a blob delete and goes when the entry is evicted", async () => {
