@@ -1,4 +1,5 @@
-import { env } from "cloudflare:test";
+import { createExecutionContext, createScheduledController, env, waitOnExecutionContext } from "cloudflare:test";
+import worker from "../../../src/index";
 import { describe, expect, it } from "vitest";
 import { OCI_INDEX, OCI_MANIFEST, bytesOf, imageManifest, pushBlob, putManifest, reg, sha256 } from "../registry/helpers";
 import { age, blobIntact, blobObject, blobRow, collect } from "./helpers";
@@ -137,5 +138,18 @@ describe("garbage collection", () => {
     const done = await reg(`${loc}${loc.includes("?") ? "&" : "?"}digest=${digest}`, { method: "PUT" });
     expect(done.status).toBe(201);
     expect(await blobIntact("gcobj/app", digest)).toBe(true);
+  });
+
+  it("the daily cron runs one collection (default grace period) and keeps its report", async () => {
+    const orphan = await pushBlob("gccron/app", `orphan-${Math.random()}`);
+    await env.DB.prepare("UPDATE blobs SET created_at = ? WHERE digest = ?").bind(Date.now() - 2 * 3600 * 1000, orphan).run();
+    await env.DB.prepare("UPDATE repo_blobs SET created_at = ? WHERE digest = ?").bind(Date.now() - 2 * 3600 * 1000, orphan).run();
+    const ctx = createExecutionContext();
+    await worker.scheduled(createScheduledController({ cron: "17 3 * * *" }), env, ctx);
+    await waitOnExecutionContext(ctx);
+    expect(await blobRow(orphan)).toBe(false);
+    const { runs } = (await (await reg("/v1/gc", { headers: ADMIN })).json()) as { runs: any[] };
+    expect(runs[0]).toMatchObject({ trigger: "cron", status: "done" });
+    expect(runs[0].report.deleted.blobs).toContain(orphan);
   });
 });
