@@ -190,10 +190,15 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
 
   // Running builds: their repositories keep every link (layers linked before the manifest exists),
   // their contexts and staging objects stay.
-  const activeBuilds = await all<{ id: string; repository: string | null; context_digest: string | null }>(
-    env, "SELECT id, repository, context_digest FROM builds WHERE status IN ('queued', 'running') OR updated_at >= ?", cutoff,
+  const activeBuilds = await all<{ id: string; repository: string | null; tags: string; context_digest: string | null }>(
+    env, "SELECT id, repository, tags, context_digest FROM builds WHERE status IN ('queued', 'running') OR updated_at >= ?", cutoff,
   );
-  const buildingRepos = new Set(activeBuilds.flatMap((b) => (b.repository ? [b.repository] : [])));
+  const buildingRepos = new Set<string>();
+  for (const b of activeBuilds) {
+    if (b.repository) buildingRepos.add(b.repository);
+    // every repository it tags (`repo:tag`)
+    for (const t of JSON.parse(b.tags || "[]") as string[]) buildingRepos.add(t.slice(0, t.lastIndexOf(":")));
+  }
 
   // ---- retention and manifest marks, per repository
   const policies = await listRetention(env);
