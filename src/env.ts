@@ -81,6 +81,12 @@ declare global {
        * line in the file index (~200 bytes of JSON) that the build holds in memory.
        */
       KILN_MAX_CONTEXT_ENTRIES?: string;
+      /** Grace period of garbage collection in seconds (default 3600): nothing younger is collected. */
+      KILN_GC_GRACE_SECONDS?: string;
+      /** A build cache entry not hit for this many days is dropped by the next collection (default 30). */
+      KILN_CACHE_MAX_AGE_DAYS?: string;
+      /** Layer bytes kept per cache scope; beyond it the least recently hit entries are dropped (default: no budget). */
+      KILN_CACHE_BUDGET_BYTES?: string;
     }
   }
 }

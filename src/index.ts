@@ -12,9 +12,12 @@ import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
 import { purgeStaleUploads } from "./storage/uploads";
+import { gcRoutes, quotasRoutes, retentionRoutes, usageRoutes } from "./api/lifecycle";
+import { garbageCollector } from "./gc/collector";
 
 export { BuildCoordinator } from "./builder/coordinator";
 export { Dispatcher } from "./builder/dispatcher";
+export { GarbageCollector } from "./gc/collector";
 
 const app = new Hono<{ Bindings: Env }>();
 
@@ -43,6 +46,10 @@ app.route("/v1/jobs", jobsRoutes);
 app.route("/v1/webhooks", webhooksRoutes);
 app.route("/v1/hooks", hooksRoutes);
 app.route("/v1/upstreams", upstreamsRoutes);
+app.route("/v1/gc", gcRoutes);
+app.route("/v1/retention", retentionRoutes);
+app.route("/v1/quotas", quotasRoutes);
+app.route("/v1/usage", usageRoutes);
 
 app.onError((err, c) => {
   if (err instanceof OciError || err instanceof ApiError) return err.toResponse();
@@ -66,8 +73,14 @@ app.notFound((c) => {
 
 export default {
   fetch: app.fetch,
-  /** Daily: drop upload sessions nobody finished within a week (their staged chunks with them). */
+  /**
+   * Daily: drop upload sessions nobody finished within a week (their staged chunks with them), then
+   * run one garbage collection (retention policies first).
+   */
   async scheduled(_controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<void> {
-    ctx.waitUntil(purgeStaleUploads(env));
+    ctx.waitUntil((async () => {
+      await purgeStaleUploads(env);
+      await garbageCollector(env).collect({ dryRun: false, trigger: "cron" });
+    })());
   },
 } satisfies ExportedHandler<Env>;

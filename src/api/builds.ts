@@ -5,6 +5,8 @@ import { requireApiScope } from "../auth/api";
 import { startBuild, parseTag } from "../builder/start";
 import { buildPrincipalOf } from "../auth/build-principal";
 import { getBuildRow, listBuilds } from "../storage/builds";
+import { StorageError } from "../storage/errors";
+import { assertWithinQuota } from "../storage/usage";
 
 /** /v1/builds: start (POST), inspect (GET), follow (GET …/events, SSE), cancel (DELETE). */
 export const buildsRoutes = new Hono<{ Bindings: Env }>();
@@ -39,6 +41,12 @@ buildsRoutes.post("/", async (c) => {
   // the build acts as this caller: push on every repository it tags (untagged builds: admin)
   let caller = repos.size === 0 ? await requireApiScope(c, { kind: "admin" }) : undefined;
   for (const repository of repos) caller = await requireApiScope(c, { kind: "repository", repository, action: "push" });
+  // a namespace at its quota gets no build (its push is checked again, whole, before anything is linked)
+  for (const repository of repos) {
+    await assertWithinQuota(c.env, repository, true).catch((e) => {
+      throw e instanceof StorageError && e.code === "DENIED" ? new ApiError(403, e.message, { detail: e.detail }) : e;
+    });
+  }
   const principal = buildPrincipalOf(caller!);
   const buildArgs: Record<string, string> = {};
   for (const kv of q.getAll("build-arg")) {

@@ -4,6 +4,7 @@ import { buildManifest, emptyConfig, encodeJson, isIndexDocument, parseImageConf
 import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
 import { getBlobBytes, linkBlob, linkedBlobSizes, putBlobBytes } from "../storage/blobs";
+import { checkQuota, storedSizes } from "../storage/usage";
 import { getManifest, putManifest } from "../storage/manifests";
 import { StepError, type ImageState, type LayerRef } from "./model";
 import { pullImage, type PulledImage } from "../upstream/pull";
@@ -181,6 +182,8 @@ export async function prepareImage(env: Env, state: ImageState, sourceDateEpoch:
 
 /** Links the image's blobs into `repo` and puts its manifest under `reference` (tag or digest). */
 export async function storeImage(env: Env, repo: string, image: PreparedImage, reference: string, extraTags: string[] = []): Promise<void> {
+  // the whole image fits the namespace's quota, or nothing of it is linked
+  await checkQuota(env, repo, [...(await storedSizes(env, [...image.layers, image.config])), { digest: image.digest, size: image.bytes.byteLength }]);
   for (const l of image.layers) await linkBlob(env, repo, l);
   await linkBlob(env, repo, image.config);
   await putManifest(env, repo, reference, image.bytes, MediaType.OciManifest, extraTags);

@@ -1,10 +1,11 @@
-// The `kiln` command: build, login, logs, cancel, runner.
+// The `kiln` command: build, login, logs, cancel, gc, usage, runner.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { follow, runBuild } from "./build";
 import { configPath, loadConfig, resolveTarget, saveConfig } from "./config";
 import { authHeaders, CliError, httpError, request, statusHint } from "./http";
 import { makeProgress, type BuildView, type ProgressMode } from "./progress";
+import { gcCommand, usageCommand } from "./lifecycle";
 
 const USAGE = `usage:
   kiln build [-t repo:tag]... [-f Dockerfile] [--build-arg K=V]... [--target T] [--no-cache]
@@ -13,6 +14,8 @@ const USAGE = `usage:
   kiln login [--server URL] [--token T]     (reads the token from stdin when not given)
   kiln logs <build-id> [--progress plain|tty|quiet] [--server URL] [--token T]
   kiln cancel <build-id> [--server URL] [--token T]
+  kiln gc [--dry-run] [--grace-seconds N] [--json] [--server URL] [--token T]     (admin)
+  kiln usage [--json] [--server URL] [--token T]
   kiln runner --server URL [--token-file F] [--work-dir D] [--concurrency N] [--allow-host-network]
               (the token from --token-file, or KILN_TOKEN; --token T shows it to every user in ps)
 `;
@@ -165,6 +168,18 @@ export async function main(argv: string[]): Promise<number> {
       if (positional.length !== 1) throw new UsageError("kiln cancel needs a build id");
       const { server, token } = resolveTarget({ server: flags.server as string, token: flags.token as string });
       return await cancelBuild(server, token, positional[0]);
+    }
+    case "gc": {
+      const { flags, positional } = parseArgs(rest, { bool: ["dry-run", "json"], repeat: [], value: ["server", "token", "grace-seconds"], alias: { "-n": "dry-run" } });
+      if (positional.length) throw new UsageError("kiln gc takes no arguments");
+      const { server, token } = resolveTarget({ server: flags.server as string, token: flags.token as string });
+      return await gcCommand(server, token, { dryRun: Boolean(flags["dry-run"]), graceSeconds: flags["grace-seconds"] as string | undefined, json: Boolean(flags.json) });
+    }
+    case "usage": {
+      const { flags, positional } = parseArgs(rest, { bool: ["json"], repeat: [], value: ["server", "token"], alias: {} });
+      if (positional.length) throw new UsageError("kiln usage takes no arguments");
+      const { server, token } = resolveTarget({ server: flags.server as string, token: flags.token as string });
+      return await usageCommand(server, token, { json: Boolean(flags.json) });
     }
     case "runner": {
       const mod = await import("../runner/main");

@@ -6,7 +6,8 @@ import { authorizeRegistry } from "../auth/registry";
 import { OciError } from "../errors";
 import { StorageError } from "../storage/errors";
 import { isDigest } from "../oci/digest";
-import { linkBlob, putBlobVerified, repoHasBlob, requireDigest } from "../storage/blobs";
+import { linkBlob, putBlobVerified, repoHasBlob, requireDigest, statBlob, unlinkBlob } from "../storage/blobs";
+import { assertWithinQuota, checkQuota } from "../storage/usage";
 import {
   appendUpload, cancelUpload, createUpload, finishUpload, getUpload, type UploadSession,
 } from "../storage/uploads";
@@ -35,6 +36,8 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     const from = c.req.query("from");
     if (isDigest(mount)) {
       if (from !== undefined ? await mountable(c, from, mount) : await repoHasBlob(c.env, name, mount)) {
+        const stored = await statBlob(c.env, mount);
+        if (stored) await checkQuota(c.env, name, [{ digest: mount, size: stored.size }]);
         try {
           await linkBlob(c.env, name, mount);
           return created(name, mount);
@@ -52,7 +55,11 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
   if (digest !== undefined) {
     requireDigest(digest);
     const { body, length } = requestBody(c);
-    const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, body ? length : 0, name);
+    const size = body ? length : 0;
+    await checkQuota(c.env, name, [{ digest, size: size ?? 0 }]);
+    const linked = size === undefined && (await repoHasBlob(c.env, name, digest));
+    const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, size, name);
+    if (size === undefined && !linked) await undoPastQuota(c, name, stored);
     return created(name, stored.digest);
   }
   c.req.raw.body?.cancel().catch(() => {});
@@ -102,6 +109,8 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
         }
         chunkLength = rangeLength;
       }
+      // staged bytes count against the quota (a body of unknown length: the bytes staged so far)
+      await checkQuota(c.env, name, [{ size: s.size + (chunkLength ?? 0) }]);
       s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength });
       return empty(202, uploadHeaders(s));
     }
@@ -115,7 +124,10 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
       if (range && range !== "invalid" && range.start !== s.size) {
         throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: uploadHeaders(s) });
       }
+      await checkQuota(c.env, name, [{ digest, size: s.size + (body ? (length ?? 0) : 0) }]);
+      const linked = body !== null && length === undefined && (await repoHasBlob(c.env, name, digest));
       const stored = await finishUpload(c.env, s, digest, body, length);
+      if (body && length === undefined && !linked) await undoPastQuota(c, name, stored);
       return created(name, stored.digest);
     }
     case "DELETE": {
@@ -125,6 +137,19 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
     }
     default:
       return unsupportedMethod(c);
+  }
+}
+
+/**
+ * A blob whose length was unknown until stored: when it took the namespace past its quota, its link
+ * is removed again (the bytes go with it unless another repository uses them) and the push refused.
+ */
+async function undoPastQuota(c: Ctx, name: string, stored: { digest: string; size: number }): Promise<void> {
+  try {
+    await assertWithinQuota(c.env, name);
+  } catch (err) {
+    await unlinkBlob(c.env, name, stored.digest).catch(() => {});
+    throw err;
   }
 }
 

@@ -199,6 +199,29 @@ export async function withBlobPin<T>(env: Env, digest: string, fn: () => Promise
   }
 }
 
+/**
+ * Runs `fn` with every one of `digests` pinned (one D1 batch to pin, one statement to unpin): a manifest
+ * push pins what it references before checking it is there, so a collection running meanwhile cannot
+ * remove a link, child manifest or blob between the check and the manifest row.
+ */
+export async function withBlobPins<T>(env: Env, digests: string[], fn: () => Promise<T>): Promise<T> {
+  const id = crypto.randomUUID();
+  const unique = [...new Set(digests)];
+  const expires = Date.now() + PIN_TTL_MS;
+  const stmts: D1PreparedStatement[] = [];
+  for (let i = 0; i < unique.length; i += 30) {
+    const part = unique.slice(i, i + 30);
+    stmts.push(env.DB.prepare(`INSERT INTO blob_pins (id, digest, expires_at) VALUES ${part.map(() => "(?, ?, ?)").join(",")}`)
+      .bind(...part.flatMap((d, j) => [`${id}/${i + j}`, d, expires])));
+  }
+  if (stmts.length) await env.DB.batch(stmts);
+  try {
+    return await fn();
+  } finally {
+    await env.DB.prepare("DELETE FROM blob_pins WHERE (id >= ?1 AND id < ?2) OR expires_at < ?3").bind(`${id}/`, `${id}0`, Date.now()).run();
+  }
+}
+
 /** Waits until no collection of `digest` is deleting its bytes (call before writing them). */
 async function awaitCollection(env: Env, digest: string): Promise<void> {
   const deadline = Date.now() + DELETION_STALE_MS;
@@ -337,7 +360,10 @@ export async function unlinkBlob(env: Env, repo: string, digest: string): Promis
   await collectBlob(env, digest);
 }
 
-/** Deletes a blob's row and bytes if nothing uses it any more: no link, no manifest reference, no manifest of that digest. */
+/**
+ * Deletes a blob's row and bytes if nothing uses it any more: no link, no manifest reference, no
+ * manifest of that digest, no build cache entry, no pull-through record, no pin.
+ */
 export async function collectBlob(env: Env, digest: string): Promise<boolean> {
   if (!isDigest(digest)) return false;
   const d = digest;
@@ -349,6 +375,8 @@ export async function collectBlob(env: Env, digest: string): Promise<boolean> {
   const unused = `NOT EXISTS (SELECT 1 FROM repo_blobs WHERE digest = ?1)
        AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE ref = ?1)
        AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)
+       AND NOT EXISTS (SELECT 1 FROM cache_entries WHERE layer = ?1)
+       AND NOT EXISTS (SELECT 1 FROM upstream_links WHERE digest = ?1)
        AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?1 AND expires_at > ?2)`;
   const [, res] = await env.DB.batch([
     env.DB.prepare(

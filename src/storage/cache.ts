@@ -24,25 +24,50 @@ export interface CacheEntry {
   history: Record<string, unknown> | null;
 }
 
-const keyOf = (key: string) => {
+export const cacheObjectKey = (key: string) => {
   const hex = key.startsWith("sha256:") ? key.slice(7) : key;
   if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`bad cache key ${key}`);
   return `cache/sha256/${hex}`;
 };
 
-export async function getCacheEntry(env: Env, key: string): Promise<CacheEntry | null> {
-  const obj = await env.BUCKET.get(keyOf(key));
+/**
+ * The entry of `key`, or null. A hit is recorded (`cache_entries.last_hit_at`, at most once a minute
+ * per entry) so eviction drops the least recently hit first; an entry from before the index existed
+ * is indexed under `scope` on its first hit.
+ */
+export async function getCacheEntry(env: Env, key: string, scope?: string): Promise<CacheEntry | null> {
+  const obj = await env.BUCKET.get(cacheObjectKey(key));
   if (!obj) return null;
+  let e: CacheEntry;
   try {
-    const e = (await obj.json()) as CacheEntry;
-    return e && e.version === 1 ? e : null;
+    e = (await obj.json()) as CacheEntry;
   } catch {
     return null;
   }
+  if (!e || e.version !== 1) return null;
+  if (scope !== undefined) await recordHit(env, key, scope, e);
+  return e;
 }
 
-export async function putCacheEntry(env: Env, key: string, entry: CacheEntry): Promise<void> {
-  await env.BUCKET.put(keyOf(key), JSON.stringify(entry), { httpMetadata: { contentType: "application/json" } });
+async function recordHit(env: Env, key: string, scope: string, e: CacheEntry): Promise<void> {
+  const now = Date.now();
+  await env.DB.prepare(
+    `INSERT INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+     ON CONFLICT(key) DO UPDATE SET last_hit_at = ?5 WHERE cache_entries.last_hit_at < ?5 - 60000`,
+  ).bind(key, scope, e.layer?.digest ?? null, e.layer?.size ?? 0, now).run();
+}
+
+/**
+ * Writes the entry of `key` for a build of cache scope `scope`. The D1 index row comes first, so
+ * the collector sees the layer as used before the entry can be found.
+ */
+export async function putCacheEntry(env: Env, key: string, entry: CacheEntry, scope: string): Promise<void> {
+  const now = Date.now();
+  await env.DB.prepare(
+    `INSERT INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+     ON CONFLICT(key) DO UPDATE SET layer = ?3, size = ?4, last_hit_at = ?5`,
+  ).bind(key, scope, entry.layer?.digest ?? null, entry.layer?.size ?? 0, now).run();
+  await env.BUCKET.put(cacheObjectKey(key), JSON.stringify(entry), { httpMetadata: { contentType: "application/json" } });
 }
 
 /**

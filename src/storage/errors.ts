@@ -17,7 +17,9 @@ export type StorageErrorCode =
   | "MANIFEST_INVALID"
   | "MANIFEST_TOO_LARGE"
   /** a blob or child manifest the manifest names is not in the repository */
-  | "MANIFEST_BLOB_UNKNOWN";
+  | "MANIFEST_BLOB_UNKNOWN"
+  /** the write would take the namespace past its byte quota */
+  | "DENIED";
 
 export class StorageError extends Error {
   readonly code: StorageErrorCode;

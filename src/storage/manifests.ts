@@ -8,7 +8,8 @@ import type { Env } from "../env";
 import { StorageError } from "./errors";
 import { algorithmOf, digestOf, parseDigest } from "../oci/digest";
 import { isTag } from "../oci/names";
-import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPin } from "./blobs";
+import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPins } from "./blobs";
+import { checkQuota } from "./usage";
 import { ImageFormatError, manifestReferences, type Descriptor, type ManifestReferences } from "../oci/image";
 
 export { ensureRepository };
@@ -66,27 +67,30 @@ export async function putManifest(
     throw new StorageError("DIGEST_INVALID", "the manifest does not match the digest in the URL", { detail: { expected: reference, actual: digest } });
   }
 
-  const haveBlobs = await existing(env, "SELECT r.digest AS digest, b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest IN (?)", repo, parsed.blobs);
-  const missingBlob = parsed.blobs.find((b) => !haveBlobs.has(b));
-  if (missingBlob) throw new StorageError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in repository ${repo}`, { detail: { digest: missingBlob } });
-  const haveChildren = await existing(env, "SELECT digest, size FROM manifests WHERE repo = ? AND digest IN (?)", repo, parsed.children);
-  const missingChild = parsed.children.find((c) => !haveChildren.has(c));
-  if (missingChild) throw new StorageError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} is not in repository ${repo}`, { detail: { digest: missingChild } });
-  // Descriptor sizes must be the stored ones (both are in `repo`, so the caller may know them).
-  for (const [what, have] of [["blob", haveBlobs], ["manifest", haveChildren]] as const) {
-    for (const [ref, stored] of have) {
-      const declared = parsed.sizes.get(ref);
-      if (declared !== undefined && declared !== stored) {
-        throw new StorageError("MANIFEST_INVALID", `the manifest declares ${what} ${ref} with size ${declared}, but it is ${stored} bytes`, {
-          detail: { digest: ref, declared, size: stored },
-        });
+  // Pinned (the manifest's bytes and everything it names) from before the checks below until the
+  // manifest row exists: neither a concurrent DELETE of the same digest nor a collection can remove
+  // what was found present.
+  return withBlobPins(env, [digest, ...parsed.blobs, ...parsed.children], async () => {
+    const haveBlobs = await existing(env, "SELECT r.digest AS digest, b.size AS size FROM repo_blobs r JOIN blobs b ON b.digest = r.digest WHERE r.repo = ? AND r.digest IN (?)", repo, parsed.blobs);
+    const missingBlob = parsed.blobs.find((b) => !haveBlobs.has(b));
+    if (missingBlob) throw new StorageError("MANIFEST_BLOB_UNKNOWN", `blob ${missingBlob} is not in repository ${repo}`, { detail: { digest: missingBlob } });
+    const haveChildren = await existing(env, "SELECT digest, size FROM manifests WHERE repo = ? AND digest IN (?)", repo, parsed.children);
+    const missingChild = parsed.children.find((c) => !haveChildren.has(c));
+    if (missingChild) throw new StorageError("MANIFEST_BLOB_UNKNOWN", `manifest ${missingChild} is not in repository ${repo}`, { detail: { digest: missingChild } });
+    // Descriptor sizes must be the stored ones (both are in `repo`, so the caller may know them).
+    for (const [what, have] of [["blob", haveBlobs], ["manifest", haveChildren]] as const) {
+      for (const [ref, stored] of have) {
+        const declared = parsed.sizes.get(ref);
+        if (declared !== undefined && declared !== stored) {
+          throw new StorageError("MANIFEST_INVALID", `the manifest declares ${what} ${ref} with size ${declared}, but it is ${stored} bytes`, {
+            detail: { digest: ref, declared, size: stored },
+          });
+        }
       }
     }
-  }
-
-  // Pinned from storing the bytes until the manifest row exists, so a concurrent DELETE of the same
-  // digest cannot collect the bytes under the new row.
-  return withBlobPin(env, digest, () => storeManifest(env, repo, digest, bytes, parsed, tags));
+    await checkQuota(env, repo, [{ digest, size: bytes.byteLength }]);
+    return storeManifest(env, repo, digest, bytes, parsed, tags);
+  });
 }
 
 /** Manifests up to this size keep a copy of their bytes in their D1 row. */

@@ -100,12 +100,12 @@ export function applyEntry(parent: ImageState, key: string, entry: CacheEntry, e
 
 export async function lookup(ctx: StepContext, key: string): Promise<CacheEntry | null> {
   if (ctx.spec.noCache) return null;
-  return await getCacheEntry(ctx.env, key);
+  return await getCacheEntry(ctx.env, key, ctx.spec.scope);
 }
 
 /** Writes the step's cache entry and returns the state after it. */
 export async function commit(ctx: StepContext, parent: ImageState, key: string, entry: CacheEntry, extra: Partial<ImageState> = {}): Promise<ImageState> {
-  await putCacheEntry(ctx.env, key, entry);
+  await putCacheEntry(ctx.env, key, entry, ctx.spec.scope);
   return applyEntry(parent, key, entry, extra);
 }
 

@@ -45,7 +45,7 @@ export const fromExecutor: Executor = {
       base = { stage: stage.index, ref: stage.base.ref, source: img.source, repository: img.repository, digest: img.manifestDigest, ...(via ? { resolvedDigest: img.resolvedDigest } : {}) };
     }
     const hit = await lookup(ctx, state.key);
-    if (!hit) await putCacheEntry(ctx.env, state.key, { version: 1, layer: null, config: state.config.config as Record<string, unknown>, history: null });
+    if (!hit) await putCacheEntry(ctx.env, state.key, { version: 1, layer: null, config: state.config.config as Record<string, unknown>, history: null }, ctx.spec.scope);
     return { status: hit ? "cached" : "done", state, base };
   },
 };

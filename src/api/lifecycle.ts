@@ -1,0 +1,167 @@
+import { Hono, type Context } from "hono";
+import type { Env } from "../env";
+import { ApiError } from "../errors";
+import { optionalApiPrincipal, principalHasScope, requireApiScope } from "../auth/api";
+import { parseScope, patternMatches, ScopeError } from "../auth/scopes";
+import { isPathComponent } from "../oci/names";
+import { garbageCollector } from "../gc/collector";
+import { deleteRetention, listGcRuns, listRetention, putRetention, type RetentionPolicy } from "../storage/gc";
+import { deleteQuota, getQuota, listQuotas, namespaceUsage, putQuota } from "../storage/usage";
+
+/**
+ * Storage lifecycle (admin, except usage): /v1/gc (collections and their reports), /v1/retention
+ * (policies per repository pattern), /v1/quotas (bytes per namespace), /v1/usage.
+ */
+export const gcRoutes = new Hono<{ Bindings: Env }>();
+export const retentionRoutes = new Hono<{ Bindings: Env }>();
+export const quotasRoutes = new Hono<{ Bindings: Env }>();
+export const usageRoutes = new Hono<{ Bindings: Env }>();
+
+type C = Context<{ Bindings: Env }>;
+
+const MAX_GRACE_SECONDS = 365 * 24 * 3600;
+
+gcRoutes.post("/", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const dry = c.req.query("dryRun") ?? c.req.query("dry-run") ?? "";
+  const dryRun = ["1", "true", "yes"].includes(dry.toLowerCase());
+  const grace = c.req.query("graceSeconds");
+  let graceMs: number | undefined;
+  if (grace !== undefined) {
+    if (!/^\d+$/.test(grace) || Number(grace) > MAX_GRACE_SECONDS) throw new ApiError(400, `graceSeconds must be a whole number of seconds from 0 to ${MAX_GRACE_SECONDS}, not ${JSON.stringify(grace)}`);
+    graceMs = Number(grace) * 1000;
+  }
+  const answer = await garbageCollector(c.env).collect({ dryRun, graceMs, trigger: "api" });
+  if (answer.status === "busy") throw new ApiError(409, `a collection is running (id ${answer.id}, started ${new Date(answer.startedAt).toISOString()}); try again when it has finished`, { running: answer.id });
+  if (answer.status === "failed") throw new ApiError(500, `the collection failed: ${answer.error}`, { id: answer.id });
+  return c.json(answer.report);
+});
+
+gcRoutes.get("/", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const limit = Number(c.req.query("limit") ?? 20);
+  return c.json({ runs: await listGcRuns(c.env, Number.isFinite(limit) ? limit : 20) });
+});
+
+/** The repository pattern after /v1/retention/ (it contains slashes and stars). */
+function patternParam(c: C): string {
+  const path = decodeURIComponent(new URL(c.req.url).pathname);
+  const pattern = path.replace(/^\/v1\/retention\/?/, "");
+  try {
+    parseScope(`repository:${pattern}:pull`);
+  } catch (e) {
+    if (e instanceof ScopeError) throw new ApiError(400, `invalid repository pattern ${JSON.stringify(pattern)}: use a repository name, "*" within a segment or "**" across segments (team/*, team/**)`);
+    throw e;
+  }
+  return pattern;
+}
+
+function nonNegativeInt(v: unknown, what: string): number | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) throw new ApiError(400, `${what} must be a whole number ≥ 0`);
+  return v;
+}
+
+function parsePolicy(body: unknown): RetentionPolicy {
+  if (!body || typeof body !== "object" || Array.isArray(body)) throw new ApiError(400, 'body must be JSON: {"keepLast"?: N, "keepTags"?: ["latest", "v*"], "untaggedOlderThanDays"?: N, "olderThanDays"?: N}');
+  const b = body as Record<string, unknown>;
+  const unknown = Object.keys(b).filter((k) => !["keepLast", "keepTags", "untaggedOlderThanDays", "olderThanDays"].includes(k));
+  if (unknown.length) throw new ApiError(400, `unknown field(s) ${unknown.join(", ")}: a policy has keepLast, keepTags, untaggedOlderThanDays, olderThanDays`);
+  const policy: RetentionPolicy = {};
+  const keepLast = nonNegativeInt(b.keepLast, "keepLast");
+  if (keepLast !== undefined) policy.keepLast = keepLast;
+  if (b.keepTags !== undefined) {
+    if (!Array.isArray(b.keepTags) || !b.keepTags.every((t) => typeof t === "string" && /^[A-Za-z0-9_.*-]{1,128}$/.test(t))) {
+      throw new ApiError(400, 'keepTags must be an array of tag patterns (tag characters and "*", e.g. "latest", "v*")');
+    }
+    policy.keepTags = b.keepTags as string[];
+  }
+  const untagged = nonNegativeInt(b.untaggedOlderThanDays, "untaggedOlderThanDays");
+  if (untagged !== undefined) policy.untaggedOlderThanDays = untagged;
+  const older = nonNegativeInt(b.olderThanDays, "olderThanDays");
+  if (older !== undefined) policy.olderThanDays = older;
+  return policy;
+}
+
+retentionRoutes.get("/", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  return c.json({ policies: await listRetention(c.env) });
+});
+
+retentionRoutes.put("/*", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const pattern = patternParam(c);
+  let body: unknown;
+  try {
+    body = await c.req.json();
+  } catch {
+    body = null;
+  }
+  const policy = parsePolicy(body);
+  await putRetention(c.env, pattern, policy);
+  return c.json({ pattern, policy });
+});
+
+retentionRoutes.delete("/*", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const pattern = patternParam(c);
+  if (!(await deleteRetention(c.env, pattern))) throw new ApiError(404, `no retention policy for ${pattern}`);
+  return c.body(null, 204);
+});
+
+function namespaceParam(c: C): string {
+  const ns = c.req.param("namespace") ?? "";
+  if (!isPathComponent(ns)) throw new ApiError(400, `invalid namespace ${JSON.stringify(ns)}: the first segment of a repository name (e.g. "acme" of acme/app)`);
+  return ns;
+}
+
+quotasRoutes.get("/", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  return c.json({ quotas: await listQuotas(c.env) });
+});
+
+quotasRoutes.get("/:namespace", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const namespace = namespaceParam(c);
+  const bytes = await getQuota(c.env, namespace);
+  if (bytes === null) throw new ApiError(404, `no quota for namespace ${namespace}`);
+  const [usage] = await namespaceUsage(c.env, [namespace]);
+  return c.json({ namespace, bytes, usage: usage?.bytes ?? 0 });
+});
+
+quotasRoutes.put("/:namespace", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const namespace = namespaceParam(c);
+  let body: { bytes?: unknown } | null;
+  try {
+    body = await c.req.json();
+  } catch {
+    body = null;
+  }
+  const bytes = body?.bytes;
+  if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) throw new ApiError(400, 'body must be JSON {"bytes": N} with N a whole number of bytes ≥ 0');
+  await putQuota(c.env, namespace, bytes);
+  return c.json({ namespace, bytes });
+});
+
+quotasRoutes.delete("/:namespace", async (c) => {
+  await requireApiScope(c, { kind: "admin" });
+  const namespace = namespaceParam(c);
+  if (!(await deleteQuota(c.env, namespace))) throw new ApiError(404, `no quota for namespace ${namespace}`);
+  return c.body(null, 204);
+});
+
+/**
+ * Usage per namespace. An admin sees every namespace; another token only the namespaces whose whole
+ * tree its pull scopes cover (`acme/**`, `**`): a token for one repository learns nothing of the rest.
+ */
+usageRoutes.get("/", async (c) => {
+  const principal = await optionalApiPrincipal(c);
+  if (!principal || principal.kind === "registry") return requireApiScope(c, { kind: "admin" }).then(() => c.json({})); // the gate's 401
+  const all = await namespaceUsage(c.env);
+  if (principalHasScope(principal, { kind: "admin" })) return c.json({ namespaces: all });
+  const scopes = principal.kind === "token" ? principal.scopes : [];
+  const visible = (ns: string) => scopes.some((s) => s.kind === "repository" && s.actions.includes("pull") && patternMatches(s.pattern, `${ns}/**`));
+  // quotas are the admin's business, usage of a namespace its readers'
+  return c.json({ namespaces: all.filter((u) => visible(u.namespace)) });
+});
