@@ -11,9 +11,9 @@
 // --persist-to <dir>` prepares it. wrangler runs only while bundling (two short-lived processes).
 //
 //   node scripts/local-server.mjs --port 8787 --persist-to .kiln-state [--host 127.0.0.1] [--migrate]
-//        [--var NAME:value]... [--inspector-port N]
+//        [--var NAME:value]... [--inspector-port N] [--script worker.js]
 // --migrate applies the D1 migrations (`wrangler d1 migrations apply kiln --local --persist-to`) while
-// the Worker is bundled.
+// the Worker is bundled; --script runs that one-module Worker instead of kiln (with kiln's R2 bucket).
 // prints `kiln-local: ready on http://…` once it answers; SIGTERM/SIGINT dispose of workerd and exit.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -46,29 +46,49 @@ const { name } = unstable_readConfig({ config: "wrangler.toml" });
 process.stdout.write(JSON.stringify({ name, workerOptions }));
 `;
 
+function wranglerEnv(env) {
+  return { ...env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
+}
+
+/** The Worker's name and Miniflare options (bindings, compatibility) from `root`'s wrangler.toml. */
+export async function readWorkerConfig({ root = ROOT, env = process.env }) {
+  const { name, workerOptions } = JSON.parse(await run(process.execPath, ["--input-type=module", "-e", READ_CONFIG], { cwd: root, env: wranglerEnv(env) }));
+  // modulesRules describe how wrangler's bundler treats imports; a bundle is already one module.
+  delete workerOptions.modulesRules;
+  return { name, workerOptions };
+}
+
 /**
  * Bundles the Worker of `root` into `outDir` exactly as `wrangler deploy` would, and reads its
  * Miniflare options from wrangler.toml; both wrangler processes run at once and exit.
  */
 export async function prepareWorker({ root = ROOT, outDir, env = process.env }) {
   const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
-  const childEnv = { ...env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
   const [, config] = await Promise.all([
-    run(wrangler, ["deploy", "--dry-run", "--outdir", outDir], { cwd: root, env: { ...childEnv, WRANGLER_LOG: "warn" } }),
-    run(process.execPath, ["--input-type=module", "-e", READ_CONFIG], { cwd: root, env: childEnv }),
+    run(wrangler, ["deploy", "--dry-run", "--outdir", outDir], { cwd: root, env: { ...wranglerEnv(env), WRANGLER_LOG: "warn" } }),
+    readWorkerConfig({ root, env }),
   ]);
-  const { name, workerOptions } = JSON.parse(config);
-  // modulesRules describe how wrangler's bundler treats imports; the bundle is already one module.
-  delete workerOptions.modulesRules;
-  return { name, scriptPath: path.join(outDir, "index.js"), workerOptions };
+  return { ...config, scriptPath: path.join(outDir, "index.js") };
+}
+
+/**
+ * Another Worker module (`script`, one self-contained ES module) under the same runtime with kiln's
+ * R2 bucket and compatibility settings: the bench's bare Worker, the ceiling of the local data path.
+ */
+async function prepareScript({ root = ROOT, script, env = process.env }) {
+  const { workerOptions: w } = await readWorkerConfig({ root, env });
+  return {
+    name: path.basename(script).replace(/\.[^.]*$/, ""),
+    scriptPath: path.resolve(script),
+    workerOptions: { compatibilityDate: w.compatibilityDate, compatibilityFlags: w.compatibilityFlags, r2Buckets: w.r2Buckets, bindings: {} },
+  };
 }
 
 /** `wrangler d1 migrations apply kiln --local --persist-to <persist>`; throws with its output. */
 export async function applyMigrations({ root = ROOT, persist, env = process.env }) {
   const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
-  const childEnv = { ...env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
   try {
-    await run(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", persist], { cwd: root, env: childEnv });
+    await run(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", persist], { cwd: root, env: wranglerEnv(env) });
   } catch (e) {
     throw new Error(`applying the D1 migrations failed: ${e.message}`);
   }
@@ -79,12 +99,12 @@ export async function applyMigrations({ root = ROOT, persist, env = process.env 
  * wrangler.toml's [vars]. Returns { url, dispose }. `onStdio(stdout, stderr)` receives workerd's output
  * (the Worker's console and errors); by default it goes to this process's.
  */
-export async function startLocalServer({ root = ROOT, host = "127.0.0.1", port, persist, vars = {}, inspectorPort, migrate = false, onStdio, env = process.env }) {
+export async function startLocalServer({ root = ROOT, host = "127.0.0.1", port, persist, vars = {}, inspectorPort, migrate = false, script, onStdio, env = process.env }) {
   const outDir = mkdtempSync(path.join(os.tmpdir(), "kiln-bundle-"));
   let mf;
   try {
     const [{ name, scriptPath, workerOptions }] = await Promise.all([
-      prepareWorker({ root, outDir, env }),
+      script ? prepareScript({ root, script, env }) : prepareWorker({ root, outDir, env }),
       migrate ? applyMigrations({ root, persist, env }) : undefined,
     ]);
     const { Miniflare, Log, LogLevel } = await import(pathToFileURL(path.join(root, "node_modules", "miniflare", "dist", "src", "index.js")).href);
@@ -97,12 +117,18 @@ export async function startLocalServer({ root = ROOT, host = "127.0.0.1", port, 
       logRequests: false,
       defaultPersistRoot: path.join(path.resolve(persist), "v3"),
       handleRuntimeStdio: onStdio ?? ((stdout, stderr) => { stdout.pipe(process.stdout); stderr.pipe(process.stderr); }),
+      // The Worker's console: one line each, errors and warnings on stderr (as wrangler dev prints them).
+      structuredWorkerdLogs: true,
+      handleStructuredLogs: ({ level, message }) => {
+        const line = level === "error" || level === "warn" ? `[${level.toUpperCase()}] ${message}\n` : `${message}\n`;
+        (level === "error" || level === "warn" ? process.stderr : process.stdout).write(line);
+      },
       workers: [{
         ...workerOptions,
         name,
         modules: true,
         scriptPath,
-        modulesRoot: outDir,
+        modulesRoot: path.dirname(scriptPath),
         bindings: { ...workerOptions.bindings, ...vars },
       }],
     });
@@ -131,6 +157,7 @@ function parseArgs(argv) {
     else if (flag === "--host") opts.host = value;
     else if (flag === "--persist-to") opts.persist = value;
     else if (flag === "--inspector-port") opts.inspectorPort = Number(value);
+    else if (flag === "--script") opts.script = value;
     else if (flag === "--var") {
       const at = value.indexOf(":");
       if (at < 1) throw new Error(`--var ${value}: expected NAME:value`);

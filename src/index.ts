@@ -12,6 +12,7 @@ import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
 import { purgeStaleUploads } from "./storage/uploads";
+import { discardRefusedBody } from "./http/body";
 
 export { BuildCoordinator } from "./builder/coordinator";
 export { Dispatcher } from "./builder/dispatcher";
@@ -44,8 +45,11 @@ app.route("/v1/webhooks", webhooksRoutes);
 app.route("/v1/hooks", hooksRoutes);
 app.route("/v1/upstreams", upstreamsRoutes);
 
-app.onError((err, c) => {
-  if (err instanceof OciError || err instanceof ApiError) return err.toResponse();
+app.onError(async (err, c) => {
+  if (err instanceof OciError || err instanceof ApiError) {
+    await discardRefusedBody(c.req.raw);
+    return err.toResponse();
+  }
   // A client that went away mid-request (an aborted upload, a closed event stream) is not a failure
   // of kiln: one info line, not an error with a stack.
   if (isClientDisconnect(err, c.req.method)) {
