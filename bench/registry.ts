@@ -190,11 +190,11 @@ async function bigPushPull(s: Server, blob: GeneratedBlob, ctx: BenchContext) {
 }
 
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
-  // kiln from a snapshot of HEAD: wrangler dev would reload on every edit in the work tree
+  // kiln from a snapshot of HEAD: the figures belong to one commit, whatever is edited meanwhile
   const snap = snapshotRoot();
   ctx.log(`registry: kiln at ${snap.rev} (snapshot ${snap.root})`);
-  const logFile = path.join(os.tmpdir(), `kiln-bench-wrangler-${process.pid}.log`);
-  ctx.log(`registry: wrangler dev output → ${logFile}`);
+  const logFile = path.join(os.tmpdir(), `kiln-bench-server-${process.pid}.log`);
+  ctx.log(`registry: kiln server output → ${logFile}`);
   const kilnServer: KilnServer = await startKilnAt(snap.root, { logFile });
   const ceiling: KilnServer = await startKilnAt(snap.root, { script: path.join(snap.root, "bench", "ceiling-worker.js") });
   let peerServer: PeerRegistry | undefined;

@@ -64,13 +64,14 @@ const wranglerEnv = () => ({ ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false
  * (and written to `logFile` when given). `script`: another one-module Worker instead of kiln, with
  * kiln's R2 bucket (the bench's ceiling).
  */
-export async function startKilnAt(root: string, opts: { stateDir?: string; port?: number; vars?: Record<string, string>; logFile?: string; script?: string } = {}): Promise<KilnServer> {
+export async function startKilnAt(root: string, opts: { stateDir?: string; port?: number; vars?: Record<string, string>; logFile?: string; script?: string; inspectorPort?: number } = {}): Promise<KilnServer> {
   const stateDir = opts.stateDir ?? mkdtempSync(path.join(os.tmpdir(), "kiln-e2e-"));
   const port = opts.port ?? (await freePort());
   const vars = { KILN_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.vars };
   const args = [path.join(root, "scripts", "local-server.mjs"), "--port", String(port), "--persist-to", stateDir, "--migrate"];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   if (opts.script) args.push("--script", opts.script);
+  if (opts.inspectorPort) args.push("--inspector-port", String(opts.inspectorPort));
   const child = spawn(process.execPath, args, { cwd: root, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
   const log = opts.logFile ? createWriteStream(opts.logFile) : undefined;
