@@ -1,4 +1,4 @@
-// Build benchmarks: kiln (`wrangler dev`, fresh local state per repetition, plus a local runner for RUN
+// Build benchmarks: kiln (scripts/local-server.mjs, fresh local state per repetition, plus a local runner for RUN
 // steps when one works here) against `buildah bud --layers` (vfs storage in a fresh temp root per
 // repetition, --isolation oci --runtime runc --network none, isolated registries.conf/policy/containers.conf),
 // alternating which goes first per repetition.
@@ -13,7 +13,7 @@
 //   BENCH_BUILD_BUDGET_S=540  no 3rd+ repetition of the 256 MiB COPY starts when it would end past this
 //                             (the module takes ~6 min on an idle 2-core machine, ~12 under load)
 //   BENCH_BUILD_PARTS=copy-only,busybox-run,10-step,big,many-files   run only these figures
-//   KILN_BENCH_VERBOSE=1      show wrangler dev and runner output
+//   KILN_BENCH_VERBOSE=1      show the local server's and the runner's output
 //   BENCH_BUILD_PROFILE=1     one extra 256 MiB build under the Worker's V8 CPU profiler (needs
 //                             NODE_OPTIONS=--experimental-websocket on Node 20); summary in the figure's note.
 //                             Caveat: under workerd the sampler often charges time the isolate spends waiting
@@ -24,7 +24,8 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import os from "node:os";
 import path from "node:path";
 import { Readable } from "node:stream";
-import { ADMIN_TOKEN, ROOT, freePort, stopProcessGroup, waitForHttp, type KilnServer } from "../test/e2e/server";
+import { ADMIN_TOKEN, ROOT, freePort, startKilnAt, stopProcessGroup, type KilnServer } from "../test/e2e/server";
+import { snapshotRoot } from "../test/e2e/helpers/snapshot";
 import { containerSandbox, type ContainerSandbox } from "../test/e2e/helpers/containers";
 import type { BuildResult } from "../test/e2e/helpers/builds";
 import { buildFixtures, type BuildFixtures } from "./fixtures/builds";
@@ -95,11 +96,11 @@ interface KilnRun {
   /** Wall seconds: POST start → 202 (context streamed, ingested and stored). */
   upload: number;
   build: BuildResult;
-  /** CPU seconds of the kiln server tree (wrangler + workerd) during the build. */
+  /** CPU seconds of the kiln server tree (the local server's node + workerd) during the build. */
   serverCpu: number;
   /** Server CPU seconds until the 202 (upload + ingest). */
   uploadCpu: number;
-  /** The same by process name (workerd, node = wrangler/miniflare). */
+  /** The same by process name (workerd, node = the local server's Miniflare). */
   serverCpuBy: Map<string, number>;
   /** CPU seconds of the runner tree during the build (0 without a runner). */
   runnerCpu: number;
@@ -142,53 +143,23 @@ async function stopRunner(child: ChildProcess | undefined, dir: string | undefin
 }
 
 /**
- * The Worker bundled once (`wrangler deploy --dry-run --outdir`): `wrangler dev` runs this snapshot with
- * --no-bundle, so edits to src/ during the bench neither reload the server mid-request nor change what
- * is measured.
+ * kiln's local server (scripts/local-server.mjs) from a snapshot of HEAD taken once: edits to the work
+ * tree during the bench change nothing that is measured. Each start bundles the snapshot anew.
  */
-let bundle: string | undefined;
+let snapshot: ReturnType<typeof snapshotRoot> | undefined;
 
-function bundleWorker(): string {
-  if (bundle) return bundle;
-  const out = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-bundle-"));
-  const r = spawnSync(path.join(ROOT, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", out], {
-    cwd: ROOT, encoding: "utf8", env: { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" },
-  });
-  if (r.status !== 0 || !existsSync(path.join(out, "index.js"))) throw new Error(`wrangler deploy --dry-run failed: ${r.stderr}${r.stdout}`);
-  bundle = path.join(out, "index.js");
-  process.once("exit", () => rmSync(out, { recursive: true, force: true }));
-  return bundle;
-}
-
-/** startKiln() of test/e2e/server.ts, on the bundled snapshot (see bundleWorker). */
+/** startKiln() of test/e2e/server.ts, on the snapshot, with an inspector port for CPU profiles. */
 async function startKilnSnapshot(): Promise<KilnServer> {
-  const stateDir = mkdtempSync(path.join(os.tmpdir(), "kiln-bench-state-"));
-  const port = await freePort();
-  const wrangler = path.join(ROOT, "node_modules", ".bin", "wrangler");
-  const env = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" };
-  const mig = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", stateDir], { cwd: ROOT, env, encoding: "utf8" });
-  if (mig.status !== 0) throw new Error(`migrations failed: ${mig.stderr}${mig.stdout}`);
+  if (!snapshot) {
+    const snap = snapshotRoot();
+    snapshot = snap;
+    process.once("exit", () => snap.remove());
+  }
   const inspectorPort = await freePort();
-  const args = ["dev", bundleWorker(), "--no-bundle", "--config", path.join(ROOT, "wrangler.toml"), "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir,
-    "--show-interactive-dev-session=false", "--inspector-port", String(inspectorPort), "--var", `KILN_ADMIN_TOKEN:${ADMIN_TOKEN}`];
-  const child = spawn(wrangler, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let output = "";
-  const onData = (d: Buffer) => { output += d; if (process.env.KILN_BENCH_VERBOSE) process.stderr.write(d); };
-  child.stdout!.on("data", onData);
-  child.stderr!.on("data", onData);
-  const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 60_000 });
-  inspectorPorts.set(url, inspectorPort);
-  return {
-    url, port, stateDir, process: child,
-    async stop(wipe = false) {
-      if (/Reloading local server/.test(output)) reloads++;
-      await stopProcessGroup(child);
-      if (wipe) rmSync(stateDir, { recursive: true, force: true });
-    },
-  };
+  const server = await startKilnAt(snapshot.root, { inspectorPort, logFile: process.env.KILN_BENCH_VERBOSE ? "/dev/stderr" : undefined });
+  inspectorPorts.set(server.url, inspectorPort);
+  return server;
 }
-let reloads = 0;
 /** Server URL → its workerd inspector port (for CPU profiles). */
 export const inspectorPorts = new Map<string, number>();
 
@@ -297,7 +268,7 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** Runs `fn` with the V8 sampling profiler on kiln's Worker isolate (through wrangler's inspector proxy). */
+/** Runs `fn` with the V8 sampling profiler on kiln's Worker isolate (through Miniflare's inspector proxy). */
 async function profiled<T>(server: KilnServer, fn: () => Promise<T>): Promise<{ value: T; profile: CpuProfile }> {
   const WS = (globalThis as { WebSocket?: new (url: string, init?: unknown) => WebSocket }).WebSocket;
   if (!WS) throw new Error("no WebSocket in this Node: run with NODE_OPTIONS=--experimental-websocket");
@@ -470,7 +441,7 @@ function kilnProfile(runs: KilnRun[]): string {
   const statuses = runs[0].build.steps?.map((s) => s.status).join("/") ?? "";
   const parts = [
     `kiln: POST→202 (upload+ingest) ${sec(upload)}, 202→done ${sec(after)} (steps' durationMs sum ${Math.round(stepSum)} ms, so ${sec(Math.max(0, after - stepSum / 1000))} between steps: scheduling, D1, manifest push; slowest ${steps.slice(0, 2).map((s) => `[${s.k}] ${Math.round(s.ms)} ms`).join(", ")})`,
-    `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))} (${sec(med(runs.map((r) => r.uploadCpu)))} until the 202; ${["workerd", "node"].map((c) => `${c === "node" ? "wrangler/miniflare node" : c} ${sec(med(runs.map((r) => r.serverCpuBy.get(c) ?? 0)))}`).join(", ")})`,
+    `kiln server CPU ${sec(med(runs.map((r) => r.serverCpu)))} (${sec(med(runs.map((r) => r.uploadCpu)))} until the 202; ${["workerd", "node"].map((c) => `${c === "node" ? "miniflare node" : c} ${sec(med(runs.map((r) => r.serverCpuBy.get(c) ?? 0)))}`).join(", ")})`,
   ];
   const rc = med(runs.map((r) => r.runnerCpu));
   if (rc > 0) parts.push(`runner CPU ${sec(rc)}`);
@@ -665,7 +636,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
     const skipped = s.needsRun && noRun ? `kiln skipped: RUN steps cannot run here (${noRun.slice(0, 160)}); buildah measured for reference` : "";
     const err = errors.get(s.key) ?? errors.get("server");
     for (const [phase, samples, what] of [
-      ["first", first.get(s.key)!, `${s.title}: first build (kiln: new \`wrangler dev\` state dir${noRun ? "" : " and runner work dir"}, start not timed; buildah: fresh vfs root); ${timedWhat}`],
+      ["first", first.get(s.key)!, `${s.title}: first build (kiln: new local server state dir${noRun ? "" : " and runner work dir"}, start not timed; buildah: fresh vfs root); ${timedWhat}`],
       ["cached", cached.get(s.key)!, `${s.title}: fully cached rebuild right after the first (same context); ${timedWhat}`],
     ] as const) {
       const note = [skipped, err ? `errors: ${err}` : "", kilnProfile(samples.kiln), peerProfile("buildah", samples.peer)].filter(Boolean).join("; ");
@@ -710,8 +681,8 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       note: health || undefined,
     }));
   }
-  if (reloads) ctx.log(`bench builds: wrangler dev reloaded the Worker during ${reloads} server run(s)`);
-  if (bundle) rmSync(path.dirname(bundle), { recursive: true, force: true });
+  snapshot?.remove();
+  snapshot = undefined;
   if (sseCut) ctx.log(`bench builds: the SSE stream ended before \`done\` ${sseCut} time(s); GET polling every 100 ms took over`);
   if (pollWon) ctx.log(`bench builds: a GET poll (every 250 ms) saw the end before the SSE \`done\` event arrived ${pollWon} time(s)`);
   if (missing.length) for (const r of out) r.note = `not run: missing ${missing.join(", ")}`;

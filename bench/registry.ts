@@ -1,5 +1,8 @@
-// Registry benchmarks: kiln (`wrangler dev`, fresh local state) against Debian's docker-registry
-// (distribution 2.x, filesystem storage in a temp dir), both on 127.0.0.1, alternating per repetition.
+// Registry benchmarks: kiln (scripts/local-server.mjs: the bundled Worker in Miniflare's workerd, fresh
+// local state) against Debian's docker-registry (distribution 2.x, filesystem storage in a temp dir),
+// both on 127.0.0.1, alternating per repetition; and the local runtime's own ceiling: a bare Worker
+// (bench/ceiling-worker.js) streaming the same 200 MB into the same local R2 and back out, under the
+// same local server, so kiln's push and pull read as a fraction of what the runtime itself allows.
 //   - push of a 200 MB blob: monolithic (POST + one PUT) and in 5 MiB PATCH chunks; pull of it (one GET)
 //   - manifest GET requests/second with 8 concurrent clients
 //   - server peak RSS (whole process tree from /proc) while pushing and pulling a 2 GiB blob (streamed)
@@ -20,6 +23,19 @@ const BIG_TIMEOUT_MS = Number(process.env.BENCH_BIG_TIMEOUT_S ?? 900) * 1000;
 
 interface Server { name: string; client: RegistryClient; pid: number }
 
+/** The bare Worker of bench/ceiling-worker.js: PUT /<key> into R2, GET /<key> back out. */
+async function ceilingPush(url: string, key: string, buf: Buffer): Promise<void> {
+  const res = await fetch(`${url}/${key}`, { method: "PUT", body: buf as unknown as BodyInit });
+  if (res.status !== 201) throw new Error(`ceiling PUT: ${res.status} ${await res.text()}`);
+}
+
+async function ceilingPull(url: string, key: string, size: number): Promise<void> {
+  const res = await fetch(`${url}/${key}`);
+  if (res.status !== 200) throw new Error(`ceiling GET: ${res.status} ${await res.text()}`);
+  const n = await drain(res);
+  if (n !== size) throw new Error(`ceiling: pulled ${n} bytes, expected ${size}`);
+}
+
 async function drain(res: Response): Promise<number> {
   let n = 0;
   const reader = res.body!.getReader();
@@ -31,10 +47,10 @@ async function drain(res: Response): Promise<number> {
 }
 
 /**
- * Before a timed operation: a request that must answer within 10 s, retried. Under `wrangler dev` the
- * request after a large upload on the same keep-alive connection sometimes hangs (seen with a
- * minimal Worker doing one R2 put too, so not kiln's code); aborting it drops that connection.
- * Also fetches the registry tokens of both scopes so that token requests are not timed.
+ * Before a timed operation: a request that must answer within 10 s, retried (under `wrangler dev`, the
+ * request after a large upload on the same keep-alive connection sometimes hung; the local server no
+ * longer does, test/e2e/connections.test.ts). Also fetches the registry tokens of both scopes so that
+ * token requests are not timed.
  */
 async function settle(s: Server, repo: string): Promise<void> {
   for (let i = 0; i < 3; i++) {
@@ -174,12 +190,13 @@ async function bigPushPull(s: Server, blob: GeneratedBlob, ctx: BenchContext) {
 }
 
 export async function run(ctx: BenchContext): Promise<BenchResult[]> {
-  // kiln from a snapshot of HEAD: wrangler dev would reload on every edit in the work tree
+  // kiln from a snapshot of HEAD: the figures belong to one commit, whatever is edited meanwhile
   const snap = snapshotRoot();
   ctx.log(`registry: kiln at ${snap.rev} (snapshot ${snap.root})`);
-  const logFile = path.join(os.tmpdir(), `kiln-bench-wrangler-${process.pid}.log`);
-  ctx.log(`registry: wrangler dev output → ${logFile}`);
+  const logFile = path.join(os.tmpdir(), `kiln-bench-server-${process.pid}.log`);
+  ctx.log(`registry: kiln server output → ${logFile}`);
   const kilnServer: KilnServer = await startKilnAt(snap.root, { logFile });
+  const ceiling: KilnServer = await startKilnAt(snap.root, { script: path.join(snap.root, "bench", "ceiling-worker.js") });
   let peerServer: PeerRegistry | undefined;
   if (haveDockerRegistry()) peerServer = await startPeerRegistry();
   else ctx.log("registry: docker-registry not installed (apt-get install docker-registry): kiln figures only");
@@ -187,10 +204,16 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   if (peerServer) servers.push({ name: peerServer.name, client: new RegistryClient(peerServer.url), pid: peerServer.process.pid! });
   const peerName = peerServer?.name ?? "docker-registry";
 
+  // Idle memory right after start, before any request but the health check.
+  await new Promise((r) => setTimeout(r, 2000));
+  const idleAtStart: Record<string, Awaited<ReturnType<typeof treeRssByCommand>>> = {};
+  for (const s of servers) idleAtStart[s.name] = await treeRssByCommand(s.pid);
+
   type Key = "mono" | "chunked" | "pull" | "ranges" | "rps";
   const samples: Record<string, Record<Key, number[]>> = {};
   const errors: Record<Key, string[]> = { mono: [], chunked: [], pull: [], ranges: [], rps: [] };
   for (const s of servers) samples[s.name] = { mono: [], chunked: [], pull: [], ranges: [], rps: [] };
+  const ceilingSamples = { push: [] as number[], pull: [] as number[], errors: [] as string[] };
   const attempt = async (s: Server, key: Key, fn: () => Promise<number>) => {
     try {
       const v = await fn();
@@ -228,25 +251,58 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         await settle(s, "bench/manifest");
         await attempt(s, "rps", () => manifestRps(s, "bench/manifest", MANIFEST_REQUESTS));
       }
+      // The ceiling: the same bytes through a bare Worker into the same local R2 and back.
+      const key = `blob-${rep}`;
+      stamp(buf, `ceiling-${rep}`);
+      try {
+        ceilingSamples.push.push(await timed(() => ceilingPush(ceiling.url, key, buf)));
+        ceilingSamples.pull.push(await timed(() => ceilingPull(ceiling.url, key, BLOB)));
+        ctx.log(`  ceiling push ${ceilingSamples.push.at(-1)!.toFixed(3)} pull ${ceilingSamples.pull.at(-1)!.toFixed(3)}`);
+      } catch (e) {
+        const msg = (e as Error).message.split("\n")[0];
+        if (!ceilingSamples.errors.includes(msg)) ceilingSamples.errors.push(msg);
+        ctx.log(`  ceiling FAILED: ${msg}`);
+      }
     }
   } finally { /* the 200 MB buffer goes out of scope here */ }
 
-  const fig = (key: Key, name: string, what: string, unit: string, note?: (m: number) => string): BenchResult => {
+  const fig = (key: Key, name: string, what: string, unit: string, note?: (m: number) => string, peerNote = note): BenchResult => {
     const k = samples.kiln[key];
     const p = peerServer ? samples[peerServer.name][key] : [];
     const r = result({ name, what, unit, kiln: k, peer: peerServer ? { name: peerName, samples: p } : undefined });
-    const notes = [k.length && note ? note(r.kiln.median) : "", p.length && note && r.peer ? `${peerName}: ${note(r.peer.median)}` : "", ...errors[key].map((e) => `failed: ${e}`)].filter(Boolean);
+    const notes = [k.length && note ? note(r.kiln.median) : "", p.length && peerNote && r.peer ? `${peerName}: ${peerNote(r.peer.median)}` : "", ...errors[key].map((e) => `failed: ${e}`)].filter(Boolean);
     if (notes.length) r.note = notes.join("; ");
     return r;
   };
   const mbps = (secs: number) => `${(BLOB / 1e6 / secs).toFixed(0)} MB/s`;
+  const ceilPush = result({ name: "registry.ceiling.push.200MB", what: "the local runtime's ceiling: a bare Worker (bench/ceiling-worker.js) under the same local server streams a 200 MB PUT body into the same local R2 (FixedLengthStream; no auth, digest or D1)", unit: "s", kiln: ceilingSamples.push });
+  const ceilPull = result({ name: "registry.ceiling.pull.200MB", what: "the local runtime's ceiling: the bare Worker streams the 200 MB R2 object back out (one GET)", unit: "s", kiln: ceilingSamples.pull });
+  for (const r of [ceilPush, ceilPull]) {
+    const notes = [r.kiln.samples.length ? mbps(r.kiln.median) : "", ...ceilingSamples.errors.map((e) => `failed: ${e}`)].filter(Boolean);
+    if (notes.length) r.note = notes.join("; ");
+  }
+  /** kiln's figure as a fraction of the ceiling's throughput (ceiling time ÷ kiln time). */
+  const ofCeiling = (c: BenchResult) => (secs: number) => c.kiln.samples.length ? `${mbps(secs)}, ${Math.round((c.kiln.median / secs) * 100)}% of the local ceiling (${mbps(c.kiln.median)})` : mbps(secs);
   const results: BenchResult[] = [
-    fig("mono", "registry.push.200MB.monolithic", "push a 200 MB blob: POST + one PUT with the body (wall time)", "s", mbps),
-    fig("chunked", "registry.push.200MB.chunked", "push a 200 MB blob: POST + 5 MiB PATCH chunks (Content-Range) + PUT", "s", mbps),
-    fig("pull", "registry.pull.200MB", "pull a 200 MB blob: one GET, body read to the end", "s", mbps),
+    fig("mono", "registry.push.200MB.monolithic", "push a 200 MB blob: POST + one PUT with the body (wall time)", "s", ofCeiling(ceilPush), mbps),
+    fig("chunked", "registry.push.200MB.chunked", "push a 200 MB blob: POST + 5 MiB PATCH chunks (Content-Range) + PUT", "s", ofCeiling(ceilPush), mbps),
+    fig("pull", "registry.pull.200MB", "pull a 200 MB blob: one GET, body read to the end", "s", ofCeiling(ceilPull), mbps),
     fig("ranges", "registry.pull.200MB.ranges", "pull a 200 MB blob in 5 MiB Range GETs (206), one after the other", "s", mbps),
     fig("rps", "registry.manifest.rps", `GET manifest by tag, ${MANIFEST_CLIENTS} concurrent clients, ${MANIFEST_REQUESTS} requests`, "req/s"),
+    ceilPush,
+    ceilPull,
   ];
+  {
+    const k = idleAtStart.kiln;
+    const p = peerServer ? idleAtStart[peerServer.name] : undefined;
+    const r = result({
+      name: "registry.rss.idle", what: "server RSS (whole process tree) idle, just started", unit: "MiB",
+      kiln: [k.total / MiB], peer: p ? { name: peerName, samples: [p.total / MiB] } : undefined,
+    });
+    r.note = `kiln: ${Object.entries(k.byCommand).map(([c, v]) => `${c} ${(v / MiB).toFixed(0)} MiB`).join(", ")}`;
+    results.push(r);
+  }
+  await ceiling.stop(true);
 
   // Memory: one 2 GiB push + pull per server (the slowest figure; one sample each).
   if (BIG > 0) {
@@ -271,7 +327,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
         unit: "MiB", kiln: [k[dir]], peer: p ? { name: peerName, samples: [p[dir]] } : undefined,
       });
       const notes = [
-        `kiln idle ${k.idle.toFixed(0)} MiB (wrangler's node + workerd); workerd alone ${k.idleWorkerd.toFixed(0)} MiB idle, ${k.workerd[dir].toFixed(0)} MiB peak`,
+        `kiln idle ${k.idle.toFixed(0)} MiB (the local server's node + workerd); workerd alone ${k.idleWorkerd.toFixed(0)} MiB idle, ${k.workerd[dir].toFixed(0)} MiB peak`,
         `${dir} took ${k.secs[dir].toFixed(0)} s on kiln`,
       ];
       if (p) notes.push(`${peerName} idle ${p.idle.toFixed(0)} MiB, ${dir} took ${p.secs[dir].toFixed(0)} s`);

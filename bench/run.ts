@@ -21,7 +21,12 @@ const LATEST = path.join(BENCH, "results", "latest.json");
 const README = path.join(ROOT, "README.md");
 
 export interface Machine { cores: number; cpu: string; memoryGiB: number; kernel: string; node: string }
-export interface ModuleRun { date: string; commit?: string; loadAvg?: number; reps: number; durationS: number; results: BenchResult[]; error?: string }
+export interface ModuleRun { date: string; commit?: string; loadAvg?: number; reps: number; durationS: number; results: BenchResult[]; error?: string; server?: string }
+
+/** The server kiln ran under in this run of the bench (older runs: wrangler dev). */
+const SERVER = "scripts/local-server.mjs";
+/** Modules whose figures need no server. */
+const SERVERLESS = new Set(["parser"]);
 export interface BenchFile { date: string; commit: string; machine: Machine; modules: Record<string, ModuleRun>; results: BenchResult[] }
 
 const head = () => spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT, encoding: "utf8" }).stdout.trim();
@@ -44,8 +49,15 @@ const fmt = (v: number | undefined, unit: string) => {
 export function table(file: BenchFile): string {
   const m = file.machine;
   const commits = Object.entries(file.modules).map(([n, r]) => `${n} at ${r.commit ?? "?"} (${r.date.slice(0, 16).replace("T", " ")} UTC, ${r.reps} reps${r.loadAvg !== undefined ? `, load average ${r.loadAvg} at start` : ""})`).join(", ");
+  const served = Object.entries(file.modules).filter(([n]) => !SERVERLESS.has(n));
+  const lean = served.filter(([, r]) => r.server === SERVER).map(([n]) => n);
+  const old = served.filter(([, r]) => r.server !== SERVER).map(([n]) => n);
+  const runs = [
+    lean.length ? `under \`${SERVER}\` (the bundled Worker run by Miniflare's API in one workerd) for ${lean.join(", ")}` : "",
+    old.length ? `under \`wrangler dev\` for ${old.join(", ")} (measured before the switch)` : "",
+  ].filter(Boolean).join(", ");
   const lines = [
-    `Measured ${commits} on ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}; kiln runs under \`wrangler dev\` (local workerd, R2/D1 simulated on disk). Median of the samples, spread = min–max; ratio = kiln ÷ peer (units ending in /s: higher is better, else lower is better). Raw samples: \`bench/results/latest.json\`; rerun with \`npm run bench\`.`,
+    `Measured ${commits} on ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB RAM, Linux ${m.kernel}, Node ${m.node}; kiln runs in local workerd with R2/D1 simulated on disk, ${runs}. Median of the samples, spread = min–max; ratio = kiln ÷ peer (units ending in /s: higher is better, else lower is better). Raw samples: \`bench/results/latest.json\`; rerun with \`npm run bench\`.`,
     "",
     "| figure | what was timed | kiln median (spread) | peer | peer median (spread) | kiln/peer |",
     "|---|---|---|---|---|---|",
@@ -94,7 +106,7 @@ async function main() {
       const fn = mod.run ?? mod.default;
       if (typeof fn !== "function") throw new Error(`bench/${name}.ts exports neither run() nor a default function`);
       const results = await fn(ctx);
-      modules[name] = { date: new Date().toISOString(), commit, loadAvg, reps, durationS: Math.round((performance.now() - t0) / 1000), results };
+      modules[name] = { date: new Date().toISOString(), commit, loadAvg, reps, durationS: Math.round((performance.now() - t0) / 1000), results, server: SERVER };
     } catch (e) {
       ctx.log(`bench: ${name} failed: ${(e as Error).stack ?? e}`);
       modules[name] = { date: new Date().toISOString(), commit, loadAvg, reps, durationS: Math.round((performance.now() - t0) / 1000), results: modules[name]?.results ?? [], error: String((e as Error).message ?? e) };

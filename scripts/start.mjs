@@ -3,13 +3,15 @@
 // D1 migrations applied, and a local runner when runc and overlayfs are usable here.
 //
 // Environment: PORT (8787), KILN_STATE_DIR (.kiln-state), KILN_ADMIN_TOKEN (kiln-dev-token),
-// KILN_NO_RUNNER=1 (no local runner), KILN_NO_TLS_GUARD=1 (wrangler dev on PORT directly),
-// KILN_INSPECTOR_PORT (wrangler's inspector; by default 9229 or any free port), KILN_RUNNER_DIR,
+// KILN_NO_RUNNER=1 (no local runner), KILN_NO_TLS_GUARD=1 (the server on PORT directly),
+// KILN_INSPECTOR_PORT (a V8 inspector for the Worker; none by default), KILN_RUNNER_DIR,
 // KILN_START_TIMEOUT (seconds to wait for the server to answer; 90).
 //
-// Everything it starts (wrangler dev with its workerd and esbuild, the local runner) runs in its own
-// process group; any failure, Ctrl-C or SIGTERM stops those groups, so nothing is left running.
-import { spawn, spawnSync } from "node:child_process";
+// The server is scripts/local-server.mjs: the Worker bundled once and run by Miniflare in one workerd
+// (no wrangler dev: no reload proxy, watcher or inspector in the request path).
+// Everything it starts (the server with its workerd, the local runner) runs in its own process
+// group; any failure, Ctrl-C or SIGTERM stops those groups, so nothing is left running.
+import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
@@ -22,11 +24,11 @@ const persist = path.resolve(process.env.KILN_STATE_DIR ?? path.join(root, ".kil
 const port = Number(process.env.PORT ?? "8787");
 const host = "127.0.0.1";
 const adminToken = process.env.KILN_ADMIN_TOKEN ?? "kiln-dev-token";
-/** Worker settings `npm start` hands to wrangler dev when they are set in its environment. */
+/** Worker settings `npm start` hands to the server when they are set in its environment. */
 const WORKER_SETTINGS = ["KILN_HOSTS", "KILN_OUTBOUND_ALLOW", "KILN_SHARED_WORKER_CACHE", "KILN_WEBHOOK_MAX_BODY_BYTES", "KILN_MAX_CONTEXT_BYTES"];
 const startTimeoutMs = Number(process.env.KILN_START_TIMEOUT ?? "90") * 1000;
 const env = { ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false" };
-const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
+const localServer = path.join(root, "scripts", "local-server.mjs");
 
 class StartError extends Error {}
 
@@ -36,7 +38,7 @@ let stopping = null;
 
 /**
  * Stops every process group started here, the last started first (the runner, while the server can
- * still hear that it leaves; then wrangler dev): SIGTERM, then SIGKILL after `graceMs`.
+ * still hear that it leaves; then the server): SIGTERM, then SIGKILL after `graceMs`.
  */
 function stopAll(graceMs = 8000) {
   stopping ??= (async () => {
@@ -44,7 +46,7 @@ function stopAll(graceMs = 8000) {
       const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once("exit", r));
       try { process.kill(-child.pid, "SIGTERM"); } catch { /* gone */ }
       await Promise.race([exited, new Promise((r) => setTimeout(r, graceMs))]);
-      // The group may outlive its leader (workerd after wrangler): always finish it.
+      // The group may outlive its leader (workerd after its node): always finish it.
       try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
     }
     await started.guard?.close().catch(() => {});
@@ -114,13 +116,13 @@ async function waitForServer(url, child) {
   const deadline = Date.now() + startTimeoutMs;
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) {
-      throw new StartError(`wrangler dev exited (${child.exitCode ?? child.signalCode}) before kiln answered; its output is above`);
+      throw new StartError(`kiln's server exited (${child.exitCode ?? child.signalCode}) before it answered; its output is above`);
     }
     try {
       const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(2000) });
       if (res.ok) return;
     } catch { /* not up yet */ }
-    if (Date.now() > deadline) throw new StartError(`kiln did not answer at ${url} within ${startTimeoutMs / 1000} s (KILN_START_TIMEOUT); wrangler's output is above`);
+    if (Date.now() > deadline) throw new StartError(`kiln did not answer at ${url} within ${startTimeoutMs / 1000} s (KILN_START_TIMEOUT); the server's output is above`);
     await new Promise((r) => setTimeout(r, 300));
   }
 }
@@ -128,15 +130,15 @@ async function waitForServer(url, child) {
 async function main() {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new StartError(`PORT=${process.env.PORT} is not a TCP port`);
   const otherPort = `stop it, or start kiln on another port: PORT=${port === 8787 ? 8788 : port + 1} npm start`;
-  // wrangler dev listens on an internal port behind a TLS guard on the public one (see tls-guard.mjs);
-  // KILN_NO_TLS_GUARD=1 runs wrangler dev on the public port directly.
+  // The server listens on an internal port behind a TLS guard on the public one (see tls-guard.mjs);
+  // KILN_NO_TLS_GUARD=1 runs it on the public port directly.
   const guarded = !process.env.KILN_NO_TLS_GUARD;
   await checkPort(port, "port", otherPort);
   const inspectorPort = process.env.KILN_INSPECTOR_PORT;
   if (inspectorPort) await checkPort(Number(inspectorPort), "the inspector port (KILN_INSPECTOR_PORT)", "choose another one or unset it");
   const workerPort = guarded ? await freePort() : port;
   if (guarded) {
-    // Holding the public port from here on: nothing can take it while wrangler starts.
+    // Holding the public port from here on: nothing can take it while the server starts.
     try {
       started.guard = await startTlsGuard({ listenPort: port, targetPort: workerPort, host });
     } catch (e) {
@@ -145,26 +147,17 @@ async function main() {
     }
   }
 
-  const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", persist], {
-    cwd: root, env, stdio: ["ignore", "inherit", "inherit"],
-  });
-  if (stopping) return;
-  if (migrate.status !== 0) throw new StartError(`applying the D1 migrations failed (wrangler exited ${migrate.status ?? migrate.signal}); its output is above`);
-
-  const args = [
-    "dev", "--ip", host, "--port", String(workerPort), "--persist-to", persist,
-    "--var", `KILN_ADMIN_TOKEN:${adminToken}`, "--show-interactive-dev-session=false",
-  ];
+  const args = [localServer, "--host", host, "--port", String(workerPort), "--persist-to", persist, "--migrate", "--var", `KILN_ADMIN_TOKEN:${adminToken}`];
   // The Worker's settings (README, "Settings") pass through from this environment.
   for (const name of WORKER_SETTINGS) if (process.env[name] !== undefined) args.push("--var", `${name}:${process.env[name]}`);
   if (inspectorPort) args.push("--inspector-port", inspectorPort);
-  const server = spawn(wrangler, args, { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const server = spawn(process.execPath, args, { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
   // client disconnects are not errors: the log filter keeps them out of the server log
   const showDisconnects = process.env.KILN_LOG_DISCONNECTS === "1";
   pipeFiltered(server.stdout, process.stdout, { showDisconnects });
   pipeFiltered(server.stderr, process.stderr, { showDisconnects });
   started.groups.push(server);
-  server.on("error", (e) => { void fail(`could not run wrangler: ${e.message}`); });
+  server.on("error", (e) => { void fail(`could not run kiln's server: ${e.message}`); });
 
   const url = `http://${host}:${port}`;
   await waitForServer(url, server);
@@ -190,7 +183,7 @@ async function main() {
   if (stopping) return;
   server.on("exit", (code, signal) => {
     if (stopping) return;
-    void fail(`wrangler dev stopped (${code ?? signal}); kiln is down`, code || 1);
+    void fail(`kiln's server stopped (${code ?? signal}); kiln is down`, code || 1);
   });
 }
 

@@ -14,6 +14,7 @@ import { upstreamsRoutes } from "./api/upstreams";
 import { purgeStaleUploads } from "./storage/uploads";
 import { gcRoutes, quotasRoutes, retentionRoutes, usageRoutes } from "./api/lifecycle";
 import { garbageCollector } from "./gc/collector";
+import { discardRefusedBody } from "./http/body";
 
 export { BuildCoordinator } from "./builder/coordinator";
 export { Dispatcher } from "./builder/dispatcher";
@@ -51,8 +52,11 @@ app.route("/v1/retention", retentionRoutes);
 app.route("/v1/quotas", quotasRoutes);
 app.route("/v1/usage", usageRoutes);
 
-app.onError((err, c) => {
-  if (err instanceof OciError || err instanceof ApiError) return err.toResponse();
+app.onError(async (err, c) => {
+  if (err instanceof OciError || err instanceof ApiError) {
+    await discardRefusedBody(c.req.raw);
+    return err.toResponse();
+  }
   // A client that went away mid-request (an aborted upload, a closed event stream) is not a failure
   // of kiln: one info line, not an error with a stack.
   if (isClientDisconnect(err, c.req.method)) {

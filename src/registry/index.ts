@@ -8,6 +8,7 @@ import { authorizeRegistry, setRegistryRouteKind } from "../auth/registry";
 import { OciError } from "../errors";
 import { StorageError } from "../storage/errors";
 import { registryError } from "./errors";
+import { discardRefusedBody } from "../http/body";
 import { handleBlob } from "./blobs";
 import { type Ctx, unsupportedMethod } from "./http";
 import { handleCatalog, handleReferrers, handleTags } from "./listing";
@@ -60,6 +61,7 @@ async function registry(c: Ctx): Promise<Response> {
     if (err instanceof StorageError) res = registryError(err).toResponse();
     else if (err instanceof OciError) res = err.toResponse();
     else throw err;
+    await discardRefusedBody(c.req.raw);
   }
   for (const [k, v] of Object.entries(API_VERSION)) res.headers.set(k, v);
   return res;

@@ -108,6 +108,11 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
           throw new OciError("RANGE_INVALID", `Content-Range covers ${rangeLength} bytes but Content-Length is ${length}`, { headers: uploadHeaders(s) });
         }
         chunkLength = rangeLength;
+        // Refused here, like PUT below, so that the unread body is drained (not cancelled) and the
+        // connection stays usable; storage checks again against concurrent appends.
+        if (range.start !== s.size) {
+          throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: uploadHeaders(s) });
+        }
       }
       // staged bytes count against the quota (a body of unknown length: the bytes staged so far)
       await checkQuota(c.env, name, [{ size: s.size + (chunkLength ?? 0) }]);

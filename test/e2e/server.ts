@@ -1,6 +1,7 @@
-// Starts a real kiln server (`wrangler dev`, local R2/D1/DO state in a temp dir) on 127.0.0.1.
+// Starts a real kiln server (scripts/local-server.mjs: the bundled Worker in Miniflare's workerd, local
+// R2/D1/DO state in a temp dir, the layout `wrangler dev --persist-to` uses) on 127.0.0.1.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -36,7 +37,7 @@ export async function waitForHttp(url: string, child: ChildProcess, getOutput: (
   timeoutMs?: number; intervalMs?: number; what?: string; ready?: (res: Response) => boolean;
 } = {}): Promise<void> {
   const { timeoutMs = 60_000, intervalMs = 250, what = "kiln", ready = (res) => res.ok } = opts;
-  const name = what === "kiln" ? "wrangler dev" : what;
+  const name = what === "kiln" ? "kiln's local server" : what;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${name} exited: ${getOutput()}`);
@@ -57,30 +58,45 @@ export async function stopProcessGroup(child: ChildProcess): Promise<void> {
 
 const wranglerEnv = () => ({ ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false", WRANGLER_SEND_METRICS: "false", NO_COLOR: "1" });
 
-export async function startKiln(opts: { stateDir?: string; port?: number; vars?: Record<string, string> } = {}): Promise<KilnServer> {
+/**
+ * Runs scripts/local-server.mjs of `root` (this checkout by default) as its own process group: D1
+ * migrations applied to `stateDir` (while the Worker is bundled), `vars` over wrangler.toml's [vars]; output kept for errors
+ * (and written to `logFile` when given). `script`: another one-module Worker instead of kiln, with
+ * kiln's R2 bucket (the bench's ceiling).
+ */
+export async function startKilnAt(root: string, opts: { stateDir?: string; port?: number; vars?: Record<string, string>; logFile?: string; script?: string; inspectorPort?: number } = {}): Promise<KilnServer> {
   const stateDir = opts.stateDir ?? mkdtempSync(path.join(os.tmpdir(), "kiln-e2e-"));
   const port = opts.port ?? (await freePort());
-  const wrangler = path.join(ROOT, "node_modules", ".bin", "wrangler");
-  const mig = spawnSync(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", stateDir], {
-    cwd: ROOT, env: wranglerEnv(), encoding: "utf8",
-  });
-  if (mig.status !== 0) throw new Error(`migrations failed: ${mig.stderr}${mig.stdout}`);
   const vars = { KILN_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.vars };
-  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--show-interactive-dev-session=false", "--inspector-port", String(await freePort())];
+  const args = [path.join(root, "scripts", "local-server.mjs"), "--port", String(port), "--persist-to", stateDir, "--migrate"];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
-  const child = spawn(wrangler, args, { cwd: ROOT, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  if (opts.script) args.push("--script", opts.script);
+  if (opts.inspectorPort) args.push("--inspector-port", String(opts.inspectorPort));
+  const child = spawn(process.execPath, args, { cwd: root, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
-  child.stdout!.on("data", (d) => { output += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
-  child.stderr!.on("data", (d) => { output += d; if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d); });
+  const log = opts.logFile ? createWriteStream(opts.logFile) : undefined;
+  const onData = (d: Buffer) => {
+    log?.write(d);
+    output += d;
+    if (output.length > 1e6) output = output.slice(-1e5);
+    if (process.env.KILN_E2E_VERBOSE) process.stderr.write(d);
+  };
+  child.stdout!.on("data", onData);
+  child.stderr!.on("data", onData);
   const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 60_000 });
+  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 90_000 });
   return {
     url, port, stateDir, process: child,
     async stop(wipe = false) {
       await stopProcessGroup(child);
+      log?.end();
       if (wipe) rmSync(stateDir, { recursive: true, force: true });
     },
   };
+}
+
+export async function startKiln(opts: { stateDir?: string; port?: number; vars?: Record<string, string> } = {}): Promise<KilnServer> {
+  return await startKilnAt(ROOT, opts);
 }
 
 /** Whether a command exists on PATH (e2e tests that need a real client skip loudly without it). */

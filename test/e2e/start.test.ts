@@ -127,11 +127,17 @@ describe("npm start", () => {
     }
   });
 
-  it("Ctrl-C while wrangler is starting stops wrangler, workerd and esbuild", async () => {
+  it("Ctrl-C while the server is bundling stops wrangler; Ctrl-C while workerd starts stops it and its node", async () => {
+    // While the Worker is bundled and the migrations applied: wrangler processes run.
+    const early = start({ PORT: String(await freePort()), KILN_STATE_DIR: stateDir(), KILN_NO_RUNNER: "1" });
+    await until("wrangler to run", () => marked(early.mark).some((x) => /wrangler/.test(x.cmd)), early);
+    expect(await stop(early, "SIGINT")).toBe(130);
+    await expectNothingLeft(early);
+
     const s = start({ PORT: String(await freePort()), KILN_STATE_DIR: stateDir(), KILN_NO_RUNNER: "1" });
     // Wait until the server's processes exist, then interrupt before (or as) it answers.
     const seen = await until("workerd to start", () => { const p = marked(s.mark); return p.some((x) => /workerd/.test(x.cmd)) && p; }, s);
-    expect(seen.some((p) => /wrangler/.test(p.cmd)), JSON.stringify(seen)).toBe(true);
+    expect(seen.some((p) => /local-server\.mjs/.test(p.cmd)), JSON.stringify(seen)).toBe(true);
     expect(await stop(s, "SIGINT")).toBe(130);
     expect(s.output()).toContain("kiln: SIGINT: stopping");
     await expectNothingLeft(s);

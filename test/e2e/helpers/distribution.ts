@@ -65,37 +65,7 @@ export class RegistryClient {
     const auth = await this.authorization(`repository:${repo}:${actions}`);
     if (auth && !headers.has("authorization")) headers.set("authorization", auth);
     const streamed = init.body instanceof ReadableStream;
-    for (let attempt = 0; ; attempt++) {
-      // `wrangler dev` quirk (its ProxyWorker, not kiln): after a large upload the next request on the
-      // proxy's connection to the Worker sometimes fails; GET/HEAD are then parked until a reload that
-      // never comes (a hang) and others get a 503 "Your worker restarted mid-request". Requests whose
-      // body can be replayed are retried once; kiln itself never sends that text.
-      const ctl = new AbortController();
-      const onAbort = () => ctl.abort(init.signal?.reason);
-      init.signal?.addEventListener("abort", onAbort);
-      const parkable = method === "GET" || method === "HEAD";
-      const timer = parkable && attempt === 0 ? setTimeout(() => ctl.abort(new Error("no response headers within 60 s")), 60_000) : undefined;
-      try {
-        const res = await fetch(target, { ...init, method, headers, signal: ctl.signal, ...(streamed ? { duplex: "half" } : {}) } as RequestInit);
-        if (res.status === 503 && !streamed && attempt === 0) {
-          const text = await res.clone().text();
-          if (text.startsWith("Your worker restarted mid-request")) {
-            console.warn(`wrangler dev answered ${method} ${target} with 503 "${text.slice(0, 40)}…": retrying once`);
-            continue;
-          }
-        }
-        return res;
-      } catch (err) {
-        if (timer && ctl.signal.aborted && !init.signal?.aborted) {
-          console.warn(`${method} ${target}: no response headers within 60 s (wrangler dev parks GETs after a failed proxy fetch): retrying once`);
-          continue;
-        }
-        throw err;
-      } finally {
-        clearTimeout(timer);
-        init.signal?.removeEventListener("abort", onAbort);
-      }
-    }
+    return await fetch(target, { ...init, method, headers, ...(streamed ? { duplex: "half" } : {}) } as RequestInit);
   }
 
   async startUpload(repo: string): Promise<string> {
