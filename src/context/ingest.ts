@@ -68,6 +68,8 @@ export const MAX_DOCKERFILE_BYTES = 1024 * 1024;
 
 const bad = (message: string) => new ApiError(400, message);
 const DRAIN_ON_REFUSAL = 256 * 1024 * 1024;
+/** Most bytes read after a context archive's end before the rest is cancelled. */
+const TRAILING_DRAIN = 16 * 1024 * 1024;
 /**
  * Compressed input is fed to the decompressor in pieces this small, as its output is read: one piece
  * expands to at most ~1032× (deflate's ceiling), ~16 MiB, so a gzip bomb is stopped within that of its limit.
@@ -392,6 +394,10 @@ export async function ingestContext(env: Env, context: ReadableStream<Uint8Array
       dockerfileText = new TextDecoder().decode(await readSmall(s, MAX_DOCKERFILE_BYTES, "Dockerfile"));
     }
     const done = stored;
+    // What the client sent after the archive's end (tar's record padding, gzip's trailer, a multipart
+    // epilogue) is read too, up to a bound: a request answered with its body unread closes the
+    // connection, and the client's next request on it fails ("other side closed").
+    await source?.drain(TRAILING_DRAIN).catch(() => {});
     return {
       packDigest,
       indexDigest,

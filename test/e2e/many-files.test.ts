@@ -56,15 +56,16 @@ describe("a context of 100,000 one-byte files", () => {
     const submitted = (await res.json()) as { id?: string; error?: unknown };
     expect(res.status, JSON.stringify(submitted)).toBe(202);
 
-    // Probe other requests all along the build: each must answer (a stalled server made /healthz
-    // time out). The deadline is a liveness bound, far above a normal answer, not a speed target.
+    // Probe other requests all along the build, on their own connections: each must answer (a stalled
+    // server made /healthz time out). 10 s is a liveness bound, far above a normal answer (tens of
+    // milliseconds) and above what a loaded 2-core machine adds, not a speed target.
     let done = false;
     const probes: { path: string; ms: number; status: number }[] = [];
     const probing = (async () => {
       while (!done) {
         for (const path of ["/healthz", "/v2/"]) {
           const t = Date.now();
-          const r = await fetch(`${kiln.url}${path}`, { headers: auth, signal: AbortSignal.timeout(10_000) });
+          const r = await fetch(`${kiln.url}${path}`, { headers: auth, signal: AbortSignal.timeout(30_000) });
           await r.arrayBuffer();
           probes.push({ path, ms: Date.now() - t, status: r.status });
         }
@@ -76,7 +77,7 @@ describe("a context of 100,000 one-byte files", () => {
     expect(result.status, JSON.stringify(result.error)).toBe("succeeded");
     expect(probes.length).toBeGreaterThan(4);
     expect(probes.filter((p) => p.status !== 200)).toEqual([]);
-    expect(Math.max(...probes.map((p) => p.ms))).toBeLessThan(5_000);
+    expect(Math.max(...probes.map((p) => p.ms))).toBeLessThan(10_000);
 
     // The image holds every file: its layer lists 100,000 files and 101 directories.
     const m = await fetch(`${kiln.url}/v2/many/files/manifests/latest`, { headers: { ...auth, accept: "application/vnd.oci.image.manifest.v1+json" } });
