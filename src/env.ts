@@ -81,6 +81,12 @@ declare global {
        * line in the file index (~200 bytes of JSON) that the build holds in memory.
        */
       KILN_MAX_CONTEXT_ENTRIES?: string;
+      /**
+       * Largest request body in bytes, like a deployed Worker's platform limit (100 MB on the Free and
+       * Pro plans): a larger Content-Length is refused with 413 before reading, a chunked body once it
+       * passes the limit. Unset: kiln sets none of its own. The e2e suite runs with 100 MB.
+       */
+      KILN_MAX_REQUEST_BYTES?: string;
     }
   }
 }

@@ -12,6 +12,7 @@ import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
 import { purgeStaleUploads } from "./storage/uploads";
+import { requestBodyLimit } from "./http/body-limit";
 
 export { BuildCoordinator } from "./builder/coordinator";
 export { Dispatcher } from "./builder/dispatcher";
@@ -25,6 +26,9 @@ function isClientDisconnect(err: unknown, method: string): boolean {
   // while an upload's body is read, a lost connection is the client's
   return /^Network connection lost\.?$/.test(m) && ["POST", "PUT", "PATCH"].includes(method);
 }
+
+// Bodies over KILN_MAX_REQUEST_BYTES get the 413 a deployed Worker would give (src/http/body-limit.ts).
+app.use("*", requestBodyLimit());
 
 app.get("/", (c) => c.json({ name: "kiln", registry: "/v2/", api: "/v1/" }));
 app.get("/healthz", (c) => c.text("ok"));

@@ -65,7 +65,7 @@ export async function startKiln(opts: { stateDir?: string; port?: number; vars?:
     cwd: ROOT, env: wranglerEnv(), encoding: "utf8",
   });
   if (mig.status !== 0) throw new Error(`migrations failed: ${mig.stderr}${mig.stdout}`);
-  const vars = { KILN_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.vars };
+  const vars = { KILN_ADMIN_TOKEN: ADMIN_TOKEN, KILN_MAX_REQUEST_BYTES: String(100 * 1024 * 1024), ...opts.vars };
   const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--show-interactive-dev-session=false", "--inspector-port", String(await freePort())];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   const child = spawn(wrangler, args, { cwd: ROOT, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
