@@ -168,10 +168,8 @@ async function sendIndexed(opts: BuildOptions, dir: string, dockerfile: string |
     await m.body?.cancel();
     return null;
   }
-  if (!m.ok) {
-    if (m.status === 403 && opts.tags.length === 0) return { res: m, files: index.files.length, sent };
-    throw await httpError("uploading the build context", m);
-  }
+  // a refusal here (a tag the token may not push, …) is the build's: its message as POST /v1/builds would give it
+  if (!m.ok) return { res: m, files: index.files.length, sent };
   const { missing } = (await m.json()) as { missing: string[] };
   const todo = missing.map((d) => ({ sha256: d, ...index.sources.get(d)! })).filter((x) => x.abs);
   for (const batch of contentBatches(todo, CONTENT_BATCH_BYTES)) {

@@ -5,13 +5,13 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, ftruncateSync, rmSync, writeFileSync, writeSync, readFileSync } from "node:fs";
 import { randomBytes } from "node:crypto";
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { gunzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, have, ROOT, startKiln, type KilnServer } from "./server";
 import { BUSYBOX, waitForBuild } from "./helpers";
+import { countingProxy } from "./helpers/count-proxy";
 import { startRunner, wipeRunnerDir, type RunnerProcess } from "./runner-helpers";
 
 const MB = 1024 * 1024;
@@ -26,32 +26,6 @@ function kiln(args: string[]): Promise<{ code: number; out: string; err: string 
     child.stderr.on("data", (d) => { err += d; });
     child.on("close", (code) => resolve({ code: code ?? 1, out, err }));
   });
-}
-
-/** A proxy in front of kiln that counts the request body bytes it forwards (what crosses the wire). */
-async function countingProxy(target: string): Promise<{ url: string; bytes: () => number; reset: () => void; biggest: () => number; close: () => Promise<void> }> {
-  let bytes = 0;
-  let biggest = 0;
-  const t = new URL(target);
-  const server = http.createServer((req, res) => {
-    let mine = 0;
-    const up = http.request({ host: t.hostname, port: t.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode ?? 502, r.headers);
-      r.pipe(res);
-    });
-    up.on("error", () => { res.writeHead(502); res.end(); });
-    req.on("data", (d: Buffer) => { bytes += d.length; mine += d.length; biggest = Math.max(biggest, mine); });
-    req.pipe(up);
-  });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as { port: number }).port;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    bytes: () => bytes,
-    reset: () => { bytes = 0; biggest = 0; },
-    biggest: () => biggest,
-    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
-  };
 }
 
 /** The file `name` in a gzip layer blob (a tar), as text. */
