@@ -16,7 +16,7 @@ process.env.WRANGLER_SEND_METRICS = "false";
 
 const BENCH = import.meta.dirname;
 const ROOT = path.resolve(BENCH, "..");
-const MODULES = ["registry", "parser", "builds", "gc"];
+const MODULES = ["registry", "parser", "builds", "gc", "contexts"];
 const LATEST = path.join(BENCH, "results", "latest.json");
 const README = path.join(ROOT, "README.md");
 

@@ -87,6 +87,12 @@ declare global {
       KILN_CACHE_MAX_AGE_DAYS?: string;
       /** Layer bytes kept per cache scope; beyond it the least recently hit entries are dropped (default: no budget). */
       KILN_CACHE_BUDGET_BYTES?: string;
+      /**
+       * Largest request body in bytes, like a deployed Worker's platform limit (100 MB on the Free and
+       * Pro plans): a larger Content-Length is refused with 413 before reading, a chunked body once it
+       * passes the limit. Unset: kiln sets none of its own. The e2e suite runs with 100 MB.
+       */
+      KILN_MAX_REQUEST_BYTES?: string;
     }
   }
 }

@@ -6,7 +6,7 @@ import { tokenServiceRoutes } from "./auth/token-service";
 import { tokensRoutes } from "./api/tokens";
 import { repositoriesRoutes } from "./api/repositories";
 import { dockerfileRoutes } from "./api/dockerfile";
-import { buildsRoutes } from "./api/builds";
+import { buildsRoutes, contextsRoutes } from "./api/builds";
 import { runnersRoutes } from "./api/runners";
 import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
@@ -15,6 +15,7 @@ import { purgeStaleUploads } from "./storage/uploads";
 import { gcRoutes, quotasRoutes, retentionRoutes, usageRoutes } from "./api/lifecycle";
 import { garbageCollector } from "./gc/collector";
 import { discardRefusedBody } from "./http/body";
+import { requestBodyLimit } from "./http/body-limit";
 
 export { BuildCoordinator } from "./builder/coordinator";
 export { Dispatcher } from "./builder/dispatcher";
@@ -30,6 +31,9 @@ function isClientDisconnect(err: unknown, method: string): boolean {
   return /^Network connection lost\.?$/.test(m) && ["POST", "PUT", "PATCH"].includes(method);
 }
 
+// Bodies over KILN_MAX_REQUEST_BYTES get the 413 a deployed Worker would give (src/http/body-limit.ts).
+app.use("*", requestBodyLimit());
+
 app.get("/", (c) => c.json({ name: "kiln", registry: "/v2/", api: "/v1/" }));
 app.get("/healthz", (c) => c.text("ok"));
 
@@ -42,6 +46,7 @@ app.route("/v1/tokens", tokensRoutes);
 app.route("/v1/repositories", repositoriesRoutes);
 app.route("/v1/dockerfile", dockerfileRoutes);
 app.route("/v1/builds", buildsRoutes);
+app.route("/v1/contexts", contextsRoutes);
 app.route("/v1/runners", runnersRoutes);
 app.route("/v1/jobs", jobsRoutes);
 app.route("/v1/webhooks", webhooksRoutes);

@@ -2,7 +2,9 @@ import { Hono, type Context } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { requireApiScope } from "../auth/api";
-import { startBuild, parseTag } from "../builder/start";
+import { buildScope, startBuild, parseTag } from "../builder/start";
+import { readLimited } from "../http/body";
+import { CONTEXT_INDEX_TYPE, ingestContents, missingContents, type ContextIndexUpload } from "../context/contents";
 import { buildPrincipalOf } from "../auth/build-principal";
 import { getBuildRow, listBuilds } from "../storage/builds";
 import { StorageError } from "../storage/errors";
@@ -33,21 +35,41 @@ async function authorizedRow(c: C, id: string, action: "pull" | "push") {
   return row;
 }
 
+/**
+ * The caller of a build (or of its context upload) with tags `tag=`: push on every repository it tags
+ * (untagged builds: admin). The build acts as this principal; its cache scope is the tags' namespace.
+ */
+async function buildCaller(c: C) {
+  const url = new URL(c.req.url);
+  const tags = url.searchParams.getAll("tag").concat(url.searchParams.getAll("t"));
+  const parsed = tags.map((t) => parseTag(t, url.origin));
+  const repos = new Set(parsed.map((t) => t.repository));
+  let caller = repos.size === 0 ? await requireApiScope(c, { kind: "admin" }) : undefined;
+  for (const repository of repos) caller = await requireApiScope(c, { kind: "repository", repository, action: "push" });
+  return { principal: buildPrincipalOf(caller!), tags, scope: buildScope(parsed) };
+}
+
 buildsRoutes.post("/", async (c) => {
   const url = new URL(c.req.url);
   const q = url.searchParams;
-  const tags = q.getAll("tag").concat(q.getAll("t"));
-  const repos = new Set(tags.map((t) => parseTag(t, url.origin).repository));
-  // the build acts as this caller: push on every repository it tags (untagged builds: admin)
-  let caller = repos.size === 0 ? await requireApiScope(c, { kind: "admin" }) : undefined;
-  for (const repository of repos) caller = await requireApiScope(c, { kind: "repository", repository, action: "push" });
+  const { principal, tags, scope } = await buildCaller(c);
   // a namespace at its quota gets no build (its push is checked again, whole, before anything is linked)
-  for (const repository of repos) {
+  for (const repository of new Set(tags.map((t) => parseTag(t, url.origin).repository))) {
     await assertWithinQuota(c.env, repository, true).catch((e) => {
       throw e instanceof StorageError && e.code === "DENIED" ? new ApiError(403, e.message, { detail: e.detail }) : e;
     });
   }
-  const principal = buildPrincipalOf(caller!);
+  const contentType = c.req.header("content-type") ?? "application/x-tar";
+  // a content-addressed context: the file index (its contents uploaded before, POST /v1/contexts/contents)
+  let index: ContextIndexUpload | undefined;
+  if (contentType.toLowerCase().startsWith(CONTEXT_INDEX_TYPE)) {
+    const bytes = await readLimited(c.req.raw.body, MAX_INDEX_BYTES, () => new ApiError(413, `context index larger than ${MAX_INDEX_BYTES} bytes`));
+    try {
+      index = JSON.parse(new TextDecoder().decode(bytes)) as ContextIndexUpload;
+    } catch {
+      throw new ApiError(400, "context index is not JSON");
+    }
+  }
   const buildArgs: Record<string, string> = {};
   for (const kv of q.getAll("build-arg")) {
     const eq = kv.indexOf("=");
@@ -56,8 +78,8 @@ buildsRoutes.post("/", async (c) => {
   }
   const noCache = ["1", "true", "yes"].includes((q.get("no-cache") ?? "").toLowerCase());
   const started = await startBuild(c.env, c.executionCtx, {
-    context: c.req.raw.body,
-    contentType: c.req.header("content-type") ?? "application/x-tar",
+    context: index ? { index, scope } : c.req.raw.body,
+    contentType,
     dockerfilePath: q.get("dockerfile") ?? undefined,
     tags,
     buildArgs,
@@ -111,4 +133,32 @@ buildsRoutes.delete("/:id", async (c) => {
   const view = await coordinator(c, id).cancel();
   if (!view) throw new ApiError(404, `build ${id} not found`);
   return c.json(view);
+});
+
+/** A context index of 200,000 entries is ~40 MB of JSON; anything larger is refused. */
+const MAX_INDEX_BYTES = 64 * 1024 * 1024;
+
+/**
+ * /v1/contexts: the content-addressed context upload of `kiln build`. Both routes take the build's
+ * `tag=` parameters and authorize exactly as POST /v1/builds; contents live in the tags' cache scope.
+ */
+export const contextsRoutes = new Hono<{ Bindings: Env }>();
+
+/** `{digests: [...]}` → `{missing: [...]}`: the contents this scope has not uploaded yet. */
+contextsRoutes.post("/missing", async (c) => {
+  const { scope } = await buildCaller(c);
+  const bytes = await readLimited(c.req.raw.body, MAX_INDEX_BYTES, () => new ApiError(413, `digest list larger than ${MAX_INDEX_BYTES} bytes`));
+  let body: { digests?: unknown };
+  try {
+    body = JSON.parse(new TextDecoder().decode(bytes)) as { digests?: unknown };
+  } catch {
+    throw new ApiError(400, "expected JSON {digests: [...]}");
+  }
+  return c.json({ missing: await missingContents(c.env, scope, body.digests) });
+});
+
+/** A batch of contents (a tar of entries named by their sha256 hex) → what was stored. */
+contextsRoutes.post("/contents", async (c) => {
+  const { scope } = await buildCaller(c);
+  return c.json(await ingestContents(c.env, scope, c.req.raw.body), 201);
 });

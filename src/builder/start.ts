@@ -3,6 +3,7 @@ import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { DockerfileError } from "../dockerfile/errors";
 import { ingestContext, type ContextEntries } from "../context/ingest";
+import { ingestIndex, type ContextIndexUpload } from "../context/contents";
 import { isRepositoryName, isTag } from "../oci/names";
 import { splitPlatform } from "../oci/platform";
 import { insertBuild } from "../storage/builds";
@@ -13,7 +14,8 @@ import { namespaceOf, type BuildPrincipal } from "../auth/build-principal";
 import { childBuildId, parsePlatformList, platformObject } from "./multiplatform";
 
 export interface StartBuildOptions {
-  context: ReadableStream<Uint8Array> | ContextEntries | null;
+  /** A request body (tar, tar.gz, multipart), entries already read, or a content-addressed index and its scope. */
+  context: ReadableStream<Uint8Array> | ContextEntries | { index: ContextIndexUpload; scope: string } | null;
   contentType: string;
   dockerfilePath?: string;
   dockerfileText?: string;
@@ -119,11 +121,14 @@ export function buildScope(tags: { repository: string }[]): string {
  * build); a bad Dockerfile is a 400 and discards the context.
  */
 async function ingestAndPlan(env: Env, opts: StartBuildOptions, platforms: Platform[]): Promise<{ context: Ingested; plans: BuildGraph[] }> {
-  const context = await ingestContext(env, opts.context, {
-    contentType: opts.contentType,
-    dockerfilePath: opts.dockerfilePath,
-    dockerfileText: opts.dockerfileText,
-  });
+  const given = opts.context;
+  const context = given && "index" in given
+    ? await ingestIndex(env, given.scope, given.index, opts.dockerfilePath)
+    : await ingestContext(env, given, {
+      contentType: opts.contentType,
+      dockerfilePath: opts.dockerfilePath,
+      dockerfileText: opts.dockerfileText,
+    });
   const plans: BuildGraph[] = [];
   try {
     for (const p of platforms) plans.push(await planBuildGraph(env, context.dockerfile, opts, p));

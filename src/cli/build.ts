@@ -1,7 +1,7 @@
 // `kiln build`: stream the context, follow the build's events, exit non-zero on failure.
 import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
-import { contextStream } from "./context";
+import { batchStream, contentBatches, contextIndex, contextStream } from "./context";
 import { authHeaders, CliError, httpError, request, serverMessage } from "./http";
 import { makeProgress, type BuildView, type DockerfileSource, type Progress, type ProgressMode, type StepView } from "./progress";
 import { readSse } from "./sse";
@@ -69,6 +69,44 @@ export async function runBuild(opts: BuildOptions, progress: Progress = makeProg
   if (opts.platform) q.set("platform", opts.platform);
 
   const secrets = readSecrets(opts.secrets);
+  const started = Date.now();
+  progress.begin("context", "[internal] load build context");
+  let res: Response;
+  let files: number;
+  let sent: number;
+  try {
+    // content-addressed: only the contents the server lacks cross the wire; a server without
+    // /v1/contexts gets the whole context as a tar
+    const indexed = await sendIndexed(opts, dir, outside ? undefined : relDockerfile, q, dockerfileText, secrets);
+    ({ res, files, sent } = indexed ?? (await sendTar(opts, dir, outside, relDockerfile, q, dockerfileText, secrets)));
+  } catch (e) {
+    progress.end("context", "failed");
+    throw e;
+  }
+  progress.note("context", `transferring context: ${files} file${files === 1 ? "" : "s"}, ${formatBytes(sent)} done`);
+  if (res.status === 400) {
+    // The Dockerfile (or a parameter) is wrong: the message, with the excerpt when it has a line.
+    const { message, line } = await serverMessage(res);
+    progress.end("context", "done", Date.now() - started);
+    progress.rejected(message, line, source);
+    return 1;
+  }
+  if (!res.ok) {
+    progress.end("context", "failed", Date.now() - started);
+    if (res.status === 403 && opts.tags.length === 0) {
+      throw new CliError("starting the build failed: untagged builds need an admin token; add -t <repository>:<tag> to push the image somewhere your token may push");
+    }
+    throw await httpError("starting the build", res);
+  }
+  const created = (await res.json().catch(() => ({}))) as { id?: string };
+  if (!created.id) throw new CliError(`starting the build failed: the server answered ${res.status} without a build id; is ${opts.server} a kiln server?`);
+  progress.end("context", "done", Date.now() - started);
+  progress.status(`build ${created.id} queued`);
+  return await follow(opts.server, opts.token, created.id, progress, source);
+}
+
+/** The whole context as one gzip tar (multipart when the Dockerfile is outside it or secrets go along). */
+async function sendTar(opts: BuildOptions, dir: string, outside: boolean, relDockerfile: string, q: URLSearchParams, dockerfileText: string, secrets: Record<string, string>): Promise<{ res: Response; files: number; sent: number }> {
   const { stream, files } = contextStream(dir, outside ? undefined : relDockerfile);
   let sent = 0;
   let body: ReadableStream<Uint8Array> = stream.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
@@ -101,40 +139,51 @@ export async function runBuild(opts: BuildOptions, progress: Progress = makeProg
     });
   }
 
-  const started = Date.now();
-  progress.begin("context", "[internal] load build context");
-  let res: Response;
-  try {
-    res = await request(opts.server, `/v1/builds?${q}`, {
-      method: "POST",
-      headers: { "content-type": contentType, ...authHeaders(opts.token) },
-      body,
-      duplex: "half",
-    } as RequestInit);
-  } catch (e) {
-    progress.end("context", "failed");
-    throw e;
+  const res = await request(opts.server, `/v1/builds?${q}`, {
+    method: "POST",
+    headers: { "content-type": contentType, ...authHeaders(opts.token) },
+    body,
+    duplex: "half",
+  } as RequestInit);
+  return { res, files, sent };
+}
+
+/** Contents per upload request: well under the 100 MB body limit of a deployed Worker. */
+export const CONTENT_BATCH_BYTES = 32 * 1024 * 1024;
+
+/**
+ * The content-addressed upload: the file index goes first, the server answers which contents this
+ * build's scope lacks, those go in batches (large files in pieces), then the build starts from the
+ * index. `sent` counts every request body. Null when the server has no /v1/contexts (an older kiln).
+ */
+async function sendIndexed(opts: BuildOptions, dir: string, dockerfile: string | undefined, q: URLSearchParams, dockerfileText: string, secrets: Record<string, string>): Promise<{ res: Response; files: number; sent: number } | null> {
+  const index = await contextIndex(dir, dockerfile);
+  const tags = new URLSearchParams(q.getAll("tag").map((t) => ["tag", t]));
+  const headers = authHeaders(opts.token);
+  const digests = [...index.sources.keys()];
+  const ask = JSON.stringify({ digests });
+  let sent = ask.length;
+  const m = await request(opts.server, `/v1/contexts/missing?${tags}`, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: ask });
+  if (m.status === 404) {
+    await m.body?.cancel();
+    return null;
   }
-  progress.note("context", `transferring context: ${files} file${files === 1 ? "" : "s"}, ${formatBytes(sent)} done`);
-  if (res.status === 400) {
-    // The Dockerfile (or a parameter) is wrong: the message, with the excerpt when it has a line.
-    const { message, line } = await serverMessage(res);
-    progress.end("context", "done", Date.now() - started);
-    progress.rejected(message, line, source);
-    return 1;
+  // a refusal here (a tag the token may not push, …) is the build's: its message as POST /v1/builds would give it
+  if (!m.ok) return { res: m, files: index.files.length, sent };
+  const { missing } = (await m.json()) as { missing: string[] };
+  const todo = missing.map((d) => ({ sha256: d, ...index.sources.get(d)! })).filter((x) => x.abs);
+  for (const batch of contentBatches(todo, CONTENT_BATCH_BYTES)) {
+    let bytes = 0;
+    const body = batchStream(batch).pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform(chunk, ctrl) { bytes += chunk.byteLength; ctrl.enqueue(chunk); } }));
+    const up = await request(opts.server, `/v1/contexts/contents?${tags}`, { method: "POST", headers: { ...headers, "content-type": "application/x-tar" }, body, duplex: "half" } as RequestInit);
+    sent += bytes;
+    if (!up.ok) throw await httpError("uploading the build context", up);
+    await up.body?.cancel();
   }
-  if (!res.ok) {
-    progress.end("context", "failed", Date.now() - started);
-    if (res.status === 403 && opts.tags.length === 0) {
-      throw new CliError("starting the build failed: untagged builds need an admin token; add -t <repository>:<tag> to push the image somewhere your token may push");
-    }
-    throw await httpError("starting the build", res);
-  }
-  const created = (await res.json().catch(() => ({}))) as { id?: string };
-  if (!created.id) throw new CliError(`starting the build failed: the server answered ${res.status} without a build id; is ${opts.server} a kiln server?`);
-  progress.end("context", "done", Date.now() - started);
-  progress.status(`build ${created.id} queued`);
-  return await follow(opts.server, opts.token, created.id, progress, source);
+  const json = JSON.stringify({ files: index.files, dockerfile: dockerfileText, secrets });
+  sent += Buffer.byteLength(json);
+  const res = await request(opts.server, `/v1/builds?${q}`, { method: "POST", headers: { ...headers, "content-type": "application/vnd.kiln.context-index+json" }, body: json });
+  return { res, files: index.files.length, sent };
 }
 
 async function getBuild(server: string, token: string | undefined, id: string): Promise<BuildView> {

@@ -1,5 +1,6 @@
 // Walks a build context directory honouring .dockerignore and streams it as a tar (gzip).
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
+import { createHash } from "node:crypto";
 import path from "node:path";
 import { Readable } from "node:stream";
 import { DockerIgnore } from "../dockerfile/dockerignore";
@@ -57,4 +58,87 @@ export function contextStream(dir: string, dockerfile?: string): { stream: Reada
   const files = listContext(dir, dockerfile);
   const tar = tarStream((function* () { for (const f of files) yield toEntry(f); })());
   return { stream: tar.pipeThrough(new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>), files: files.length };
+}
+
+/** One entry of the file index `kiln build` sends (the server's ContextIndexUpload). */
+export interface IndexEntry {
+  path: string;
+  type: "file" | "dir" | "symlink";
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  sha256?: string;
+  linkTarget?: string;
+}
+
+function hashFile(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(file)
+      .on("data", (d) => h.update(d))
+      .on("end", () => resolve(`sha256:${h.digest("hex")}`))
+      .on("error", reject);
+  });
+}
+
+/** The context's file index (what survives .dockerignore), each file's contents hashed; `abs` maps a digest to a file holding it. */
+export async function contextIndex(dir: string, dockerfile?: string): Promise<{ files: IndexEntry[]; sources: Map<string, { abs: string; size: number }>; bytes: number }> {
+  const files: IndexEntry[] = [];
+  const sources = new Map<string, { abs: string; size: number }>();
+  let bytes = 0;
+  for (const f of listContext(dir, dockerfile)) {
+    const base = { path: f.rel, mode: f.stat.mode & 0o7777, uid: 0, gid: 0, size: 0 };
+    if (f.stat.isDirectory()) files.push({ ...base, type: "dir" });
+    else if (f.stat.isSymbolicLink()) files.push({ ...base, type: "symlink", linkTarget: readlinkSync(f.abs) });
+    else {
+      const sha256 = await hashFile(f.abs);
+      files.push({ ...base, type: "file", size: f.stat.size, sha256 });
+      bytes += f.stat.size;
+      if (f.stat.size > 0) sources.set(sha256, { abs: f.abs, size: f.stat.size });
+    }
+  }
+  return { files, sources, bytes };
+}
+
+/** One request of a content upload: entries `<hex>` (a whole file) or `<hex>.<start>.<total>` (a piece). */
+export interface ContentBatch {
+  entries: { name: string; abs: string; start: number; size: number }[];
+  bytes: number;
+}
+
+/**
+ * Splits the contents to upload into batches of at most `limit` bytes of contents each (a request
+ * stays under the server's body limit); a file larger than that goes in pieces.
+ */
+export function contentBatches(missing: { sha256: string; abs: string; size: number }[], limit: number): ContentBatch[] {
+  const batches: ContentBatch[] = [];
+  let cur: ContentBatch = { entries: [], bytes: 0 };
+  const push = (e: ContentBatch["entries"][number]) => {
+    if (cur.bytes + e.size > limit && cur.entries.length) {
+      batches.push(cur);
+      cur = { entries: [], bytes: 0 };
+    }
+    cur.entries.push(e);
+    cur.bytes += e.size;
+  };
+  for (const m of missing) {
+    const hex = m.sha256.slice("sha256:".length);
+    if (m.size <= limit) push({ name: hex, abs: m.abs, start: 0, size: m.size });
+    else for (let start = 0; start < m.size; start += limit) push({ name: `${hex}.${start}.${m.size}`, abs: m.abs, start, size: Math.min(limit, m.size - start) });
+  }
+  if (cur.entries.length) batches.push(cur);
+  return batches;
+}
+
+/** A batch as a plain tar stream. */
+export function batchStream(batch: ContentBatch): ReadableStream<Uint8Array> {
+  return tarStream((function* () {
+    for (const e of batch.entries) {
+      yield {
+        path: e.name, type: "file" as const, mode: 0o644, uid: 0, gid: 0, mtime: 0, size: e.size,
+        body: e.size === 0 ? new Uint8Array(0) : Readable.toWeb(createReadStream(e.abs, { start: e.start, end: e.start + e.size - 1 })) as unknown as ReadableStream<Uint8Array>,
+      };
+    }
+  })());
 }

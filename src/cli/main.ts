@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { follow, runBuild } from "./build";
+import { runPush } from "./push";
 import { configPath, loadConfig, resolveTarget, saveConfig } from "./config";
 import { authHeaders, CliError, httpError, request, statusHint } from "./http";
 import { makeProgress, type BuildView, type ProgressMode } from "./progress";
@@ -11,6 +12,10 @@ const USAGE = `usage:
   kiln build [-t repo:tag]... [-f Dockerfile] [--build-arg K=V]... [--target T] [--no-cache]
              [--platform os/arch] [--secret id=x,src=file]... [--progress plain|tty|quiet] [-q]
              [--server URL] [--token T] <dir>
+  kiln push [--src-creds USER:PASS] [--server URL] [--token T] <source> <repository:tag>
+             copies an image into kiln in chunks (layers of any size; docker and podman push a
+             layer in one request, over the 100 MB body limit of a deployed Worker); <source> is
+             oci:<dir>[:<tag>], docker-archive:<file> (docker save) or docker://<registry>/<name>:<tag>
   kiln login [--server URL] [--token T]     (reads the token from stdin when not given)
   kiln logs <build-id> [--progress plain|tty|quiet] [--server URL] [--token T]
   kiln cancel <build-id> [--server URL] [--token T]
@@ -137,6 +142,15 @@ export async function main(argv: string[]): Promise<number> {
         secrets: (flags.secret as string[]) ?? [],
         progress: progressMode(flags),
       });
+    }
+    case "push": {
+      const { flags, positional } = parseArgs(rest, { bool: [], repeat: [], value: ["server", "token", "src-creds", "chunk-size"], alias: {} });
+      if (positional.length !== 2) throw new UsageError("kiln push needs a source and a repository:tag");
+      const { server, token } = resolveTarget({ server: flags.server as string, token: flags.token as string });
+      const chunk = flags["chunk-size"] !== undefined ? Number(flags["chunk-size"]) : undefined;
+      if (chunk !== undefined && !(Number.isInteger(chunk) && chunk >= 5 * 1024 * 1024)) throw new UsageError("--chunk-size must be a whole number of bytes, at least 5 MiB");
+      await runPush({ source: positional[0], target: positional[1], server, token, srcCreds: flags["src-creds"] as string | undefined, chunkSize: chunk });
+      return 0;
     }
     case "login": {
       const { flags } = parseArgs(rest, { bool: [], repeat: [], value: ["server", "token"], alias: {} });

@@ -23,6 +23,8 @@ export interface ContextFile {
   sha256?: string; // files: sha256:<hex> of the contents
   linkTarget?: string; // symlinks
   offset?: number; // files: where the contents start in the pack
+  pack?: string; // files: the pack holding the contents when not the index's own (content-addressed uploads)
+  parts?: { pack: string; offset: number; size: number }[]; // files sent in pieces: their ranges in order
 }
 
 export interface ContextIndex {

@@ -2,6 +2,7 @@
 import { createReadStream } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import { Readable } from "node:stream";
 import type { ClaimedJob, ClaimRequest, RunResult } from "../protocol/jobs";
 import { LEASE_HEADER } from "../protocol/jobs";
 
@@ -106,41 +107,103 @@ export class KilnClient {
    */
   async uploadBlob(repository: string, registryToken: string, file: string, digest: string, size: number, chunkSize = UPLOAD_CHUNK): Promise<void> {
     const auth = { authorization: `Bearer ${registryToken}` };
-    const head = await fetch(`${this.server}/v2/${repository}/blobs/${digest}`, { method: "HEAD", headers: auth });
-    if (head.ok) return;
-    const start = await fetch(`${this.server}/v2/${repository}/blobs/uploads/`, { method: "POST", headers: { ...auth, "content-length": "0" } });
-    if (start.status !== 202) throw new Error(`starting blob upload to ${repository}: HTTP ${start.status}: ${await errorText(start)}`);
-    let location = start.headers.get("location");
-    if (!location) throw new Error("blob upload: no Location header");
+    await pushBlob(this.server, repository, auth, digest, size, () => createReadStream(file), chunkSize);
+  }
+}
+
+/**
+ * Uploads a blob to /v2/<repository> of `server` unless the repository has it: one PUT when it fits in
+ * a chunk, else PATCH chunks with Content-Range (each a request under the Worker's body limit, 100 MB
+ * on the Free and Pro plans) and a closing PUT with the rest. `open` gives the blob's bytes from the
+ * start, read once in order (a file or a response from another registry).
+ */
+export async function pushBlob(
+  server: string,
+  repository: string,
+  auth: Record<string, string>,
+  digest: string,
+  size: number,
+  open: () => Readable | Promise<Readable>,
+  chunkSize = UPLOAD_CHUNK,
+): Promise<"exists" | "uploaded"> {
+  const head = await fetch(`${server}/v2/${repository}/blobs/${digest}`, { method: "HEAD", headers: auth });
+  if (head.ok) return "exists";
+  const start = await fetch(`${server}/v2/${repository}/blobs/uploads/`, { method: "POST", headers: { ...auth, "content-length": "0" } });
+  if (start.status !== 202) throw new Error(`starting blob upload to ${repository}: HTTP ${start.status}: ${await errorText(start)}`);
+  let location = start.headers.get("location");
+  if (!location) throw new Error("blob upload: no Location header");
+  const source = new Slicer(await open());
+  try {
     let offset = 0;
-    if (size > chunkSize) {
-      while (offset < size) {
-        const end = Math.min(size, offset + chunkSize);
-        const res = await sendFile(new URL(location, this.server), "PATCH", auth, file, offset, end, {
-          "content-range": `${offset}-${end - 1}`,
-        });
-        if (res.status !== 202) throw new Error(`uploading ${digest} to ${repository} (bytes ${offset}-${end - 1}): HTTP ${res.status}: ${res.body.slice(0, 500)}`);
-        location = res.location ?? location;
-        offset = end;
-      }
+    while (size - offset > chunkSize) {
+      const end = offset + chunkSize;
+      const res = await sendBody(new URL(location, server), "PATCH", auth, source, end - offset, { "content-range": `${offset}-${end - 1}` });
+      if (res.status !== 202) throw new Error(`uploading ${digest} to ${repository} (bytes ${offset}-${end - 1}): HTTP ${res.status}: ${bodyMessage(res.body)}`);
+      location = res.location ?? location;
+      offset = end;
     }
-    const url = new URL(location, this.server);
+    const url = new URL(location, server);
     url.searchParams.set("digest", digest);
-    const res = await sendFile(url, "PUT", auth, file, offset, size, {});
-    if (res.status !== 201) throw new Error(`uploading ${digest} to ${repository}: HTTP ${res.status}: ${res.body.slice(0, 500)}`);
+    const res = await sendBody(url, "PUT", auth, source, size - offset, {});
+    if (res.status !== 201) throw new Error(`uploading ${digest} to ${repository}: HTTP ${res.status}: ${bodyMessage(res.body)}`);
+    return "uploaded";
+  } finally {
+    source.close();
+  }
+}
+
+function bodyMessage(text: string): string {
+  try {
+    const j = JSON.parse(text) as { error?: { message?: string }; errors?: { message?: string }[] };
+    return j.error?.message ?? j.errors?.[0]?.message ?? text.slice(0, 500);
+  } catch {
+    return text.slice(0, 500);
+  }
+}
+
+/** Hands out a stream's bytes in consecutive slices of given lengths. */
+class Slicer {
+  private it: AsyncIterator<Buffer>;
+  private rest?: Buffer;
+
+  constructor(private stream: Readable) {
+    this.it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  }
+
+  /** The next `n` bytes, in pieces; throws when the stream ends before. */
+  async *take(n: number): AsyncGenerator<Buffer> {
+    while (n > 0) {
+      let chunk = this.rest;
+      this.rest = undefined;
+      if (!chunk) {
+        const r = await this.it.next();
+        if (r.done) throw new Error(`the blob ended ${n} bytes early`);
+        chunk = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value);
+      }
+      if (chunk.byteLength > n) {
+        this.rest = chunk.subarray(n);
+        chunk = chunk.subarray(0, n);
+      }
+      n -= chunk.byteLength;
+      yield chunk;
+    }
+  }
+
+  close(): void {
+    this.stream.destroy();
   }
 }
 
 /** Chunk size of blob uploads (below the ~100 MB request body limit of Workers). */
 export const UPLOAD_CHUNK = 64 * 1024 * 1024;
 
-/** Sends bytes [start, end) of a file as the body of a request with a known length. */
-function sendFile(url: URL, method: string, headers: Record<string, string>, file: string, start: number, end: number, extra: Record<string, string>): Promise<{ status: number; body: string; location?: string }> {
+/** Sends the next `length` bytes of `source` as the body of a request with a known length. */
+function sendBody(url: URL, method: string, headers: Record<string, string>, source: Slicer, length: number, extra: Record<string, string>): Promise<{ status: number; body: string; location?: string }> {
   return new Promise((resolve, reject) => {
     const lib = url.protocol === "https:" ? https : http;
     const req = lib.request(url, {
       method,
-      headers: { ...headers, ...extra, "content-type": "application/octet-stream", "content-length": String(end - start) },
+      headers: { ...headers, ...extra, "content-type": "application/octet-stream", "content-length": String(length) },
     }, (res) => {
       let body = "";
       res.on("data", (d) => { body += d; });
@@ -148,7 +211,7 @@ function sendFile(url: URL, method: string, headers: Record<string, string>, fil
       res.on("error", reject);
     });
     req.on("error", reject);
-    if (end > start) createReadStream(file, { start, end: end - 1 }).on("error", reject).pipe(req);
-    else req.end();
+    if (length === 0) return void req.end();
+    Readable.from(source.take(length)).on("error", (e) => { req.destroy(e); reject(e); }).pipe(req);
   });
 }

@@ -191,3 +191,66 @@ export async function deleteContext(env: Env, packDigest: string, indexDigest?: 
   if (indexDigest) keys.push(indexKey(packDigest, indexDigest));
   await env.BUCKET.delete(keys);
 }
+
+/** A byte range of a context pack holding (part of) one file's contents. */
+export interface ContentPart {
+  pack: string;
+  offset: number;
+  size: number;
+}
+
+/** D1 binds one JSON array per query (json_each): this many digests per statement. */
+const DIGESTS_PER_QUERY = 500;
+
+function chunks<T>(xs: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}
+
+/** The stored parts of each of `digests` that `scope` has uploaded (others are absent from the map). */
+export async function findContents(env: Env, scope: string, digests: string[]): Promise<Map<string, ContentPart[]>> {
+  const found = new Map<string, ContentPart[]>();
+  for (const batch of chunks([...new Set(digests)], DIGESTS_PER_QUERY)) {
+    const { results } = await env.DB.prepare("SELECT sha256, parts FROM context_contents WHERE scope = ? AND sha256 IN (SELECT value FROM json_each(?))")
+      .bind(scope, JSON.stringify(batch))
+      .all<{ sha256: string; parts: string }>();
+    for (const r of results) found.set(r.sha256, JSON.parse(r.parts) as ContentPart[]);
+  }
+  return found;
+}
+
+/** Marks contents as used by a build now (a collector keeps what was used recently). */
+export async function touchContents(env: Env, scope: string, digests: string[]): Promise<void> {
+  const now = Date.now();
+  for (const batch of chunks([...new Set(digests)], DIGESTS_PER_QUERY)) {
+    await env.DB.prepare("UPDATE context_contents SET last_used_at = ? WHERE scope = ? AND sha256 IN (SELECT value FROM json_each(?))")
+      .bind(now, scope, JSON.stringify(batch))
+      .run();
+  }
+}
+
+/** Records contents of `scope` (their bytes verified and stored); an existing row is kept. */
+export async function recordContents(env: Env, scope: string, rows: { sha256: string; size: number; parts: ContentPart[] }[]): Promise<void> {
+  const now = Date.now();
+  const stmt = env.DB.prepare(
+    "INSERT INTO context_contents (scope, sha256, size, parts, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(scope, sha256) DO UPDATE SET last_used_at = excluded.last_used_at",
+  );
+  for (const batch of chunks(rows, 50)) await env.DB.batch(batch.map((r) => stmt.bind(scope, r.sha256, r.size, JSON.stringify(r.parts), now, now)));
+}
+
+/** Records one piece of a large file; returns every piece of that file received so far, by start. */
+export async function recordPiece(env: Env, scope: string, sha256: string, start: number, part: ContentPart): Promise<(ContentPart & { start: number })[]> {
+  await env.DB.prepare("INSERT OR REPLACE INTO context_pieces (scope, sha256, start, pack, offset, size, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+    .bind(scope, sha256, start, part.pack, part.offset, part.size, Date.now())
+    .run();
+  const { results } = await env.DB.prepare("SELECT start, pack, offset, size FROM context_pieces WHERE scope = ? AND sha256 = ? ORDER BY start")
+    .bind(scope, sha256)
+    .all<ContentPart & { start: number }>();
+  return results;
+}
+
+/** Drops the pieces of a file (assembled into a content row, or refused). */
+export async function dropPieces(env: Env, scope: string, sha256: string): Promise<void> {
+  await env.DB.prepare("DELETE FROM context_pieces WHERE scope = ? AND sha256 = ?").bind(scope, sha256).run();
+}

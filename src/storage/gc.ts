@@ -341,7 +341,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
 
   // ---- contexts of builds that ended, and objects no row refers to
   const keepContexts = new Set(activeBuilds.flatMap((b) => (b.context_digest ? [b.context_digest] : [])));
-  report.deleted.contexts = await sweepContexts(env, keepContexts, cutoff, opts.dryRun);
+  report.deleted.contexts = await sweepContexts(env, keepContexts, cutoff, opts);
   const activeIds = new Set(activeBuilds.map((b) => b.id));
   report.deleted.objects = await sweepOrphanObjects(env, cutoff, opts.dryRun, activeIds);
 
@@ -453,8 +453,41 @@ async function adoptLegacyCacheEntries(env: Env): Promise<void> {
   } while (cursor);
 }
 
-/** Deletes context packs (with their data objects and file indexes) no active build uses, older than the cutoff. */
-async function sweepContexts(env: Env, keep: Set<string>, cutoff: number, dryRun: boolean): Promise<number> {
+/**
+ * Packs that uploaded context contents live in (content-addressed contexts, migration 0013). A
+ * namespace's contents no build used for the cache's age (KILN_CACHE_MAX_AGE_DAYS) are forgotten
+ * first, and pieces of a large file whose upload stopped a day ago; the packs the rest name are kept.
+ */
+async function contentPacks(env: Env, opts: { dryRun: boolean; cacheMaxAgeMs: number }): Promise<Set<string>> {
+  const staleBefore = Date.now() - opts.cacheMaxAgeMs;
+  if (!opts.dryRun) {
+    await env.DB.prepare("DELETE FROM context_contents WHERE last_used_at < ?").bind(staleBefore).run();
+    await env.DB.prepare("DELETE FROM context_pieces WHERE created_at < ?").bind(Date.now() - 24 * 3600 * 1000).run();
+  }
+  const packs = new Set<string>();
+  for (const r of await all<{ pack: string }>(env, "SELECT DISTINCT pack FROM context_pieces")) packs.add(r.pack);
+  let last = { scope: "", sha256: "" };
+  for (;;) {
+    const rows = await all<{ scope: string; sha256: string; parts: string; last_used_at: number }>(env,
+      "SELECT scope, sha256, parts, last_used_at FROM context_contents WHERE (scope, sha256) > (?, ?) ORDER BY scope, sha256 LIMIT 5000", last.scope, last.sha256);
+    for (const r of rows) {
+      if (opts.dryRun && r.last_used_at < staleBefore) continue; // would be forgotten first
+      try {
+        for (const part of JSON.parse(r.parts) as { pack: string }[]) packs.add(part.pack);
+      } catch {
+        /* unreadable row: names nothing */
+      }
+    }
+    if (rows.length < 5000) break;
+    last = rows[rows.length - 1];
+  }
+  return packs;
+}
+
+/** Deletes context packs (with their data objects and file indexes) no active build and no uploaded content uses, older than the cutoff. */
+async function sweepContexts(env: Env, keep: Set<string>, cutoff: number, opts: { dryRun: boolean; cacheMaxAgeMs: number }): Promise<number> {
+  const dryRun = opts.dryRun;
+  for (const p of await contentPacks(env, opts)) keep.add(p);
   const packs = new Map<string, { uploaded: number; indexes: string[] }>();
   const pointed = new Set<string>();
   const data: { key: string; uploaded: number }[] = [];

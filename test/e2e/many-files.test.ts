@@ -56,7 +56,7 @@ describe("a context of 100,000 one-byte files", () => {
     const submitted = (await res.json()) as { id?: string; error?: unknown };
     expect(res.status, JSON.stringify(submitted)).toBe(202);
 
-    // Probe other requests all along the build, on their own connections: each must answer (a stalled
+    // Probe other requests all along the build: each must answer (a stalled
     // server made /healthz time out). 10 s is a liveness bound, far above a normal answer (tens of
     // milliseconds) and above what a loaded 2-core machine adds, not a speed target.
     let done = false;

@@ -95,8 +95,9 @@ export async function startKilnAt(root: string, opts: { stateDir?: string; port?
   };
 }
 
+/** kiln of this checkout, with a deployed Worker's request body limit (100 MB) unless `vars` says otherwise. */
 export async function startKiln(opts: { stateDir?: string; port?: number; vars?: Record<string, string> } = {}): Promise<KilnServer> {
-  return await startKilnAt(ROOT, opts);
+  return await startKilnAt(ROOT, { ...opts, vars: { KILN_MAX_REQUEST_BYTES: String(100 * 1024 * 1024), ...opts.vars } });
 }
 
 /** Whether a command exists on PATH (e2e tests that need a real client skip loudly without it). */

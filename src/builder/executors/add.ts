@@ -11,6 +11,7 @@ import { deleteScratch, putScratch } from "../../storage/scratch";
 import { StepError, type LayerRef } from "../model";
 import { writeCopyLayer, type CopySource, type LayerFile, type Owner, type SourceNode } from "./copy-files";
 import type { FsTree } from "../layers";
+import { readContextFile, type PackSpan } from "./pack-reader";
 import { transfer } from "./copy";
 import type { Executor, StepContext, StepInput, StepOutcome } from "./executor";
 import { gunzipPaced } from "../../context/gunzip";
@@ -35,10 +36,10 @@ async function head(stream: ReadableStream<Uint8Array>, n: number): Promise<Uint
 /** Whether a context file is a tar archive (plain or gzip), as docker decides before extracting. */
 export async function isArchive(env: Env, source: CopySource, node: SourceNode): Promise<boolean> {
   if (node.size < 18 || !source.pack || node.offset === undefined) return false;
-  const first = await head(await readContextRange(env, source.pack, node.offset, Math.min(node.size, 4096)), 4096);
+  const first = await head(node.parts ? await readContextFile(env, source.pack, node as PackSpan) : await readContextRange(env, node.pack ?? source.pack, node.offset, Math.min(node.size, 4096)), 4096);
   if (first[0] === 0x1f && first[1] === 0x8b) {
     try {
-      const s = gunzipPaced(await readContextRange(env, source.pack, node.offset, node.size));
+      const s = gunzipPaced(await readContextFile(env, source.pack, node as PackSpan));
       return tarHeaderOk(await head(s, 512));
     } catch {
       return false;
@@ -63,7 +64,7 @@ export async function extractArchiveEntries(
   const prefix = `tmp/extract/${crypto.randomUUID()}`;
   try {
     for (const a of archives) {
-      let s = await readContextRange(env, source.pack!, a.offset!, a.size);
+      let s = await readContextFile(env, source.pack!, a as PackSpan);
       const first = await (async () => {
         const br = new ByteReader(s);
         const h = await br.peek(2);

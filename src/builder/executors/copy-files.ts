@@ -23,8 +23,10 @@ export interface SourceNode {
   size: number;
   sha256?: string;
   linkname?: string;
-  /** Where the bytes are: context pack offset or a layer node. */
+  /** Where the bytes are: context pack offset (in `pack` when not the source's) or a layer node. */
   offset?: number;
+  pack?: string;
+  parts?: { pack: string; offset: number; size: number }[];
   fs?: FsNode;
   /** Inline contents (heredoc sources, downloaded URLs staged in memory). */
   data?: Uint8Array;
@@ -46,7 +48,7 @@ export function contextSource(index: ContextIndex): CopySource {
   const nodes = new Map<string, SourceNode>();
   nodes.set("", { path: "", type: "dir", mode: 0o755, uid: 0, gid: 0, size: 0 });
   for (const f of index.files as ContextFile[]) {
-    nodes.set(f.path, { path: f.path, type: f.type, mode: f.mode, uid: f.uid, gid: f.gid, size: f.size, sha256: f.sha256, linkname: f.linkTarget, offset: f.offset });
+    nodes.set(f.path, { path: f.path, type: f.type, mode: f.mode, uid: f.uid, gid: f.gid, size: f.size, sha256: f.sha256, linkname: f.linkTarget, offset: f.offset, pack: f.pack, parts: f.parts });
   }
   return { kind: "context", nodes, keepOwner: false, pack: index.pack };
 }

@@ -22,6 +22,33 @@ const MAX_READ = 8 * 1024 * 1024;
 export interface PackSpan {
   offset: number;
   size: number;
+  /** The pack of this file when not the reader's (content-addressed contexts: one pack per uploaded batch). */
+  pack?: string;
+  /** A file stored in pieces: its ranges in order (read as one stream). */
+  parts?: { pack: string; offset: number; size: number }[];
+}
+
+/** A context file's bytes as one stream: its range of its pack, or its pieces one after another. */
+export async function readContextFile(env: Env, defaultPack: string, s: PackSpan): Promise<ReadableStream<Uint8Array>> {
+  if (!s.parts) return await readContextRange(env, s.pack ?? defaultPack, s.offset, s.size);
+  const parts = s.parts;
+  let i = 0;
+  let current: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      for (;;) {
+        if (!current) {
+          if (i >= parts.length) return c.close();
+          const p = parts[i++];
+          current = (await readContextRange(env, p.pack, p.offset, p.size)).getReader();
+        }
+        const { done, value } = await current.read();
+        if (!done) return c.enqueue(value);
+        current = undefined;
+      }
+    },
+    cancel: (r) => current?.cancel(r),
+  });
 }
 
 interface Batch {
@@ -65,7 +92,7 @@ export class PackReader {
     let batch: Batch = { members: [] };
     let bytes = 0;
     for (const s of spans) {
-      if (s.size === 0 || s.size > SMALL_FILE || this.batchOf.has(s)) continue;
+      if (s.size === 0 || s.size > SMALL_FILE || s.parts || this.batchOf.has(s)) continue;
       if (bytes + s.size > BATCH_BYTES && batch.members.length) {
         batch = { members: [] };
         bytes = 0;
@@ -78,7 +105,7 @@ export class PackReader {
 
   async body(s: PackSpan): Promise<ReadableStream<Uint8Array> | Uint8Array> {
     const batch = this.batchOf.get(s);
-    if (!batch) return (await readContextRange(this.env, this.pack, s.offset, s.size)).pipeThrough(yieldEvery(4 * 1024 * 1024));
+    if (!batch) return (await readContextFile(this.env, this.pack, s)).pipeThrough(yieldEvery(4 * 1024 * 1024));
     if (batch !== this.current) {
       if (this.current) this.current.loaded = undefined; // the previous batch's bytes can go
       this.current = undefined;
@@ -91,9 +118,19 @@ export class PackReader {
 
   private async load(batch: Batch): Promise<void> {
     const loaded = new Map<PackSpan, Uint8Array>();
-    for (const read of coalesce(batch.members)) {
-      const bytes = await readContextBytes(this.env, this.pack, read.offset, read.length);
-      for (const s of read.spans) loaded.set(s, bytes.subarray(s.offset - read.offset, s.offset - read.offset + s.size));
+    // ranges of one pack coalesce (a content-addressed context spreads its files over several packs)
+    const byPack = new Map<string, PackSpan[]>();
+    for (const s of batch.members) {
+      const pack = s.pack ?? this.pack;
+      const list = byPack.get(pack);
+      if (list) list.push(s);
+      else byPack.set(pack, [s]);
+    }
+    for (const [pack, members] of byPack) {
+      for (const read of coalesce(members)) {
+        const bytes = await readContextBytes(this.env, pack, read.offset, read.length);
+        for (const s of read.spans) loaded.set(s, bytes.subarray(s.offset - read.offset, s.offset - read.offset + s.size));
+      }
     }
     batch.loaded = loaded;
   }
