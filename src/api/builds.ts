@@ -49,16 +49,22 @@ async function buildCaller(c: C) {
   return { principal: buildPrincipalOf(caller!), tags, scope: buildScope(parsed) };
 }
 
+/** 403 naming usage and quota when a namespace the build tags has no byte left (DESIGN: quotas, issue 13). */
+async function refuseAtQuota(c: C, tags: string[]): Promise<void> {
+  const origin = new URL(c.req.url).origin;
+  for (const repository of new Set(tags.map((t) => parseTag(t, origin).repository))) {
+    await assertWithinQuota(c.env, repository, true).catch((e) => {
+      throw e instanceof StorageError && e.code === "DENIED" ? new ApiError(403, e.message, { detail: e.detail }) : e;
+    });
+  }
+}
+
 buildsRoutes.post("/", async (c) => {
   const url = new URL(c.req.url);
   const q = url.searchParams;
   const { principal, tags, scope } = await buildCaller(c);
   // a namespace at its quota gets no build (its push is checked again, whole, before anything is linked)
-  for (const repository of new Set(tags.map((t) => parseTag(t, url.origin).repository))) {
-    await assertWithinQuota(c.env, repository, true).catch((e) => {
-      throw e instanceof StorageError && e.code === "DENIED" ? new ApiError(403, e.message, { detail: e.detail }) : e;
-    });
-  }
+  await refuseAtQuota(c, tags);
   const contentType = c.req.header("content-type") ?? "application/x-tar";
   // a content-addressed context: the file index (its contents uploaded before, POST /v1/contexts/contents)
   let index: ContextIndexUpload | undefined;
@@ -159,6 +165,7 @@ contextsRoutes.post("/missing", async (c) => {
 
 /** A batch of contents (a tar of entries named by their sha256 hex) → what was stored. */
 contextsRoutes.post("/contents", async (c) => {
-  const { scope } = await buildCaller(c);
+  const { scope, tags } = await buildCaller(c);
+  await refuseAtQuota(c, tags);
   return c.json(await ingestContents(c.env, scope, c.req.raw.body), 201);
 });

@@ -109,6 +109,25 @@ describe("quotas", () => {
     expect(build.error.message).toMatch(/quota/);
     expect(await usageOf("qbuild")).toMatchObject({ bytes: 100, manifests: 0, tags: 0 });
   });
+
+  it("refuses content-addressed context uploads and index builds of a namespace at its quota", async () => {
+    await pushBlob("qctx/base", randomBytes(100, 6));
+    await setQuota("qctx", 100);
+    const body = bytesOf("some file\n");
+    const tar = await makeTar({ [(await sha256(body)).slice(7)]: body });
+    const up = await reg("/v1/contexts/contents?tag=qctx/app:1", { method: "POST", headers: { authorization: "Bearer kiln-test-admin", "content-type": "application/x-tar" }, body: tar });
+    expect(up.status).toBe(403);
+    expect(((await up.json()) as any).error.message).toMatch(/namespace qctx has reached its quota/);
+    const index = await reg("/v1/builds?tag=qctx/app:1", {
+      method: "POST",
+      headers: { authorization: "Bearer kiln-test-admin", "content-type": "application/vnd.kiln.context-index+json" },
+      body: JSON.stringify({ files: [], dockerfile: "FROM scratch\n" }),
+    });
+    expect(index.status).toBe(403);
+    await setQuota("qctx", 1_000_000);
+    const again = await reg("/v1/contexts/contents?tag=qctx/app:1", { method: "POST", headers: { authorization: "Bearer kiln-test-admin", "content-type": "application/x-tar" }, body: tar });
+    expect(again.status).toBe(201);
+  });
 });
 
 describe("tenancy", () => {
