@@ -11,6 +11,7 @@ import { runnersRoutes } from "./api/runners";
 import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
+import { uiRoutes } from "./ui/index";
 import { purgeStaleUploads } from "./storage/uploads";
 
 export { BuildCoordinator } from "./builder/coordinator";
@@ -43,6 +44,9 @@ app.route("/v1/jobs", jobsRoutes);
 app.route("/v1/webhooks", webhooksRoutes);
 app.route("/v1/hooks", hooksRoutes);
 app.route("/v1/upstreams", upstreamsRoutes);
+
+// The web dashboard (server-rendered; signs in with an API token, authorizes as /v1 does).
+app.route("/ui", uiRoutes);
 
 app.onError((err, c) => {
   if (err instanceof OciError || err instanceof ApiError) return err.toResponse();

@@ -1,7 +1,9 @@
 import { Hono, type Context } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
-import { requireApiScope } from "../auth/api";
+import { buildAccessScope, requireApiScope } from "../auth/api";
+import { isCliUserAgent } from "../protocol/client";
+import { buildEventStream } from "../builder/event-stream";
 import { startBuild, parseTag } from "../builder/start";
 import { buildPrincipalOf } from "../auth/build-principal";
 import { getBuildRow, listBuilds } from "../storage/builds";
@@ -21,7 +23,7 @@ const coordinator = (c: C, id: string) => c.env.BUILD_COORDINATOR.get(c.env.BUIL
  */
 async function authorizedRow(c: C, id: string, action: "pull" | "push") {
   const row = await getBuildRow(c.env, id);
-  const scope = (a: "pull" | "push") => (row?.repository ? { kind: "repository" as const, repository: row.repository, action: a } : { kind: "admin" as const });
+  const scope = (a: "pull" | "push") => buildAccessScope(row?.repository ?? null, a);
   const notFound = new ApiError(404, `build ${id} not found`);
   if (!row) throw notFound;
   await requireApiScope(c, scope("pull")).catch((e) => {
@@ -58,6 +60,7 @@ buildsRoutes.post("/", async (c) => {
     platform: q.get("platform") || undefined,
     origin: url.origin,
     principal,
+    trigger: { kind: isCliUserAgent(c.req.header("user-agent")) ? "cli" : "api" },
   });
   return c.json(started, 202);
 });
@@ -88,13 +91,9 @@ buildsRoutes.get("/:id/events", async (c) => {
   const id = c.req.param("id");
   await authorizedRow(c, id, "pull");
   // A reconnect's Last-Event-ID: the stream continues after that event.
-  const lastEventId = c.req.header("last-event-id");
-  const res = await coordinator(c, id).fetch(new Request(`https://coordinator/${id}/events`, { headers: lastEventId ? { "last-event-id": lastEventId } : {} }));
-  if (!res.ok || !res.body) throw new ApiError(404, `build ${id} not found`);
-  // Pipe through a TransformStream so the stream outlives the DO response object under wrangler dev.
-  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-  c.executionCtx.waitUntil(res.body.pipeTo(writable).catch(() => {}));
-  return new Response(readable, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" } });
+  const res = await buildEventStream(c.env, c.executionCtx, id, c.req.header("last-event-id"));
+  if (!res) throw new ApiError(404, `build ${id} not found`);
+  return res;
 });
 
 buildsRoutes.delete("/:id", async (c) => {

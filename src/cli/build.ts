@@ -3,6 +3,7 @@ import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { contextStream } from "./context";
 import { authHeaders, CliError, httpError, request, serverMessage } from "./http";
+import { CLI_USER_AGENT } from "../protocol/client";
 import { makeProgress, type BuildView, type DockerfileSource, type Progress, type ProgressMode, type StepView } from "./progress";
 import { readSse } from "./sse";
 
@@ -107,7 +108,8 @@ export async function runBuild(opts: BuildOptions, progress: Progress = makeProg
   try {
     res = await request(opts.server, `/v1/builds?${q}`, {
       method: "POST",
-      headers: { "content-type": contentType, ...authHeaders(opts.token) },
+      // names the CLI as the build's trigger (the dashboard's list shows it)
+      headers: { "content-type": contentType, "user-agent": CLI_USER_AGENT, ...authHeaders(opts.token) },
       body,
       duplex: "half",
     } as RequestInit);
