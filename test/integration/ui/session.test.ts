@@ -8,7 +8,7 @@ const ORIGIN = "http://kiln.test";
 
 /** The `name=value` of a Set-Cookie header line for `name`, with its attributes. */
 function setCookies(res: Response): string[] {
-  return res.headers.getSetCookie();
+  return (res.headers as unknown as { getSetCookie(): string[] }).getSetCookie();
 }
 function cookieLine(res: Response, name: string): string | undefined {
   return setCookies(res).find((l) => l.startsWith(`${name}=`));
