@@ -131,17 +131,19 @@ ${view?.bases?.length ? h`<h2>Resolved bases</h2><div class="scroll"><table><the
   )}</tbody></table></div>` : ""}
 <h2 id="log-h">Log</h2>
 ${transcript?.truncated ? h`<p class="muted">Only the last ${MAX_LOG_EVENTS} log events are shown.</p>` : ""}
-<pre id="log" class="log" role="log" aria-labelledby="log-h" tabindex="0">${transcript ? transcript.log.map((e: LogEvent) => logLines(e.step, e.text)).join("") : ""}</pre>
+<pre id="log" class="log" role="log" aria-labelledby="log-h" tabindex="0">${transcript?.log.length ? transcript.log.map((e: LogEvent) => logLines(e.step, e.text)).join("") : ended(status) ? "(no output)" : "(no output yet)"}</pre>
 </div>`;
   return c.html(page({ ...pageOptions(c, `Build ${id}`, "builds"), script: LIVE_SCRIPT }, body));
 });
 
 function timeline(steps: StepView[]): Html {
   const max = Math.max(1, ...steps.map((s) => s.durationMs ?? 0));
+  // Stage names only when there is more than one stage.
+  const staged = new Set(steps.map((s) => s.stage)).size > 1;
   return h`<ol class="timeline" aria-label="Step timeline">${steps.map((s) => {
     const w = s.durationMs === null ? 0 : Math.max(1, Math.round((s.durationMs / max) * 100));
     return h`<li id="step-${s.index}" class="b-${s.status}"><span class="muted">#${s.index}</span>
-<span class="instr">${s.stage ? h`<span class="muted">[${s.stage}]</span> ` : ""}${s.instruction}</span>
+<span class="instr">${staged && s.stage ? h`<span class="muted">[${s.stage}]</span> ` : ""}${s.instruction}</span>
 ${statusBadge(s.status)}<span class="dur">${formatDuration(s.durationMs)}</span>
 <span class="track" aria-hidden="true"><span class="bar w${w}"></span></span></li>`;
   })}</ol>`;
@@ -150,6 +152,7 @@ ${statusBadge(s.status)}<span class="dur">${formatDuration(s.durationMs)}</span>
 /** The Dockerfile lines around `line` (1-based), the failing one marked. */
 function excerpt(dockerfile: string, path: string, line: number): Html {
   const lines = dockerfile.split(/\r?\n/);
+  if (lines.length > 1 && lines[lines.length - 1] === "") lines.pop();
   const from = Math.max(1, line - 3);
   const to = Math.min(lines.length, line + 2);
   const out: Html[] = [];

@@ -48,12 +48,13 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:
 .timeline{list-style:none;padding:0;margin:0}
 .timeline li{display:grid;grid-template-columns:3em minmax(0,1fr) 6.5em 5em;gap:4px 8px;padding:4px 0;border-bottom:1px solid var(--line);align-items:center}
 .timeline .instr{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;word-break:break-all}
-.timeline .track{grid-column:2/5;height:8px;background:#eef1f4;border-radius:4px}
-.timeline .bar{height:8px;border-radius:4px;background:var(--muted);min-width:2px}
-.timeline .b-done .bar{background:var(--ok)}.timeline .b-failed .bar{background:var(--bad)}.timeline .b-cached .bar{background:#d4a72c}.timeline .b-running .bar{background:var(--info)}
+.timeline .badge{justify-self:start}
+.timeline .track{display:block;grid-column:2/5;height:8px;background:#eef1f4;border-radius:4px}
+.timeline .bar{display:block;height:8px;border-radius:4px;background:var(--muted);min-width:2px}
+.timeline .bar.w0{min-width:0}.timeline .b-done .bar{background:var(--ok)}.timeline .b-failed .bar{background:var(--bad)}.timeline .b-cached .bar{background:#d4a72c}.timeline .b-running .bar{background:var(--info)}
 .src{counter-reset:none}.src .ln{display:inline-block;width:3em;color:var(--muted);user-select:none}.src mark{background:#ffe2e0;color:inherit;display:block}
 .copy{display:flex;gap:8px;flex-wrap:wrap;align-items:center}.copy input{flex:1 1 20em;font-family:ui-monospace,Menlo,monospace;font-size:13px}
-@media (max-width:600px){main{padding:10px}.timeline li{grid-template-columns:2.5em minmax(0,1fr) 5.5em}.timeline .dur{grid-column:2/4}.hide-narrow{display:none}}
+@media (max-width:600px){main{padding:10px}.timeline li{grid-template-columns:2.5em minmax(0,1fr) 5.5em}.timeline .dur{grid-column:2/4}.timeline .track{grid-column:2/4}}
 ${widths}
 `;
 

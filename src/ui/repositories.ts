@@ -140,7 +140,7 @@ async function imageSection(c: UiContext, name: string, m: ImageManifest): Promi
 <dl class="facts"><dt>Size</dt><dd>${formatBytes(total)}</dd>${config?.created ? h`<dt>Created</dt><dd>${config.created}</dd>` : ""}</dl>
 <h2>Layers</h2>${m.layers.length === 0 ? h`<p>No layers.</p>` : h`<div class="scroll"><table><thead><tr><th scope="col">#</th><th scope="col">Size</th><th scope="col">Created by</th><th scope="col">Digest</th></tr></thead>
 <tbody>${m.layers.map((l, i) => h`<tr><td>${i + 1}</td><td>${formatBytes(l.size)}</td><td><code>${makers[i]?.created_by ?? "—"}</code></td><td><code title="${l.digest}">${shortDigest(l.digest)}</code></td></tr>`)}</tbody></table></div>`}
-${config && config.history.some((e) => e.empty_layer) ? h`<h2>Other history</h2><ul>${config.history.filter((e) => e.empty_layer).map((e) => h`<li><code>${e.created_by ?? "—"}</code></li>`)}</ul>` : ""}`;
+${config && config.history.some((e) => e.empty_layer) ? h`<h2>History without a layer</h2><ul>${config.history.filter((e) => e.empty_layer).map((e) => h`<li><code>${e.created_by ?? "—"}</code></li>`)}</ul>` : ""}`;
 }
 
 function referrersTable(name: string, refs: Descriptor[]): Html {

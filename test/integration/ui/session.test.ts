@@ -179,6 +179,9 @@ describe("dashboard authorization", () => {
     const image = await ui(`/ui/image/${ns}/app@${b.image!.digest}`, { cookie: owner.cookie });
     expect(image.status).toBe(200);
     expect(await image.text()).toContain("COPY a.txt /a.txt");
+    const events = await ui(`/ui/builds/${b.id}/events`, { cookie: owner.cookie });
+    expect(events.headers.get("content-type")).toBe("text/event-stream");
+    expect(await events.text()).toContain("event: done");
 
     const strangerList = await (await ui("/ui/builds", { cookie: stranger.cookie })).text();
     expect(strangerList).not.toContain(b.id);
