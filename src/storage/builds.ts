@@ -72,13 +72,23 @@ export async function getBuildRow(env: Env, id: string): Promise<BuildRow | null
   return r ? fromRaw(r) : null;
 }
 
-/** Newest first; `repository` and `status` filter when given. */
-export async function listBuilds(env: Env, opts: { repository?: string; status?: string; limit?: number } = {}): Promise<BuildRow[]> {
+/**
+ * Newest first; `repository` and `status` filter when given, `repositoryPrefixes` keeps builds whose
+ * repository starts with one of them (an empty list: none).
+ */
+export async function listBuilds(
+  env: Env, opts: { repository?: string; status?: string; repositoryPrefixes?: string[]; limit?: number } = {},
+): Promise<BuildRow[]> {
   const limit = Math.min(Math.max(opts.limit ?? 50, 1), 500);
   const where: string[] = [];
   const binds: unknown[] = [];
   if (opts.repository) { where.push("repository = ?"); binds.push(opts.repository); }
   if (opts.status) { where.push("status = ?"); binds.push(opts.status); }
+  if (opts.repositoryPrefixes) {
+    if (opts.repositoryPrefixes.length === 0) return [];
+    where.push(`(${opts.repositoryPrefixes.map(() => "substr(repository, 1, ?) = ?").join(" OR ")})`);
+    for (const p of opts.repositoryPrefixes) binds.push(p.length, p);
+  }
   const sql = `SELECT * FROM builds ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC LIMIT ?`;
   const { results } = await env.DB.prepare(sql).bind(...binds, limit).all<RawRow>();
   return results.map(fromRaw);

@@ -11,6 +11,7 @@ import { isRepositoryName } from "../auth/scopes";
 import { buildEventStream } from "../builder/event-stream";
 import type { BuildView, StepView } from "../builder/model";
 import type { LogEvent } from "../protocol/events";
+import type { Principal } from "../auth/principal";
 import { getBuildRow, listBuilds, type BuildRow } from "../storage/builds";
 import { formatDuration, h, page, shortDigest, statusBadge, time, type Html } from "./layout";
 import { LIVE_SCRIPT, logLines } from "./live";
@@ -63,7 +64,10 @@ uiBuilds.get("/", async (c) => {
     throw new UiError(403, "Not allowed", `Your token may not read builds of ${repository}.`);
   }
   const admin = principalHasScope(principal, { kind: "admin" });
-  const rows = (await listBuilds(c.env, { repository: repository || undefined, status: status || undefined, limit: admin || repository ? PAGE_SIZE : 500 }))
+  const rows = (await listBuilds(c.env, {
+    repository: repository || undefined, status: status || undefined,
+    repositoryPrefixes: admin || repository ? undefined : pullPrefixes(principal), limit: admin || repository ? PAGE_SIZE : 500,
+  }))
     .filter((r) => principalHasScope(principal, buildAccessScope(r.repository, "pull")))
     .slice(0, PAGE_SIZE);
   const views = await Promise.all(rows.map((r) => coordinator(c, r.id).getBuild().catch(() => null)));
@@ -81,6 +85,17 @@ ${rows.length === 0 ? h`<p>No builds${repository || status ? " match these filte
 <tbody>${rows.map((r, i) => buildRow(r, views[i]))}</tbody></table></div>`}`;
   return c.html(page(pageOptions(c, "Builds", "builds"), body));
 });
+
+/**
+ * The literal beginnings of the repository patterns a token may pull (`team/` of `team/*`), so the
+ * query skips other namespaces' builds; undefined when a pattern starts with `*` (any repository).
+ * Only a narrowing: every row is still checked with the build's own rule.
+ */
+function pullPrefixes(principal: Principal): string[] | undefined {
+  if (principal.kind !== "token") return undefined;
+  const prefixes = principal.scopes.flatMap((s) => (s.kind === "repository" && s.actions.includes("pull") ? [s.pattern.split("*")[0]] : []));
+  return prefixes.includes("") ? undefined : [...new Set(prefixes)];
+}
 
 function buildRow(r: BuildRow, view: BuildView | null): Html {
   const steps = view?.steps ?? [];

@@ -112,6 +112,7 @@ uiRoutes.route("/image", uiImages);
 uiRoutes.route("/admin", uiAdmin);
 
 uiRoutes.all("*", (c) => {
+  if (c.req.path === "/ui/" && c.req.method === "GET") return c.redirect("/ui/builds", 303);
   throw new UiError(404, "Not found", `There is no page ${c.req.path}.`);
 });
 

@@ -104,6 +104,11 @@ describe("dashboard sign-in and session cookie", () => {
     const mixed = await ui("/ui/admin/tokens", { method: "POST", cookie, ...form({ _csrf: other.csrf, name: "x", scopes: "admin" }) });
     expect(mixed.status).toBe(403);
     expect(await (await ui("/ui/builds", { cookie })).text()).toContain("Signed in as");
+    for (const root of ["/ui", "/ui/"]) {
+      const res = await ui(root, { cookie });
+      expect(res.status, root).toBe(303);
+      expect(res.headers.get("location"), root).toBe("/ui/builds");
+    }
     const out = await ui("/ui/sign-out", { method: "POST", cookie, ...form({ _csrf: csrf }) });
     expect(out.status).toBe(303);
     expect(out.headers.get("location")).toBe("/ui/sign-in");
