@@ -1,4 +1,4 @@
-import type { Html, PageOptions } from "./layout";
+import type { PageOptions } from "./layout";
 import type { UiContext } from "./session";
 
 /** A refusal of the dashboard, answered as an HTML page with `status` (the API's JSON errors stay on /v1). */
@@ -14,4 +14,3 @@ export function pageOptions(c: UiContext, title: string, current?: PageOptions["
   return { title, nonce: c.get("nonce"), principal: c.get("principal"), csrf: c.get("session")?.csrf, current };
 }
 
-export type { Html };

@@ -2,7 +2,7 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { ADMIN, createToken, uniqueRepo } from "../auth/helpers";
-import { build } from "../builds/helpers";
+import { build, makeTar, postBuild, waitBuild } from "../builds/helpers";
 
 const ORIGIN = "http://kiln.test";
 
@@ -184,6 +184,13 @@ describe("dashboard authorization", () => {
     const image = await ui(`/ui/image/${ns}/app@${b.image!.digest}`, { cookie: owner.cookie });
     expect(image.status).toBe(200);
     expect(await image.text()).toContain("COPY a.txt /a.txt");
+    // a build on top of it names the base it resolved
+    const child = await build({ Dockerfile: `FROM kiln.test/${ns}/app:1\nCOPY b.txt /b.txt\n`, "b.txt": "b" }, `?tag=${ns}/child:1`);
+    expect(child.status).toBe("succeeded");
+    const childPage = await (await ui(`/ui/builds/${child.id}`, { cookie: owner.cookie })).text();
+    const bases = childPage.slice(childPage.indexOf("Resolved bases"));
+    expect(bases).toContain(`<code>kiln.test/${ns}/app:1</code>`);
+    expect(bases).toContain(`<code>${b.image!.digest}</code>`);
     const events = await ui(`/ui/builds/${b.id}/events`, { cookie: owner.cookie });
     expect(events.headers.get("content-type")).toBe("text/event-stream");
     expect(await events.text()).toContain("event: done");
@@ -203,6 +210,25 @@ describe("dashboard authorization", () => {
     // pull but not push: the owner reads the build but may not cancel it
     const ownerCancel = await ui(`/ui/builds/${b.id}/cancel`, { method: "POST", cookie: owner.cookie, ...form({ _csrf: owner.csrf }) });
     expect(ownerCancel.status).toBe(403);
+  });
+
+  it("cancels a running build from its page for a token with push, with the session's CSRF token", async () => {
+    const ns = uniqueRepo("uicx");
+    const res = await postBuild(await makeTar({ Dockerfile: "FROM scratch\nRUN echo waiting for a runner\n" }), `?tag=${ns}/app:1`);
+    const { id } = (await res.json()) as { id: string };
+    const pusher = await signIn((await createToken([`repository:${ns}/*:pull,push`], "pusher")).token);
+    const page = await (await ui(`/ui/builds/${id}`, { cookie: pusher.cookie })).text();
+    expect(page).toContain("Cancel build");
+    expect(page).toContain('data-live="1"');
+    const forged = await ui(`/ui/builds/${id}/cancel`, { method: "POST", cookie: pusher.cookie, ...form({ _csrf: "x" }) });
+    expect(forged.status).toBe(403);
+    const cancel = await ui(`/ui/builds/${id}/cancel`, { method: "POST", cookie: pusher.cookie, ...form({ _csrf: pusher.csrf }) });
+    expect(cancel.status).toBe(303);
+    expect(cancel.headers.get("location")).toBe(`/ui/builds/${id}`);
+    expect((await waitBuild(id)).status).toBe("cancelled");
+    const after = await (await ui(`/ui/builds/${id}`, { cookie: pusher.cookie })).text();
+    expect(after).not.toContain("Cancel build");
+    expect(after).not.toContain("data-live");
   });
 
   it("filters the build list by repository and status and names the trigger", async () => {
