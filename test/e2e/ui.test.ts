@@ -27,7 +27,7 @@ const DOCKERFILE = [
   "FROM scratch",
   "COPY busybox /bin/busybox",
   'RUN ["/bin/busybox","--install","-s","/bin"]',
-  "RUN for i in 1 2 3 4 5 6; do echo tick-$i; sleep 1; done",
+  "RUN for i in 1 2 3 4 5 6 7 8 9 10; do echo tick-$i; sleep 1; done",
   "COPY config.txt /etc/app/config.txt",
   'CMD ["/bin/cat", "/etc/app/config.txt"]',
 ].join("\n") + "\n";
@@ -145,7 +145,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     expect(mid.same).toBe(true);
     expect(mid.status).toBe("running");
     expect(mid.runStep).toBe("running");
-    expect(mid.log).not.toContain("tick-6");
+    expect(mid.log).not.toContain("tick-10");
     // When it ends, the page shows its outcome: the failing Dockerfile line with the error.
     await page.waitForSelector("#build-status.s-failed", { timeout: 120_000 });
     await page.waitForSelector("#error-line", { timeout: 30_000 });
@@ -154,7 +154,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     expect(await page.textContent("[role=alert]")).toContain("config.txt");
     const copyStep = page.locator(".timeline li", { hasText: "COPY config.txt" });
     expect(await copyStep.locator(".badge").textContent()).toBe("failed");
-    expect(await page.textContent("#log")).toContain("tick-6");
+    expect(await page.textContent("#log")).toContain("tick-10");
     await expectAccessible(page);
     if (SCREENSHOTS) {
       mkdirSync(path.join(ROOT, "docs"), { recursive: true });
@@ -172,7 +172,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
       ["FROM scratch", "cached"],
       ["COPY busybox /bin/busybox", "cached"],
       ['RUN ["/bin/busybox","--install","-s","/bin"]', "cached"],
-      ["RUN for i in 1 2 3 4 5 6; do echo tick-$i; sleep 1; done", "cached"],
+      ["RUN for i in 1 2 3 4 5 6 7 8 9 10; do echo tick-$i; sleep 1; done", "cached"],
       ["COPY config.txt /etc/app/config.txt", "done"],
       ['CMD ["/bin/cat", "/etc/app/config.txt"]', "done"],
     ]);
@@ -271,7 +271,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     const plain = await newPage({ javaScriptEnabled: false });
     await signIn(plain, kiln.url, ownerToken);
     await plain.goto(`${kiln.url}/ui/builds/${state.failedId}`);
-    expect(await plain.textContent("#log")).toMatch(/#\d+ tick-6/);
+    expect(await plain.textContent("#log")).toMatch(/#\d+ tick-10/);
     expect(await plain.textContent("#error-line")).toContain("COPY config.txt /etc/app/config.txt");
   });
 });
