@@ -79,7 +79,7 @@ uiBuilds.get("/", async (c) => {
   )}</select></div>
   <div><button type="submit">Filter</button></div>
 </form>
-${rows.length === 0 ? h`<p>No builds${repository || status ? " match these filters" : " yet"}.</p>` : h`<div class="scroll"><table>
+${rows.length === 0 ? h`<p>No builds${repository || status ? " match these filters" : " yet"}.</p>` : h`<div class="scroll"><table class="cards">
 <caption class="skip">Builds, newest first</caption>
 <thead><tr><th scope="col">Status</th><th scope="col">Build</th><th scope="col">Trigger</th><th scope="col">Started</th><th scope="col">Duration</th><th scope="col">Cache hits</th></tr></thead>
 <tbody>${rows.map((r, i) => buildRow(r, views[i]))}</tbody></table></div>`}`;
@@ -101,10 +101,10 @@ function buildRow(r: BuildRow, view: BuildView | null): Html {
   const steps = view?.steps ?? [];
   const cached = steps.filter((s) => s.status === "cached").length;
   const what = r.tags.length ? r.tags.join(", ") : r.repository ?? "untagged build";
-  return h`<tr><td>${statusBadge(r.status)}</td>
-<td><a href="/ui/builds/${r.id}">${what}</a><br><code class="muted">${r.id}</code></td>
-<td>${trigger(r)}</td><td>${time(r.createdAt)}</td><td>${duration(r.createdAt, view?.finishedAt ?? r.updatedAt, r.status)}</td>
-<td>${steps.length ? `${cached} of ${steps.length}` : "—"}</td></tr>`;
+  return h`<tr><td data-label="Status">${statusBadge(r.status)}</td>
+<td data-label="Build"><span><a href="/ui/builds/${r.id}">${what}</a><br><code class="muted">${r.id}</code></span></td>
+<td data-label="Trigger">${trigger(r)}</td><td data-label="Started">${time(r.createdAt)}</td><td data-label="Duration">${duration(r.createdAt, view?.finishedAt ?? r.updatedAt, r.status)}</td>
+<td data-label="Cache hits">${steps.length ? `${cached} of ${steps.length}` : "—"}</td></tr>`;
 }
 
 uiBuilds.get("/:id", async (c) => {

@@ -54,7 +54,9 @@ dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:
 .timeline .bar.w0{min-width:0}.timeline .b-done .bar{background:var(--ok)}.timeline .b-failed .bar{background:var(--bad)}.timeline .b-cached .bar{background:#d4a72c}.timeline .b-running .bar{background:var(--info)}
 .src{counter-reset:none}.src .ln{display:inline-block;width:3em;color:var(--muted);user-select:none}.src mark{background:#ffe2e0;color:inherit;display:block}
 .copy{display:flex;gap:8px;flex-wrap:wrap;align-items:center}.copy input{flex:1 1 20em;font-family:ui-monospace,Menlo,monospace;font-size:13px}
-@media (max-width:600px){main{padding:10px}.timeline li{grid-template-columns:2.5em minmax(0,1fr) 5.5em}.timeline .dur{grid-column:2/4}.timeline .track{grid-column:2/4}}
+@media (max-width:600px){main{padding:10px}
+table.cards thead{position:absolute;left:-9999px}table.cards tr{display:block;border-bottom:1px solid var(--line);padding:6px 0}
+table.cards td{display:flex;gap:8px;border:0;padding:2px 0;min-width:0}table.cards td::before{content:attr(data-label);flex:0 0 6.5em;color:var(--muted);font-size:13px}.timeline li{grid-template-columns:2.5em minmax(0,1fr) 5.5em}.timeline .dur{grid-column:2/4}.timeline .track{grid-column:2/4}}
 ${widths}
 `;
 

@@ -26,7 +26,7 @@ const page = async (path: string, cookie: string) => SELF.fetch(`${ORIGIN}${path
 /** The Trigger cell of build `id`'s row in the list. */
 function triggerCell(html: string, id: string): string {
   const row = html.split("<tr>").find((r) => r.includes(`/ui/builds/${id}"`))!;
-  return row.split("<td>")[3].replace(/<\/td>[\s\S]*/, "");
+  return row.split('<td data-label="Trigger">')[1].replace(/<\/td>[\s\S]*/, "");
 }
 
 describe("dashboard build list", () => {

@@ -240,7 +240,7 @@ describe("dashboard authorization", () => {
     const failed = await (await ui(`/ui/builds?repository=${ns}/app&status=failed`, { cookie: admin.cookie })).text();
     expect(failed).toContain(bad.id);
     expect(failed).not.toContain(ok.id);
-    expect(failed).toMatch(/<td>API<\/td>/);
+    expect(failed).toMatch(/<td data-label="Trigger">API<\/td>/);
     const page = await (await ui(`/ui/builds/${bad.id}`, { cookie: admin.cookie })).text();
     expect(page).toMatch(/<mark id="error-line"[^>]*><span class="ln">2<\/span>COPY missing \/m<\/mark>/);
     expect((await ui("/ui/builds?status=bogus", { cookie: admin.cookie })).status).toBe(400);
