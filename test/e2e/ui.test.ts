@@ -2,9 +2,10 @@
 // playwright-core, against a real kiln (wrangler dev) with a real runner (runc) for RUN steps.
 // Every page visited is checked with axe-core (no serious or critical violations).
 // KILN_UI_SCREENSHOTS=1 also writes docs/dashboard-build.png and docs/dashboard-image.png.
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
@@ -74,9 +75,26 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     return ((await res.json()) as { token: string }).token;
   }
 
-  async function start(files: Record<string, string | Uint8Array>): Promise<string> {
+  function context(files: Record<string, string | Uint8Array>): string {
     const dir = contextDir({ Dockerfile: DOCKERFILE, busybox: readFileSync(BUSYBOX), ...files });
     execFileSync("chmod", ["0755", path.join(dir, "busybox")]);
+    return dir;
+  }
+
+  /** `kiln build` (the real CLI) of `dir`, as the owner; resolves when it exits. */
+  function cliBuild(dir: string): Promise<{ code: number; out: string }> {
+    const config = mkdtempSync(path.join(os.tmpdir(), "kiln-ui-cli-"));
+    const child = spawn(process.execPath, [path.join(ROOT, "bin", "kiln.mjs"), "build", "--server", kiln.url, "--token", ownerToken, "--progress", "plain", "-t", "uidemo/app:1", dir], {
+      env: { ...process.env, KILN_CONFIG_DIR: config }, stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => { out += d; });
+    child.stderr.on("data", (d) => { out += d; });
+    return new Promise((resolve) => child.on("close", (code) => { rmSync(config, { recursive: true, force: true }); resolve({ code: code ?? 1, out }); }));
+  }
+
+  async function start(files: Record<string, string | Uint8Array>): Promise<string> {
+    const dir = context(files);
     const res = await submitBuild(kiln.url, ownerToken, dir, { tag: "uidemo/app:1" });
     const body = (await res.json()) as { id?: string };
     expect(res.status, JSON.stringify(body)).toBe(202);
@@ -161,10 +179,19 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
       await page.screenshot({ path: path.join(ROOT, "docs/dashboard-build-failed.png"), fullPage: true });
     }
 
-    // The fix: the file is there; every step before it comes from the cache.
-    const fixed = await start({ "config.txt": "colour=blue\n" });
+    // The fix, built with the kiln CLI: the file is there; every step before it comes from the cache.
+    const dir = context({ "config.txt": "colour=blue\n" });
+    const cli = cliBuild(dir);
+    // The list names the CLI as the trigger; the newest build is the fix.
+    const deadline = Date.now() + 60_000;
+    while ((await page.goto(`${kiln.url}/ui/builds`), await page.locator("tbody tr", { hasText: "CLI" }).count()) === 0) {
+      expect(Date.now(), "a build started by the CLI in the list").toBeLessThan(deadline);
+      await page.waitForTimeout(300);
+    }
+    const row = page.locator("tbody tr", { hasText: "CLI" });
+    const fixed = (await row.locator("code").first().textContent())!;
     state.fixedId = fixed;
-    await page.goto(`${kiln.url}/ui/builds/${fixed}`);
+    await Promise.all([page.waitForURL(`${kiln.url}/ui/builds/${fixed}`), row.locator("a").first().click()]);
     // (a page loaded while the build ran reloads when it ends; the reloaded one is not live)
     await page.waitForSelector("#build:not([data-live]) #build-status.s-succeeded", { timeout: 120_000 });
     const steps = await page.$$eval(".timeline li", (lis) => lis.map((li) => [li.querySelector(".instr")!.textContent!.trim(), li.querySelector(".badge")!.textContent]));
@@ -183,6 +210,10 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     expect(pull).toBe(`docker pull 127.0.0.1:${kiln.port}/uidemo/app@${digest}`);
     await expectAccessible(page);
     if (SCREENSHOTS) await page.screenshot({ path: path.join(ROOT, "docs/dashboard-build.png"), fullPage: true });
+    const done = await cli;
+    expect(done.code, done.out).toBe(0);
+    expect(done.out).toMatch(/CACHED/);
+    rmSync(dir, { recursive: true, force: true });
 
     // The image: its platform, each layer with the instruction that made it, and its referrers.
     const sbom = await pushReferrer(digest);
