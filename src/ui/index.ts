@@ -37,7 +37,9 @@ async function readForm(c: UiContext): Promise<FormData> {
   const why = crossSiteReason(c);
   if (why) throw new UiError(403, "Refused", `${why}.`);
   const length = Number(c.req.header("content-length") ?? NaN);
-  if (!Number.isFinite(length) || length > MAX_FORM_BYTES) throw new UiError(413, "Form too large", `A form may send at most ${MAX_FORM_BYTES} bytes.`);
+  if (!Number.isFinite(length) || length > MAX_FORM_BYTES) {
+    throw new UiError(413, "Form too large", `A form is sent with a Content-Length of at most ${MAX_FORM_BYTES} bytes.`);
+  }
   const type = c.req.header("content-type") ?? "";
   if (!type.startsWith("application/x-www-form-urlencoded") && !type.startsWith("multipart/form-data")) {
     throw new UiError(400, "Not a form", "Send the page's form.");

@@ -51,6 +51,8 @@ describe("dashboard sign-in and session cookie", () => {
     expect(csp).toContain("default-src 'none'");
     expect(csp).toMatch(/script-src 'nonce-[A-Za-z0-9_-]+'/);
     expect(page.headers.get("cache-control")).toBe("no-store");
+    expect(page.headers.get("x-frame-options")).toBe("DENY");
+    expect(csp).toContain("frame-ancestors 'none'");
     const text = await page.text();
     expect(text).not.toMatch(/(src|href)="(https?:)?\/\//);
     const pre = cookieLine(page, "kiln_signin_csrf")!;
@@ -89,6 +91,8 @@ describe("dashboard sign-in and session cookie", () => {
     const cross = await ui("/ui/sign-in", { method: "POST", cookie: pre, origin: "http://evil.test", ...form({ _csrf: csrf, token: ADMIN }) });
     expect(cross.status).toBe(403);
     expect(cookieLine(cross, "kiln_session")).toBeUndefined();
+    const huge = await ui("/ui/sign-in", { method: "POST", cookie: pre, ...form({ _csrf: csrf, token: "x".repeat(70_000) }) });
+    expect(huge.status).toBe(413);
     const sameSite = await ui("/ui/sign-in", { method: "POST", cookie: pre, origin: null, headers: { "sec-fetch-site": "cross-site", ...form({}).headers }, body: new URLSearchParams({ _csrf: csrf, token: ADMIN }).toString() });
     expect(sameSite.status).toBe(403);
   });
