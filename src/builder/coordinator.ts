@@ -80,9 +80,8 @@ export class BuildCoordinator extends DurableObject<Env> {
   async getTranscript(maxLines: number): Promise<{ dockerfile: string; dockerfilePath: string; log: LogEvent[]; truncated: boolean } | null> {
     const spec = this.store.maybeSpec();
     if (!spec) return null;
-    const logs = this.store.eventsAfter(0).filter((e) => e.type === "log");
-    const log = logs.slice(-maxLines).map((e) => JSON.parse(e.data) as LogEvent);
-    return { dockerfile: spec.dockerfile, dockerfilePath: spec.dockerfilePath, log, truncated: logs.length > log.length };
+    const { data, total } = this.store.lastLogEvents(maxLines);
+    return { dockerfile: spec.dockerfile, dockerfilePath: spec.dockerfilePath, log: data.map((d) => JSON.parse(d) as LogEvent), truncated: total > data.length };
   }
 
   async isCancelled(): Promise<boolean> {

@@ -72,6 +72,7 @@ uiBuilds.get("/", async (c) => {
     .slice(0, PAGE_SIZE);
   const views = await Promise.all(rows.map((r) => coordinator(c, r.id).getBuild().catch(() => null)));
   const body = h`<h1>Builds</h1>
+<p class="muted">Start a build with <code>kiln build -t &lt;repository&gt;:&lt;tag&gt; .</code> or <code>POST /v1/builds</code>; it shows here as it runs.</p>
 <form class="filters" method="get" action="/ui/builds" role="search" aria-label="Filter builds">
   <div><label for="f-repo">Repository</label><input id="f-repo" name="repository" value="${repository}" placeholder="team/app" size="24"></div>
   <div><label for="f-status">Status</label><select id="f-status" name="status"><option value="">any</option>${BUILD_STATUSES.map(
