@@ -264,6 +264,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
       expect(text, p).not.toContain(state.digest!);
       expect(text, p).not.toContain("tick-");
     }
+    await expectAccessible(page);
     expect((await page.goto(`${kiln.url}/ui/builds?repository=uidemo/app`))!.status()).toBe(403);
     expect((await page.goto(`${kiln.url}/ui/admin/tokens`))!.status()).toBe(403);
   });
@@ -277,8 +278,19 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     expect(runnerRow).toContain("online");
     expect(runnerRow).toContain("linux/amd64");
     await expectAccessible(page);
+    const hook = await fetch(`${kiln.url}/v1/webhooks`, {
+      method: "POST", headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+      body: JSON.stringify({ provider: "github", repository: "acme/ui-hook", secret: "ui-hook-secret", image: "uidemo/app" }),
+    });
+    expect(hook.status).toBe(201);
+    const { url: receiver } = (await hook.json()) as { url: string };
     await page.goto(`${kiln.url}/ui/admin/webhooks`);
+    expect(await page.textContent("tbody")).toContain(receiver);
     await expectAccessible(page);
+    await Promise.all([page.waitForURL(`${kiln.url}/ui/admin/webhooks`), page.click('button[aria-label="Delete the webhook of acme/ui-hook"]')]);
+    expect(await page.textContent("#main")).toContain("No webhooks.");
+    const hooks = await fetch(`${kiln.url}/v1/webhooks`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expect(((await hooks.json()) as { webhooks: unknown[] }).webhooks).toEqual([]);
     await page.goto(`${kiln.url}/ui/admin/tokens`);
     await expectAccessible(page);
     await page.fill("#t-name", "made-in-browser");
