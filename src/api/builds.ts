@@ -70,7 +70,7 @@ buildsRoutes.get("/", async (c) => {
   if (repository) await requireApiScope(c, { kind: "repository", repository, action: "pull" });
   else await requireApiScope(c, { kind: "admin" });
   const rows = await listBuilds(c.env, { repository, limit: Number(c.req.query("limit") ?? 50) });
-  return c.json({ builds: rows.map((r) => ({ id: r.id, status: r.status, repository: r.repository, tags: r.tags, digest: r.imageDigest, createdAt: r.createdAt, updatedAt: r.updatedAt })) });
+  return c.json({ builds: rows.map((r) => ({ id: r.id, status: r.status, repository: r.repository, tags: r.tags, digest: r.imageDigest, trigger: r.trigger, ...(r.commit ? { commit: r.commit } : {}), createdAt: r.createdAt, updatedAt: r.updatedAt })) });
 });
 
 buildsRoutes.get("/:id", async (c) => {

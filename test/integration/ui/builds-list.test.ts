@@ -53,6 +53,10 @@ describe("dashboard build list", () => {
     expect(triggerCell(html, cli.id)).toBe("CLI");
     expect(triggerCell(html, api.id)).toBe("API");
     expect(triggerCell(html, webhook.id)).toContain(`webhook <code title="${sha}">0123456</code>`);
+    // GET /v1/builds says the same
+    const listed = (await (await SELF.fetch(`${ORIGIN}/v1/builds?repository=${repo}`, { headers: ADMIN_JSON })).json()) as { builds: { id: string; trigger: string; commit?: string }[] };
+    const by = new Map(listed.builds.map((b) => [b.id, b]));
+    expect([by.get(cli.id)!.trigger, by.get(api.id)!.trigger, by.get(webhook.id)!.trigger, by.get(webhook.id)!.commit]).toEqual(["cli", "api", "webhook", sha]);
   });
 
   it("finds a namespace's builds for its token although other namespaces built more since", async () => {
