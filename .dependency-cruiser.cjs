@@ -41,6 +41,13 @@ module.exports = {
       to: { path: "^src/(api|ui)/", pathNot: "^src/$1/" },
     },
     {
+      name: "ui-authorizes-through-auth",
+      comment: "The dashboard renders what /v1 and /v2 would answer: it decides access with src/auth and reads with src/storage, never through the /v2 handlers (or Node-only code).",
+      severity: "error",
+      from: { path: "^src/ui/" },
+      to: { path: "^src/(registry|runner|cli)/" },
+    },
+    {
       name: "storage-below-http",
       comment: "Storage knows nothing of the routes or the builder that use it.",
       severity: "error",

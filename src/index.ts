@@ -11,6 +11,7 @@ import { runnersRoutes } from "./api/runners";
 import { jobsRoutes } from "./api/jobs";
 import { hooksRoutes, webhooksRoutes } from "./api/webhooks";
 import { upstreamsRoutes } from "./api/upstreams";
+import { uiRoutes } from "./ui/index";
 import { purgeStaleUploads } from "./storage/uploads";
 import { gcRoutes, quotasRoutes, retentionRoutes, usageRoutes } from "./api/lifecycle";
 import { garbageCollector } from "./gc/collector";
@@ -56,6 +57,9 @@ app.route("/v1/gc", gcRoutes);
 app.route("/v1/retention", retentionRoutes);
 app.route("/v1/quotas", quotasRoutes);
 app.route("/v1/usage", usageRoutes);
+
+// The web dashboard (server-rendered; signs in with an API token, authorizes as /v1 does).
+app.route("/ui", uiRoutes);
 
 app.onError(async (err, c) => {
   if (err instanceof OciError || err instanceof ApiError) {

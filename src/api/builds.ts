@@ -1,7 +1,9 @@
 import { Hono, type Context } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
-import { requireApiScope } from "../auth/api";
+import { buildAccessScope, requireApiScope } from "../auth/api";
+import { isCliUserAgent } from "../protocol/client";
+import { buildEventStream } from "../builder/event-stream";
 import { buildScope, startBuild, parseTag } from "../builder/start";
 import { readLimited } from "../http/body";
 import { CONTEXT_INDEX_TYPE, ingestContents, missingContents, type ContextIndexUpload } from "../context/contents";
@@ -25,7 +27,7 @@ const coordinator = (c: C, id: string) => c.env.BUILD_COORDINATOR.get(c.env.BUIL
  */
 async function authorizedRow(c: C, id: string, action: "pull" | "push") {
   const row = await getBuildRow(c.env, id);
-  const scope = (a: "pull" | "push") => (row?.repository ? { kind: "repository" as const, repository: row.repository, action: a } : { kind: "admin" as const });
+  const scope = (a: "pull" | "push") => buildAccessScope(row?.repository ?? null, a);
   const notFound = new ApiError(404, `build ${id} not found`);
   if (!row) throw notFound;
   await requireApiScope(c, scope("pull")).catch((e) => {
@@ -94,6 +96,7 @@ buildsRoutes.post("/", async (c) => {
     platform: q.get("platform") || undefined,
     origin: url.origin,
     principal,
+    trigger: { kind: isCliUserAgent(c.req.header("user-agent")) ? "cli" : "api" },
   });
   return c.json(started, 202);
 });
@@ -103,7 +106,7 @@ buildsRoutes.get("/", async (c) => {
   if (repository) await requireApiScope(c, { kind: "repository", repository, action: "pull" });
   else await requireApiScope(c, { kind: "admin" });
   const rows = await listBuilds(c.env, { repository, limit: Number(c.req.query("limit") ?? 50) });
-  return c.json({ builds: rows.map((r) => ({ id: r.id, status: r.status, repository: r.repository, tags: r.tags, digest: r.imageDigest, createdAt: r.createdAt, updatedAt: r.updatedAt })) });
+  return c.json({ builds: rows.map((r) => ({ id: r.id, status: r.status, repository: r.repository, tags: r.tags, digest: r.imageDigest, trigger: r.trigger, ...(r.commit ? { commit: r.commit } : {}), createdAt: r.createdAt, updatedAt: r.updatedAt })) });
 });
 
 buildsRoutes.get("/:id", async (c) => {
@@ -124,13 +127,9 @@ buildsRoutes.get("/:id/events", async (c) => {
   const id = c.req.param("id");
   await authorizedRow(c, id, "pull");
   // A reconnect's Last-Event-ID: the stream continues after that event.
-  const lastEventId = c.req.header("last-event-id");
-  const res = await coordinator(c, id).fetch(new Request(`https://coordinator/${id}/events`, { headers: lastEventId ? { "last-event-id": lastEventId } : {} }));
-  if (!res.ok || !res.body) throw new ApiError(404, `build ${id} not found`);
-  // Pipe through a TransformStream so the stream outlives the DO response object under wrangler dev.
-  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();
-  c.executionCtx.waitUntil(res.body.pipeTo(writable).catch(() => {}));
-  return new Response(readable, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache", "x-accel-buffering": "no" } });
+  const res = await buildEventStream(c.env, c.executionCtx, id, c.req.header("last-event-id"));
+  if (!res) throw new ApiError(404, `build ${id} not found`);
+  return res;
 });
 
 buildsRoutes.delete("/:id", async (c) => {

@@ -28,6 +28,14 @@ export function principalHasScope(principal: Principal, scope: ApiScope): boolea
   }
 }
 
+/**
+ * The scope that reads (`pull`) or cancels (`push`) a build: that action on the repository it pushes
+ * to; admin for an untagged build. /v1/builds and the dashboard decide a build's visibility with it.
+ */
+export function buildAccessScope(repository: string | null, action: "pull" | "push"): ApiScope {
+  return repository ? { kind: "repository", repository, action } : { kind: "admin" };
+}
+
 function describe(scope: ApiScope): string {
   return scope.kind === "repository" ? `repository:${scope.repository}:${scope.action}` : scope.kind;
 }

@@ -140,6 +140,13 @@ export class BuildStore {
     return this.sql.exec<{ seq: number }>("INSERT INTO events (type, data) VALUES (?, ?) RETURNING seq", type, json).one().seq;
   }
 
+  /** The last `n` log events (oldest first) and how many there are in all. */
+  lastLogEvents(n: number): { data: string[]; total: number } {
+    const total = this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events WHERE type = 'log'").one().n;
+    const rows = this.sql.exec<{ data: string }>("SELECT data FROM events WHERE type = 'log' ORDER BY seq DESC LIMIT ?", n).toArray();
+    return { data: rows.reverse().map((r) => r.data), total };
+  }
+
   eventsAfter(seq: number): { seq: number; type: string; data: string }[] {
     return this.sql.exec<{ seq: number; type: string; data: string }>("SELECT seq, type, data FROM events WHERE seq > ? ORDER BY seq", seq).toArray();
   }

@@ -1,6 +1,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../env";
 import type { RunResult } from "../protocol/jobs";
+import type { LogEvent } from "../protocol/events";
 import { BuildStore } from "./build-store";
 import { EventLog } from "./event-log";
 import { finish, type BuildHost } from "./finish";
@@ -70,6 +71,17 @@ export class BuildCoordinator extends DurableObject<Env> {
 
   async getBuild(): Promise<BuildView | null> {
     return this.store.started() ? this.store.view() : null;
+  }
+
+  /**
+   * For the dashboard's build page without JavaScript: the Dockerfile, its path, and the last
+   * `maxLines` log events so far (the live page replays the event stream instead).
+   */
+  async getTranscript(maxLines: number): Promise<{ dockerfile: string; dockerfilePath: string; log: LogEvent[]; truncated: boolean } | null> {
+    const spec = this.store.maybeSpec();
+    if (!spec) return null;
+    const { data, total } = this.store.lastLogEvents(maxLines);
+    return { dockerfile: spec.dockerfile, dockerfilePath: spec.dockerfilePath, log: data.map((d) => JSON.parse(d) as LogEvent), truncated: total > data.length };
   }
 
   async isCancelled(): Promise<boolean> {

@@ -195,10 +195,18 @@ export class Dispatcher extends DurableObject<Env> {
   }
 
   async listRunners(): Promise<RunnerInfo[]> {
+    const now = Date.now();
+    const leased = new Map<string, { jobId: string; buildId: string; step: number }>();
+    for (const j of this.sql.exec<{ job_id: string; build_id: string; step_index: number; runner_id: string }>(
+      "SELECT job_id, build_id, step_index, runner_id FROM jobs WHERE state = 'leased' AND runner_id IS NOT NULL ORDER BY enqueued_at",
+    )) leased.set(j.runner_id, { jobId: j.job_id, buildId: j.build_id, step: j.step_index });
     return this.sql
       .exec<{ runner_id: string; platforms: string; labels: string; last_seen: number }>("SELECT * FROM runners ORDER BY runner_id")
       .toArray()
-      .map((r) => ({ runnerId: r.runner_id, platforms: JSON.parse(r.platforms), labels: JSON.parse(r.labels), lastSeen: r.last_seen }));
+      .map((r) => ({
+        runnerId: r.runner_id, platforms: JSON.parse(r.platforms), labels: JSON.parse(r.labels), lastSeen: r.last_seen,
+        online: now - r.last_seen < CONNECTED_MS || leased.has(r.runner_id), currentJob: leased.get(r.runner_id) ?? null,
+      }));
   }
 
   // ---- runner protocol ----

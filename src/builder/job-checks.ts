@@ -24,6 +24,10 @@ export interface RunnerInfo {
   platforms: string[];
   labels: Record<string, string>;
   lastSeen: number;
+  /** Seen within the last minute (a claim long-polls up to 25 s), or holding a lease. */
+  online: boolean;
+  /** The job it holds a lease on, if any. */
+  currentJob: { jobId: string; buildId: string; step: number } | null;
 }
 
 /** Outcome of a lease renewal, log append or completion. `gone` means 410: stop and kill the step. */

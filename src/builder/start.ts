@@ -6,7 +6,7 @@ import { ingestContext, type ContextEntries } from "../context/ingest";
 import { ingestIndex, type ContextIndexUpload } from "../context/contents";
 import { isRepositoryName, isTag } from "../oci/names";
 import { splitPlatform } from "../oci/platform";
-import { insertBuild } from "../storage/builds";
+import { insertBuild, type BuildTrigger } from "../storage/builds";
 import { planDockerfile, platformString, type BuildGraph } from "../plan/graph";
 import { loadImage } from "./image";
 import { UNTAGGED_SCOPE, type BuildSpec, type BuildStatus } from "./model";
@@ -30,6 +30,8 @@ export interface StartBuildOptions {
   principal: BuildPrincipal;
   /** A preassigned build id (git webhooks answer with it before the source is fetched). */
   id?: string;
+  /** What started the build (shown in the dashboard's list), with a webhook's commit. */
+  trigger?: { kind: BuildTrigger; commit?: string };
 }
 
 export interface StartedBuild {
@@ -94,7 +96,7 @@ export async function startBuild(env: Env, ctx: { waitUntil(p: Promise<unknown>)
   const { context, plans: [plan] } = await ingestAndPlan(env, opts, [platform]);
   const id = opts.id ?? newBuildId();
   const spec: BuildSpec = baseSpec(id, opts, context, tags, platform, plan);
-  await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
+  await insertBuild(env, { id, contextDigest: context.packDigest, repository: tags[0]?.repository ?? null, tags: tags.map((t) => `${t.repository}:${t.tag}`), trigger: opts.trigger?.kind, commit: opts.trigger?.commit });
   const stub = env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(id));
   await stub.start(spec);
   return { id, status: "queued", url: `${opts.origin}/v1/builds/${id}`, events: `${opts.origin}/v1/builds/${id}/events` };
@@ -192,7 +194,7 @@ async function startMultiPlatformBuild(env: Env, opts: StartBuildOptions, tags: 
   const base: BuildSpec = baseSpec(id, opts, context, tags, platformObject(platforms[0]), plans[0]);
   const children = platforms.map((platform) => ({ platform, id: childBuildId(id, platform) }));
   const repository = tags[0]?.repository ?? null;
-  await insertBuild(env, { id, contextDigest: context.packDigest, repository, tags: tags.map((t) => `${t.repository}:${t.tag}`) });
+  await insertBuild(env, { id, contextDigest: context.packDigest, repository, tags: tags.map((t) => `${t.repository}:${t.tag}`), trigger: opts.trigger?.kind, commit: opts.trigger?.commit });
   for (const c of children) await insertBuild(env, { id: c.id, contextDigest: context.packDigest, repository, tags: [] });
   const coordinator = (bid: string) => env.BUILD_COORDINATOR.get(env.BUILD_COORDINATOR.idFromName(bid));
   await coordinator(id).start({ ...base, children });

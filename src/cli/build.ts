@@ -3,6 +3,7 @@ import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { batchStream, contentBatches, contextIndex, contextStream } from "./context";
 import { authHeaders, CliError, httpError, request, serverMessage } from "./http";
+import { CLI_USER_AGENT } from "../protocol/client";
 import { makeProgress, type BuildView, type DockerfileSource, type Progress, type ProgressMode, type StepView } from "./progress";
 import { readSse } from "./sse";
 
@@ -141,7 +142,8 @@ async function sendTar(opts: BuildOptions, dir: string, outside: boolean, relDoc
 
   const res = await request(opts.server, `/v1/builds?${q}`, {
     method: "POST",
-    headers: { "content-type": contentType, ...authHeaders(opts.token) },
+    // names the CLI as the build's trigger (the dashboard's list shows it)
+    headers: { "content-type": contentType, "user-agent": CLI_USER_AGENT, ...authHeaders(opts.token) },
     body,
     duplex: "half",
   } as RequestInit);
@@ -182,7 +184,7 @@ async function sendIndexed(opts: BuildOptions, dir: string, dockerfile: string |
   }
   const json = JSON.stringify({ files: index.files, dockerfile: dockerfileText, secrets });
   sent += Buffer.byteLength(json);
-  const res = await request(opts.server, `/v1/builds?${q}`, { method: "POST", headers: { ...headers, "content-type": "application/vnd.kiln.context-index+json" }, body: json });
+  const res = await request(opts.server, `/v1/builds?${q}`, { method: "POST", headers: { ...headers, "user-agent": CLI_USER_AGENT, "content-type": "application/vnd.kiln.context-index+json" }, body: json });
   return { res, files: index.files.length, sent };
 }
 

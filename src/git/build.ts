@@ -23,7 +23,7 @@ export interface WebhookBuildInput {
 
 /** Records the build before the receiver answers, so its id resolves at once. */
 export async function recordWebhookBuild(env: Env, input: WebhookBuildInput): Promise<void> {
-  await insertBuild(env, { id: input.buildId, contextDigest: null, repository: input.hook.image, tags: input.tags.map((t) => `${input.hook.image}:${t}`) });
+  await insertBuild(env, { id: input.buildId, contextDigest: null, repository: input.hook.image, tags: input.tags.map((t) => `${input.hook.image}:${t}`), trigger: "webhook", commit: input.event.sha });
 }
 
 async function fail(env: Env, input: WebhookBuildInput, message: string): Promise<void> {
@@ -60,6 +60,7 @@ export async function startWebhookBuild(env: Env, input: WebhookBuildInput): Pro
       buildArgs: hook.buildArgs,
       origin,
       principal: webhookPrincipal(hook.id, hook.image),
+      trigger: { kind: "webhook", commit: event.sha },
     });
   } catch (err) {
     const message = err instanceof ApiError || err instanceof Error ? err.message : String(err);

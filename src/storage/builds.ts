@@ -9,9 +9,15 @@ export interface BuildRow {
   tags: string[];
   imageDigest: string | null;
   error: string | null;
+  /** What started it: `cli`, `api` or `webhook` (null for builds recorded before migration 0014). */
+  trigger: BuildTrigger | null;
+  /** The commit of a webhook build. */
+  commit: string | null;
   createdAt: number;
   updatedAt: number;
 }
+
+export type BuildTrigger = "cli" | "api" | "webhook";
 
 interface RawRow {
   id: string;
@@ -21,6 +27,8 @@ interface RawRow {
   tags: string;
   image_digest: string | null;
   error: string | null;
+  trigger: string | null;
+  source_commit: string | null;
   created_at: number;
   updated_at: number;
 }
@@ -33,17 +41,23 @@ const fromRaw = (r: RawRow): BuildRow => ({
   tags: JSON.parse(r.tags || "[]"),
   imageDigest: r.image_digest,
   error: r.error,
+  trigger: r.trigger === "cli" || r.trigger === "api" || r.trigger === "webhook" ? r.trigger : null,
+  commit: r.source_commit ?? null,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
 
-export async function insertBuild(env: Env, b: { id: string; contextDigest: string | null; repository: string | null; tags: string[] }): Promise<void> {
+export async function insertBuild(
+  env: Env,
+  b: { id: string; contextDigest: string | null; repository: string | null; tags: string[]; trigger?: BuildTrigger; commit?: string },
+): Promise<void> {
   const now = Date.now();
   await env.DB.prepare(
-    `INSERT INTO builds (id, status, context_digest, repository, tags, created_at, updated_at) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5)
-     ON CONFLICT(id) DO UPDATE SET context_digest = COALESCE(?2, context_digest), repository = ?3, tags = ?4, updated_at = ?5`,
+    `INSERT INTO builds (id, status, context_digest, repository, tags, created_at, updated_at, trigger, source_commit) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?5, ?6, ?7)
+     ON CONFLICT(id) DO UPDATE SET context_digest = COALESCE(?2, context_digest), repository = ?3, tags = ?4, updated_at = ?5,
+       trigger = COALESCE(?6, trigger), source_commit = COALESCE(?7, source_commit)`,
   )
-    .bind(b.id, b.contextDigest, b.repository, JSON.stringify(b.tags), now)
+    .bind(b.id, b.contextDigest, b.repository, JSON.stringify(b.tags), now, b.trigger ?? null, b.commit ?? null)
     .run();
 }
 
@@ -58,11 +72,24 @@ export async function getBuildRow(env: Env, id: string): Promise<BuildRow | null
   return r ? fromRaw(r) : null;
 }
 
-export async function listBuilds(env: Env, opts: { repository?: string; limit?: number } = {}): Promise<BuildRow[]> {
+/**
+ * Newest first; `repository` and `status` filter when given, `repositoryPrefixes` keeps builds whose
+ * repository starts with one of them (an empty list: none).
+ */
+export async function listBuilds(
+  env: Env, opts: { repository?: string; status?: string; repositoryPrefixes?: string[]; limit?: number } = {},
+): Promise<BuildRow[]> {
   const limit = Math.min(Math.max(opts.limit ?? 50, 1), 500);
-  const stmt = opts.repository
-    ? env.DB.prepare("SELECT * FROM builds WHERE repository = ? ORDER BY created_at DESC LIMIT ?").bind(opts.repository, limit)
-    : env.DB.prepare("SELECT * FROM builds ORDER BY created_at DESC LIMIT ?").bind(limit);
-  const { results } = await stmt.all<RawRow>();
+  const where: string[] = [];
+  const binds: unknown[] = [];
+  if (opts.repository) { where.push("repository = ?"); binds.push(opts.repository); }
+  if (opts.status) { where.push("status = ?"); binds.push(opts.status); }
+  if (opts.repositoryPrefixes) {
+    if (opts.repositoryPrefixes.length === 0) return [];
+    where.push(`(${opts.repositoryPrefixes.map(() => "substr(repository, 1, ?) = ?").join(" OR ")})`);
+    for (const p of opts.repositoryPrefixes) binds.push(p.length, p);
+  }
+  const sql = `SELECT * FROM builds ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY created_at DESC LIMIT ?`;
+  const { results } = await env.DB.prepare(sql).bind(...binds, limit).all<RawRow>();
   return results.map(fromRaw);
 }

@@ -248,6 +248,14 @@ export async function listTags(env: Env, repo: string, opts: { n?: number; last?
   return { tags: tags.slice(0, limit), more: tags.length > limit };
 }
 
+/** The tags of `repo` with the manifest each points at and when it was pushed, newest first (at most `limit`). */
+export async function listTagDetails(env: Env, repo: string, limit = 500): Promise<{ tag: string; digest: string; mediaType: string; pushedAt: number }[]> {
+  const { results } = await env.DB.prepare(
+    "SELECT t.tag, t.digest, t.updated_at, m.media_type FROM tags t JOIN manifests m ON m.repo = t.repo AND m.digest = t.digest WHERE t.repo = ? ORDER BY t.updated_at DESC, t.tag LIMIT ?",
+  ).bind(repo, limit).all<{ tag: string; digest: string; updated_at: number; media_type: string }>();
+  return results.map((r) => ({ tag: r.tag, digest: r.digest, mediaType: r.media_type, pushedAt: r.updated_at }));
+}
+
 /** Repository names in lexical order after `last`, at most `limit`. */
 export async function listRepositories(env: Env, opts: { last?: string; limit: number }): Promise<string[]> {
   const { results } = await env.DB.prepare("SELECT name FROM repositories WHERE name > ? ORDER BY name COLLATE BINARY LIMIT ?")
