@@ -166,11 +166,17 @@ async function all<T>(env: Env, sql: string, ...binds: unknown[]): Promise<T[]> 
   return results;
 }
 
-/** Runs `fn` over `items` with at most `n` at a time. */
+/** Deletes in flight at once: few, so the collection never crowds out requests for D1 and R2. */
+const WIDTH = 2;
+
+/** Runs `fn` over `items` with at most `n` at a time, yielding to other work between items. */
 async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
+    while (next < items.length) {
+      await fn(items[next++]);
+      await new Promise((r) => setTimeout(r, 0));
+    }
   }));
 }
 
@@ -281,7 +287,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
 
   if (!opts.dryRun) {
     // a tag re-pushed meanwhile (other digest or time) stays
-    await pool(deadTags, 8, async (t) => {
+    await pool(deadTags, WIDTH, async (t) => {
       await env.DB.prepare("DELETE FROM tags WHERE repo = ? AND tag = ? AND digest = ? AND updated_at = ?").bind(t.repo, t.tag, t.digest, t.updated_at).run();
     });
     await deleteManifests(env, deadManifests);
@@ -292,7 +298,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
   const deadLinks = links.filter((l) => !buildingRepos.has(l.repo) && !survivingRefs.get(l.repo)?.has(l.digest) && !survivingManifests.has(l.digest));
   report.deleted.links = deadLinks.length;
   if (!opts.dryRun) {
-    await pool(deadLinks, 8, async (l) => {
+    await pool(deadLinks, WIDTH, async (l) => {
       await env.DB.prepare(
         `DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2 AND created_at < ?3
            AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
@@ -330,7 +336,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
     }
     report.counts.blobs = candidates.length;
   } else {
-    await pool(candidates, 8, async (b) => {
+    await pool(candidates, WIDTH, async (b) => {
       if (!(await collectBlob(env, b.digest))) return; // used again meanwhile: collectBlob re-checked
       await env.BUCKET.delete(`layer-index/${b.digest.replace(":", "/")}`);
       pushLimited(report.deleted.blobs, b.digest);
@@ -359,7 +365,7 @@ async function deleteManifests(env: Env, dead: { repo: string; digest: string; c
   let left = dead;
   for (let round = 0; left.length && round < 8; round++) {
     const blocked: typeof dead = [];
-    await pool(left, 8, async (m) => {
+    await pool(left, WIDTH, async (m) => {
       const [del] = await env.DB.batch([
         env.DB.prepare(
           `DELETE FROM manifests WHERE repo = ?1 AND digest = ?2 AND created_at = ?3
@@ -408,7 +414,7 @@ async function evictCache(env: Env, opts: GcOptions, cutoff: number): Promise<{ 
   const stillUsed = new Set(rows.filter((r) => r.layer && !deadKeys.has(r.key)).map((r) => r.layer!));
   const layersGone = new Set(dead.flatMap((d) => (d.layer && !stillUsed.has(d.layer) ? [d.layer] : [])));
   if (!opts.dryRun) {
-    await pool(dead, 8, async (d) => {
+    await pool(dead, WIDTH, async (d) => {
       // a hit meanwhile keeps the entry
       const r = await env.DB.prepare("DELETE FROM cache_entries WHERE key = ? AND last_hit_at = ?").bind(d.key, d.last_hit_at).run();
       if (r.meta.changes) await env.BUCKET.delete(cacheObjectKey(d.key));
