@@ -261,7 +261,8 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
       }
     };
     for (const t of repoTags) if (!dropTags.has(t.tag)) mark(t.digest);
-    for (const m of repoManifests) if (m.created_at >= untaggedCutoff) mark(m.digest);
+    // a running build pushes children by digest before their index: its repositories keep every manifest
+    for (const m of repoManifests) if (m.created_at >= untaggedCutoff || buildingRepos.has(repo)) mark(m.digest);
     while (queue.length) {
       const d = queue.pop()!;
       for (const r of refsOf.get(d) ?? []) mark(r); // index children (layers and configs are no manifests)
