@@ -168,4 +168,14 @@ describe("garbage collection", () => {
     const doc = (await m.json()) as { config: { digest: string }; layers: { digest: string }[] };
     for (const d of [doc.config.digest, ...doc.layers.map((l) => l.digest)]) expect(await blobIntact("gcctx/app", d)).toBe(true);
   });
+
+  it("keeps what pull-through records hold (base images fetched from other registries)", async () => {
+    const layer = await pushBlob("gcup/app", `upstream-layer-${Math.random()}`);
+    await env.DB.prepare("INSERT INTO upstream_links (host, repository, digest, linked_at) VALUES ('docker.io', 'library/alpine', ?, ?)").bind(layer, Date.now()).run();
+    expect((await reg(`/v2/gcup/app/blobs/${layer}`, { method: "DELETE" })).status).toBe(202);
+    const report = await collect("graceSeconds=0");
+    expect(report.deleted.blobs).not.toContain(layer);
+    expect(await blobRow(layer)).toBe(true);
+    expect(await blobObject(layer)).toBe(true);
+  });
 });
