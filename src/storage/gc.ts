@@ -220,7 +220,11 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
 
   const group = <T extends { repo: string }>(rows: T[]) => {
     const m = new Map<string, T[]>();
-    for (const r of rows) m.set(r.repo, [...(m.get(r.repo) ?? []), r]);
+    for (const r of rows) {
+      const list = m.get(r.repo);
+      if (list) list.push(r);
+      else m.set(r.repo, [r]);
+    }
     return m;
   };
   const tagsByRepo = group(tags);
@@ -248,9 +252,14 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
     const repoManifests = manifestsByRepo.get(repo) ?? [];
     const known = new Map(repoManifests.map((m) => [m.digest, m]));
     const referrers = new Map<string, string[]>();
-    for (const m of repoManifests) if (m.subject) referrers.set(m.subject, [...(referrers.get(m.subject) ?? []), m.digest]);
+    const add = (map: Map<string, string[]>, k: string, v: string) => {
+      const list = map.get(k);
+      if (list) list.push(v);
+      else map.set(k, [v]);
+    };
+    for (const m of repoManifests) if (m.subject) add(referrers, m.subject, m.digest);
     const refsOf = new Map<string, string[]>();
-    for (const r of refsByRepo.get(repo) ?? []) refsOf.set(r.manifest, [...(refsOf.get(r.manifest) ?? []), r.ref]);
+    for (const r of refsByRepo.get(repo) ?? []) add(refsOf, r.manifest, r.ref);
 
     const marked = new Set<string>();
     const queue: string[] = [];
