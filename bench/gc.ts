@@ -4,7 +4,8 @@
 // latency of those requests meanwhile. Each repetition pushes the unreferenced half again.
 //   BENCH_GC_BLOBS=10000   blobs in the store
 import { createHash } from "node:crypto";
-import { startKiln, ADMIN_TOKEN, type KilnServer } from "../test/e2e/server";
+import { ADMIN_TOKEN, type KilnServer } from "../test/e2e/server";
+import { snapshotRoot, startKilnAt } from "../test/e2e/helpers";
 import { result, type BenchContext, type BenchResult } from "./types";
 
 const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
@@ -83,8 +84,11 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
   const times: number[] = [];
   const latencies: number[] = [];
   const freed: number[] = [];
+  // kiln from a snapshot of HEAD: wrangler dev would reload on every edit in the work tree
+  const snap = snapshotRoot();
   try {
-    server = await startKiln();
+    ctx.log(`bench gc: kiln at ${snap.rev} (snapshot ${snap.root})`);
+    server = await startKilnAt(snap.root);
     ctx.log(`bench gc: pushing ${IMAGES} images of ${perImage} blobs`);
     const probe = await pushImages(server.url, perImage);
     for (let rep = 0; rep < ctx.reps; rep++) {
@@ -103,6 +107,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
     }
   } finally {
     await server?.stop(true);
+    snap.remove();
   }
   const sorted = [...latencies].sort((a, b) => a - b);
   const note = sorted.length ? `${sorted.length} requests answered meanwhile, median ${Math.round(sorted[sorted.length >> 1])} ms, max ${Math.round(sorted[sorted.length - 1])} ms` : undefined;

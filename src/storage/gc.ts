@@ -166,11 +166,17 @@ async function all<T>(env: Env, sql: string, ...binds: unknown[]): Promise<T[]> 
   return results;
 }
 
-/** Runs `fn` over `items` with at most `n` at a time. */
+/** Deletes in flight at once: few, so the collection never crowds out requests for D1 and R2. */
+const WIDTH = 2;
+
+/** Runs `fn` over `items` with at most `n` at a time, yielding to other work between items. */
 async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   await Promise.all(Array.from({ length: Math.min(n, items.length) }, async () => {
-    while (next < items.length) await fn(items[next++]);
+    while (next < items.length) {
+      await fn(items[next++]);
+      await new Promise((r) => setTimeout(r, 0));
+    }
   }));
 }
 
@@ -214,7 +220,11 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
 
   const group = <T extends { repo: string }>(rows: T[]) => {
     const m = new Map<string, T[]>();
-    for (const r of rows) m.set(r.repo, [...(m.get(r.repo) ?? []), r]);
+    for (const r of rows) {
+      const list = m.get(r.repo);
+      if (list) list.push(r);
+      else m.set(r.repo, [r]);
+    }
     return m;
   };
   const tagsByRepo = group(tags);
@@ -242,9 +252,14 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
     const repoManifests = manifestsByRepo.get(repo) ?? [];
     const known = new Map(repoManifests.map((m) => [m.digest, m]));
     const referrers = new Map<string, string[]>();
-    for (const m of repoManifests) if (m.subject) referrers.set(m.subject, [...(referrers.get(m.subject) ?? []), m.digest]);
+    const add = (map: Map<string, string[]>, k: string, v: string) => {
+      const list = map.get(k);
+      if (list) list.push(v);
+      else map.set(k, [v]);
+    };
+    for (const m of repoManifests) if (m.subject) add(referrers, m.subject, m.digest);
     const refsOf = new Map<string, string[]>();
-    for (const r of refsByRepo.get(repo) ?? []) refsOf.set(r.manifest, [...(refsOf.get(r.manifest) ?? []), r.ref]);
+    for (const r of refsByRepo.get(repo) ?? []) add(refsOf, r.manifest, r.ref);
 
     const marked = new Set<string>();
     const queue: string[] = [];
@@ -255,7 +270,8 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
       }
     };
     for (const t of repoTags) if (!dropTags.has(t.tag)) mark(t.digest);
-    for (const m of repoManifests) if (m.created_at >= untaggedCutoff) mark(m.digest);
+    // a running build pushes children by digest before their index: its repositories keep every manifest
+    for (const m of repoManifests) if (m.created_at >= untaggedCutoff || buildingRepos.has(repo)) mark(m.digest);
     while (queue.length) {
       const d = queue.pop()!;
       for (const r of refsOf.get(d) ?? []) mark(r); // index children (layers and configs are no manifests)
@@ -281,7 +297,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
 
   if (!opts.dryRun) {
     // a tag re-pushed meanwhile (other digest or time) stays
-    await pool(deadTags, 8, async (t) => {
+    await pool(deadTags, WIDTH, async (t) => {
       await env.DB.prepare("DELETE FROM tags WHERE repo = ? AND tag = ? AND digest = ? AND updated_at = ?").bind(t.repo, t.tag, t.digest, t.updated_at).run();
     });
     await deleteManifests(env, deadManifests);
@@ -292,7 +308,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
   const deadLinks = links.filter((l) => !buildingRepos.has(l.repo) && !survivingRefs.get(l.repo)?.has(l.digest) && !survivingManifests.has(l.digest));
   report.deleted.links = deadLinks.length;
   if (!opts.dryRun) {
-    await pool(deadLinks, 8, async (l) => {
+    await pool(deadLinks, WIDTH, async (l) => {
       await env.DB.prepare(
         `DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2 AND created_at < ?3
            AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
@@ -330,7 +346,7 @@ export async function collectGarbage(env: Env, id: string, opts: GcOptions): Pro
     }
     report.counts.blobs = candidates.length;
   } else {
-    await pool(candidates, 8, async (b) => {
+    await pool(candidates, WIDTH, async (b) => {
       if (!(await collectBlob(env, b.digest))) return; // used again meanwhile: collectBlob re-checked
       await env.BUCKET.delete(`layer-index/${b.digest.replace(":", "/")}`);
       pushLimited(report.deleted.blobs, b.digest);
@@ -359,7 +375,7 @@ async function deleteManifests(env: Env, dead: { repo: string; digest: string; c
   let left = dead;
   for (let round = 0; left.length && round < 8; round++) {
     const blocked: typeof dead = [];
-    await pool(left, 8, async (m) => {
+    await pool(left, WIDTH, async (m) => {
       const [del] = await env.DB.batch([
         env.DB.prepare(
           `DELETE FROM manifests WHERE repo = ?1 AND digest = ?2 AND created_at = ?3
@@ -408,7 +424,7 @@ async function evictCache(env: Env, opts: GcOptions, cutoff: number): Promise<{ 
   const stillUsed = new Set(rows.filter((r) => r.layer && !deadKeys.has(r.key)).map((r) => r.layer!));
   const layersGone = new Set(dead.flatMap((d) => (d.layer && !stillUsed.has(d.layer) ? [d.layer] : [])));
   if (!opts.dryRun) {
-    await pool(dead, 8, async (d) => {
+    await pool(dead, WIDTH, async (d) => {
       // a hit meanwhile keeps the entry
       const r = await env.DB.prepare("DELETE FROM cache_entries WHERE key = ? AND last_hit_at = ?").bind(d.key, d.last_hit_at).run();
       if (r.meta.changes) await env.BUCKET.delete(cacheObjectKey(d.key));

@@ -3,6 +3,7 @@ import worker from "../../../src/index";
 import { describe, expect, it } from "vitest";
 import { OCI_INDEX, OCI_MANIFEST, bytesOf, imageManifest, pushBlob, putManifest, reg, sha256 } from "../registry/helpers";
 import { age, blobIntact, blobObject, blobRow, collect } from "./helpers";
+import { build, r2Keys } from "../builds/helpers";
 
 const ADMIN = { authorization: "Bearer kiln-test-admin" };
 
@@ -151,5 +152,30 @@ describe("garbage collection", () => {
     const { runs } = (await (await reg("/v1/gc", { headers: ADMIN })).json()) as { runs: any[] };
     expect(runs[0]).toMatchObject({ trigger: "cron", status: "done" });
     expect(runs[0].report.deleted.blobs).toContain(orphan);
+  });
+
+  it("deletes the context of a build that ended (after the grace period); the image stays whole", async () => {
+    const b = await build({ Dockerfile: "FROM scratch\nCOPY a.txt /a.txt\n", "a.txt": `ctx-${Math.random()}` }, "?tag=gcctx/app:1");
+    expect(b.status).toBe("succeeded");
+    const before = await r2Keys("contexts/");
+    expect(before.length).toBeGreaterThanOrEqual(2); // the pack and its file index
+    const kept = await collect("graceSeconds=3600");
+    expect(kept.deleted.contexts).toBe(0);
+    const report = await collect("graceSeconds=0");
+    expect(report.deleted.contexts).toBeGreaterThanOrEqual(1);
+    expect(await r2Keys("contexts/")).toEqual([]);
+    const m = await reg("/v2/gcctx/app/manifests/1", { headers: { accept: OCI_MANIFEST } });
+    const doc = (await m.json()) as { config: { digest: string }; layers: { digest: string }[] };
+    for (const d of [doc.config.digest, ...doc.layers.map((l) => l.digest)]) expect(await blobIntact("gcctx/app", d)).toBe(true);
+  });
+
+  it("keeps what pull-through records hold (base images fetched from other registries)", async () => {
+    const layer = await pushBlob("gcup/app", `upstream-layer-${Math.random()}`);
+    await env.DB.prepare("INSERT INTO upstream_links (host, repository, digest, linked_at) VALUES ('docker.io', 'library/alpine', ?, ?)").bind(layer, Date.now()).run();
+    expect((await reg(`/v2/gcup/app/blobs/${layer}`, { method: "DELETE" })).status).toBe(202);
+    const report = await collect("graceSeconds=0");
+    expect(report.deleted.blobs).not.toContain(layer);
+    expect(await blobRow(layer)).toBe(true);
+    expect(await blobObject(layer)).toBe(true);
   });
 });
