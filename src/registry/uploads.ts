@@ -112,6 +112,13 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
       // staged bytes count against the quota (a body of unknown length: the bytes staged so far)
       await checkQuota(c.env, name, [{ size: s.size + (chunkLength ?? 0) }]);
       s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength });
+      if (chunkLength === undefined) {
+        // a streamed chunk's length is known only now: past the quota, the session goes with its bytes
+        await checkQuota(c.env, name, [{ size: s.size }]).catch(async (err) => {
+          await cancelUpload(c.env, s).catch(() => {});
+          throw err;
+        });
+      }
       return empty(202, uploadHeaders(s));
     }
     case "PUT": {
