@@ -204,7 +204,8 @@ export async function finishUpload(
     await dropSession(env, session.id, adopted ? [] : chunks.map((c) => c.key));
     return { digest, size };
   }).catch(async (err) => {
-    if (!adopted) await dropSession(env, session.id, chunks.map((c) => c.key)).catch(() => {});
+    // the session was claimed: its chunk rows go, and its objects unless a blob adopted them
+    await dropSession(env, session.id, adopted ? [] : chunks.map((c) => c.key)).catch(() => {});
     throw err;
   });
 }
