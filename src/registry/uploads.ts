@@ -37,9 +37,10 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     if (isDigest(mount)) {
       if (from !== undefined ? await mountable(c, from, mount) : await repoHasBlob(c.env, name, mount)) {
         const stored = await statBlob(c.env, mount);
-        if (stored) await checkQuota(c.env, name, [{ digest: mount, size: stored.size }]);
+        const fresh = stored ? await checkQuota(c.env, name, [{ digest: mount, size: stored.size }]) : false;
         try {
           await linkBlob(c.env, name, mount);
+          if (fresh) await undoPastQuota(c, name, { digest: mount, size: stored!.size });
           return created(name, mount);
         } catch (err) {
           // Deleted meanwhile: the client uploads it instead (never a 404 for a valid push).
@@ -56,10 +57,9 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     requireDigest(digest);
     const { body, length } = requestBody(c);
     const size = body ? length : 0;
-    await checkQuota(c.env, name, [{ digest, size: size ?? 0 }]);
-    const linked = size === undefined && (await repoHasBlob(c.env, name, digest));
+    const fresh = await checkQuota(c.env, name, [{ digest, size: size ?? 0 }]);
     const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, size, name);
-    if (size === undefined && !linked) await undoPastQuota(c, name, stored);
+    if (fresh) await undoPastQuota(c, name, stored);
     return created(name, stored.digest);
   }
   c.req.raw.body?.cancel().catch(() => {});
@@ -117,6 +117,13 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
       // staged bytes count against the quota (a body of unknown length: the bytes staged so far)
       await checkQuota(c.env, name, [{ size: s.size + (chunkLength ?? 0) }]);
       s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength });
+      if (chunkLength === undefined) {
+        // a streamed chunk's length is known only now: past the quota, the session goes with its bytes
+        await checkQuota(c.env, name, [{ size: s.size }]).catch(async (err) => {
+          await cancelUpload(c.env, s).catch(() => {});
+          throw err;
+        });
+      }
       return empty(202, uploadHeaders(s));
     }
     case "PUT": {
@@ -129,10 +136,9 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
       if (range && range !== "invalid" && range.start !== s.size) {
         throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: uploadHeaders(s) });
       }
-      await checkQuota(c.env, name, [{ digest, size: s.size + (body ? (length ?? 0) : 0) }]);
-      const linked = body !== null && length === undefined && (await repoHasBlob(c.env, name, digest));
+      const fresh = await checkQuota(c.env, name, [{ digest, size: s.size + (body ? (length ?? 0) : 0) }]);
       const stored = await finishUpload(c.env, s, digest, body, length);
-      if (body && length === undefined && !linked) await undoPastQuota(c, name, stored);
+      if (fresh) await undoPastQuota(c, name, stored);
       return created(name, stored.digest);
     }
     case "DELETE": {
@@ -146,7 +152,8 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
 }
 
 /**
- * A blob whose length was unknown until stored: when it took the namespace past its quota, its link
+ * A blob new to the namespace, once linked: when it took the namespace past its quota (its length was
+ * unknown until stored, or concurrent pushes all passed checkQuota before any was stored), its link
  * is removed again (the bytes go with it unless another repository uses them) and the push refused.
  */
 async function undoPastQuota(c: Ctx, name: string, stored: { digest: string; size: number }): Promise<void> {

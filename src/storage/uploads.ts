@@ -140,6 +140,18 @@ async function dropSession(env: Env, id: string, keys: string[]): Promise<void> 
 }
 
 /**
+ * Takes the session for one finisher (completion, cancel or purge): its `uploads` row goes in one
+ * statement, so of two requests acting on one session (two PUTs, a PUT and a DELETE, the daily
+ * purge) only one goes on, and no other can delete chunks this one is adopting as a blob's bytes.
+ * The chunk rows stay (the orphan sweep keeps their objects) until the claimant drops them.
+ */
+async function claimSession(env: Env, id: string, where: { chunks?: number; before?: number } = {}): Promise<boolean> {
+  const r = await env.DB.prepare("DELETE FROM uploads WHERE id = ?1 AND (?2 IS NULL OR chunks = ?2) AND (?3 IS NULL OR updated_at < ?3)")
+    .bind(id, where.chunks ?? null, where.before ?? null).run();
+  return (r.meta.changes ?? 0) > 0;
+}
+
+/**
  * Completes an upload: the optional final chunk is appended, then the staged bytes are verified
  * against `digest` and become the blob where they are (no copy), linked to the repository. On a
  * mismatch nothing is kept (the session is gone too) and DIGEST_INVALID is thrown.
@@ -164,8 +176,14 @@ export async function finishUpload(
     }
   }
   if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength });
+  if (!(await claimSession(env, session.id, { chunks: session.chunks }))) {
+    if (await getUpload(env, session.repo, session.id)) throw rangeError(session, "another chunk was appended to this upload concurrently");
+    throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
+  }
   const chunks = await chunkRows(env, session.id);
   const size = chunks.reduce((n, c) => n + c.size, 0);
+  let adopted = false;
+  // From here the session is this request's alone; whatever fails, its chunks go unless adopted.
   return withBlobPin(env, digest, async () => {
     // One chunk hashed while it was written needs no second read; several are read once, in order.
     let hex = chunks.length === 1 && algorithmOf(d) === "sha256" ? session.sha256 ?? null : null;
@@ -180,11 +198,15 @@ export async function finishUpload(
         detail: { expected: digest, actual: `${algorithmOf(d)}:${hex}` },
       });
     }
-    const adopted = await adoptBlobObjects(env, digest, size, chunks, session.id);
+    adopted = await adoptBlobObjects(env, digest, size, chunks, session.id);
     await linkBlob(env, session.repo, digest);
     // The adopted objects are the blob's now: only the session's rows go.
     await dropSession(env, session.id, adopted ? [] : chunks.map((c) => c.key));
     return { digest, size };
+  }).catch(async (err) => {
+    // the session was claimed: its chunk rows go, and its objects unless a blob adopted them
+    await dropSession(env, session.id, adopted ? [] : chunks.map((c) => c.key)).catch(() => {});
+    throw err;
   });
 }
 
@@ -197,6 +219,7 @@ async function withDroppedSession<T>(env: Env, id: string, store: Promise<T>): P
 
 /** Cancels an upload and deletes its staged chunks. */
 export async function cancelUpload(env: Env, session: UploadSession): Promise<void> {
+  if (!(await claimSession(env, session.id))) throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
   await dropSession(env, session.id, await chunkKeys(env, session.id));
 }
 
@@ -209,7 +232,10 @@ export async function purgeStaleUploads(env: Env, maxAgeMs = 7 * 24 * 3600 * 100
   const cutoff = Date.now() - maxAgeMs;
   const { results } = await env.DB.prepare("SELECT id FROM uploads WHERE updated_at < ? ORDER BY updated_at LIMIT ?")
     .bind(cutoff, limit).all<{ id: string }>();
-  for (const { id } of results) await dropSession(env, id, await chunkKeys(env, id));
+  for (const { id } of results) {
+    // a session being completed right now is its finisher's (claimSession)
+    if (await claimSession(env, id, { before: cutoff })) await dropSession(env, id, await chunkKeys(env, id));
+  }
   const tmp = await env.BUCKET.list({ prefix: "tmp/", limit: 1000 });
   const old = tmp.objects.filter((o) => o.uploaded.getTime() < cutoff).map((o) => o.key);
   if (old.length) await env.BUCKET.delete(old);

@@ -110,22 +110,28 @@ async function countedIn(env: Env, namespace: string, digests: string[]): Promis
  * Refuses (StorageError DENIED, naming usage and quota) a write that would add `content` to the
  * namespace of `repo` beyond its quota. Content the namespace already holds adds nothing (a digest
  * absent: new bytes for sure). A namespace without a quota costs one D1 query.
+ * Returns whether the write may add content to a namespace with a quota: concurrent writes all pass
+ * this check before any of them is stored, so such a writer checks again once stored
+ * (assertWithinQuota) and takes its write back when the namespace went past its quota.
  */
-export async function checkQuota(env: Env, repo: string, content: { digest?: string; size: number }[]): Promise<void> {
+export async function checkQuota(env: Env, repo: string, content: { digest?: string; size: number }[]): Promise<boolean> {
   const namespace = namespaceOf(repo);
   const quota = await getQuota(env, namespace);
-  if (quota === null) return;
+  if (quota === null) return false;
   const held = await countedIn(env, namespace, content.flatMap((c) => (c.digest ? [c.digest] : [])));
   const seen = new Set<string>();
   let adding = 0;
+  let fresh = false;
   for (const c of content) {
     if (c.digest && (held.has(c.digest) || seen.has(c.digest))) continue;
     if (c.digest) seen.add(c.digest);
     adding += c.size;
+    fresh = true;
   }
-  if (adding === 0) return;
+  if (adding === 0) return fresh;
   const used = await namespaceBytes(env, namespace);
   if (used + adding > quota) throw quotaExceeded(namespace, used, quota, adding);
+  return true;
 }
 
 /**
