@@ -7,7 +7,7 @@
  */
 import type { Env } from "../env";
 import { StorageError } from "./errors";
-import { adoptBlobObjects, linkBlob, putBlobVerified, requireDigest, withBlobPin } from "./blobs";
+import { adoptBlobObjects, linkBlob, putBlobVerified, putBlobVerifiedSized, requireDigest, withBlobPin } from "./blobs";
 import { Meter, SINGLE_PUT_MAX, concatObjects, hashStream, putFixed, spool } from "./streams";
 import { algorithmOf, hexOf, webAlgorithm } from "../oci/digest";
 
@@ -184,6 +184,18 @@ export async function finishUpload(
   const size = chunks.reduce((n, c) => n + c.size, 0);
   let adopted = false;
   // From here the session is this request's alone; whatever fails, its chunks go unless adopted.
+  if (needsCompaction(chunks)) {
+    // Read once, verified by R2 while it is written to the content address as one object.
+    const keys = chunks.map((c) => c.key);
+    try {
+      const staged = concatObjects(env.BUCKET, keys, size);
+      const stored = await putBlobVerifiedSized(env, staged.stream, digest, size, session.repo);
+      await staged.done;
+      return stored;
+    } finally {
+      await dropSession(env, session.id, keys).catch(() => {});
+    }
+  }
   return withBlobPin(env, digest, async () => {
     // One chunk hashed while it was written needs no second read; several are read once, in order.
     let hex = chunks.length === 1 && algorithmOf(d) === "sha256" ? session.sha256 ?? null : null;
@@ -209,6 +221,25 @@ export async function finishUpload(
     throw err;
   });
 }
+
+/**
+ * Whether a push's chunks are too many, or too small, to stay as the blob's segments: every pull of
+ * the digest (anyone's: blobs are shared) reads one R2 object per segment, so a blob pushed first as
+ * thousands of tiny PATCHes would make every later pull slow. Such chunks are copied into one object
+ * at completion (the only case of a second write).
+ */
+export function needsCompaction(chunks: { size: number }[]): boolean {
+  if (chunks.length <= FEW_SEGMENTS) return false;
+  const size = chunks.reduce((n, c) => n + c.size, 0);
+  return chunks.length > MAX_SEGMENTS || size / chunks.length < MIN_AVERAGE_SEGMENT;
+}
+
+/** Segments kept whatever their size: a pull of the blob reads at most this many small objects. */
+const FEW_SEGMENTS = 16;
+/** Most segments a pushed blob keeps (a 1 GiB layer in 10 MiB chunks has 103). */
+const MAX_SEGMENTS = 256;
+/** Smallest average chunk kept as segments when there are more than a few. */
+const MIN_AVERAGE_SEGMENT = 1024 * 1024;
 
 /** Awaits the store of a session's only body, then drops the session (it staged nothing). */
 async function withDroppedSession<T>(env: Env, id: string, store: Promise<T>): Promise<T> {

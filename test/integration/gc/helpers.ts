@@ -1,4 +1,6 @@
-import { env } from "cloudflare:test";
+import { createExecutionContext, env } from "cloudflare:test";
+import worker from "../../../src/index";
+import type { Env } from "../../../src/env";
 import { reg, sha256 } from "../registry/helpers";
 
 /** POST /v1/gc as admin; returns the report. */
@@ -6,6 +8,17 @@ export async function collect(query = "graceSeconds=0"): Promise<any> {
   const res = await reg(`/v1/gc?${query}`, { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
   if (res.status !== 200) throw new Error(`POST /v1/gc ${res.status}: ${await res.text()}`);
   return res.json();
+}
+
+/**
+ * POST /v1/gc straight into the Worker's fetch handler. Requests through SELF do not overlap in this
+ * pool (each waits for the one before), so a collection meant to run *while* other requests go on is
+ * started here, beside them.
+ */
+export async function collectBeside(query = "graceSeconds=0"): Promise<{ status: number; body: any }> {
+  const req = new Request(`http://kiln.test/v1/gc?${query}`, { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
+  const res = await worker.fetch(req, env as unknown as Env, createExecutionContext());
+  return { status: res.status, body: await res.json() };
 }
 
 /** Whether the blob's D1 row exists. */

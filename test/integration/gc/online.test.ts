@@ -2,7 +2,7 @@ import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { OCI_MANIFEST, bytesOf, pushBlob, putManifest, randomBytes, reg, sha256 } from "../registry/helpers";
 import { build } from "../builds/helpers";
-import { age, blobIntact, collect } from "./helpers";
+import { age, blobIntact, collectBeside } from "./helpers";
 
 /** Pushes an image whose layer is `layer`, tagged `tag`. */
 async function pushImage(repo: string, tag: string, layer: Uint8Array): Promise<void> {
@@ -26,7 +26,10 @@ describe("online collection", () => {
     await pushImage("online/keep", "v1", randomBytes(4096, 99));
     await age(2 * 3600 * 1000);
 
-    const gc = collect("graceSeconds=60");
+    const gc = collectBeside("graceSeconds=60").then((r) => {
+      if (r.status !== 200) throw new Error(`POST /v1/gc ${r.status}: ${JSON.stringify(r.body)}`);
+      return r.body;
+    });
     const pushedAt: number[] = [];
     const pushesStarted = Date.now();
     const pushes = Array.from({ length: 20 }, (_, i) =>
@@ -35,10 +38,9 @@ describe("online collection", () => {
     const built = build({ Dockerfile: "FROM scratch\nCOPY a.txt /a.txt\nCOPY b.txt /b.txt\n", "a.txt": "a", "b.txt": `b-${Math.random()}` }, "?tag=online/built:1");
     const [report, , b] = await Promise.all([gc, Promise.all(pushes), built]);
     expect(b.status, JSON.stringify(b.error)).toBe("succeeded");
-    // the pushes did overlap the collection
-    // the pushes were under way while the collection ran (they started with it and ended after it started)
-    expect(pushedAt.every((t) => t > report.startedAt)).toBe(true);
+    // the pushes were under way while the collection ran: some ended before it did
     expect(pushesStarted).toBeLessThan(report.finishedAt);
+    expect(pushedAt.filter((t) => t > report.startedAt && t < report.finishedAt).length).toBeGreaterThan(0);
     // it did collect: the old garbage nobody pushed again is gone
     expect(report.counts.blobs).toBeGreaterThanOrEqual(60);
     for (let i = 1; i < 20; i += 2) expect(await blobIntact("online/old", await sha256(garbage[i]))).toBe(false);
@@ -66,12 +68,11 @@ describe("online collection", () => {
   it("a second collection asked for while one runs is refused with 409 naming the running one", async () => {
     for (let i = 0; i < 60; i++) await pushBlob("online/busy", randomBytes(512, 7000 + i));
     await age(2 * 3600 * 1000);
-    const first = reg("/v1/gc?graceSeconds=0", { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
+    const first = collectBeside("graceSeconds=0");
     await new Promise((r) => setTimeout(r, 30));
-    const second = await reg("/v1/gc?graceSeconds=0", { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
-    const firstRes = await first;
-    expect(firstRes.status).toBe(200);
+    const second = await collectBeside("graceSeconds=0");
+    expect((await first).status).toBe(200);
     expect(second.status).toBe(409);
-    expect(((await second.json()) as any).error.message).toMatch(/a collection is running/);
+    expect(second.body.error.message).toMatch(/a collection is running/);
   });
 });
