@@ -46,18 +46,23 @@ export async function getUpload(env: Env, repo: string, id: string): Promise<Upl
  */
 async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Array>, length: number | undefined, hash: boolean): Promise<{ size: number; sha256?: string }> {
   if (length !== undefined && length <= SINGLE_PUT_MAX) {
-    // Both branches are read natively: the hash keeps pace with the put.
-    const [toStore, toHash] = hash ? body.tee() : [body, null];
-    const hashing = toHash ? hashStream(toHash, "SHA-256") : Promise.resolve(undefined);
+    // Hashed on its way into the put (a tee of a request body is not reliable in every runtime path).
+    const meter = hash ? new Meter("SHA-256") : null;
+    const toStore = meter ? body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+      async transform(chunk, controller) {
+        await meter.update(chunk);
+        controller.enqueue(chunk);
+      },
+    })) : body;
     try {
       await putFixed(bucket, key, toStore, length);
     } catch {
       await bucket.delete(key).catch(() => {});
-      toHash?.cancel().catch(() => {});
-      hashing.catch(() => {});
       throw new StorageError("SIZE_INVALID", `chunk is not ${length} bytes as announced`, { detail: { expected: length } });
     }
-    return { size: length, sha256: await hashing };
+    if (!meter) return { size: length };
+    await meter.finish();
+    return { size: length, sha256: await meter.hex() };
   }
   const meter = new Meter(hash ? "SHA-256" : undefined);
   const r = await spool(bucket, body, key, meter);
