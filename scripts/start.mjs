@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { freePort, startTlsGuard } from "./tls-guard.mjs";
 import { pipeFiltered } from "./log-filter.mjs";
+import { SERVER_NODE_FLAGS } from "./local-server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const persist = path.resolve(process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state"));
@@ -151,7 +152,7 @@ async function main() {
   // The Worker's settings (README, "Settings") pass through from this environment.
   for (const name of WORKER_SETTINGS) if (process.env[name] !== undefined) args.push("--var", `${name}:${process.env[name]}`);
   if (inspectorPort) args.push("--inspector-port", inspectorPort);
-  const server = spawn(process.execPath, args, { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const server = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...args], { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
   // client disconnects are not errors: the log filter keeps them out of the server log
   const showDisconnects = process.env.KILN_LOG_DISCONNECTS === "1";
   pipeFiltered(server.stdout, process.stdout, { showDisconnects });

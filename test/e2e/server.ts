@@ -5,6 +5,7 @@ import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { SERVER_NODE_FLAGS } from "../../scripts/local-server.mjs";
 
 export const ROOT = path.resolve(import.meta.dirname, "..", "..");
 export const ADMIN_TOKEN = "kiln-e2e-admin";
@@ -72,7 +73,7 @@ export async function startKilnAt(root: string, opts: { stateDir?: string; port?
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   if (opts.script) args.push("--script", opts.script);
   if (opts.inspectorPort) args.push("--inspector-port", String(opts.inspectorPort));
-  const child = spawn(process.execPath, args, { cwd: root, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...args], { cwd: root, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
   const log = opts.logFile ? createWriteStream(opts.logFile) : undefined;
   const onData = (d: Buffer) => {
