@@ -15,6 +15,8 @@
 // --migrate applies the D1 migrations (`wrangler d1 migrations apply kiln --local --persist-to`) while
 // the Worker is bundled; --script runs that one-module Worker instead of kiln (with kiln's R2 bucket).
 // prints `kiln-local: ready on http://…` once it answers; SIGTERM/SIGINT dispose of workerd and exit.
+// --port 0 lets workerd bind any free port (named in that line): no other process can take it between
+// choosing and binding, as one could while the Worker is bundled.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
