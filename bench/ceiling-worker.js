@@ -18,7 +18,7 @@ export default {
     if (request.method === "GET") {
       const object = await env.BUCKET.get(key);
       if (!object) return new Response("not found\n", { status: 404 });
-      return new Response(object.body, { headers: { "content-length": String(object.size) } });
+      return new Response(object.body, { headers: { "content-type": "application/octet-stream", "content-length": String(object.size) } });
     }
     return new Response("PUT or GET\n", { status: 405 });
   },

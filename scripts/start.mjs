@@ -16,8 +16,9 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
-import { freePort, startTlsGuard } from "./tls-guard.mjs";
+import { startTlsGuard } from "./tls-guard.mjs";
 import { pipeFiltered } from "./log-filter.mjs";
+import { SERVER_NODE_FLAGS } from "./local-server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const persist = path.resolve(process.env.KILN_STATE_DIR ?? path.join(root, ".kiln-state"));
@@ -136,11 +137,12 @@ async function main() {
   await checkPort(port, "port", otherPort);
   const inspectorPort = process.env.KILN_INSPECTOR_PORT;
   if (inspectorPort) await checkPort(Number(inspectorPort), "the inspector port (KILN_INSPECTOR_PORT)", "choose another one or unset it");
-  const workerPort = guarded ? await freePort() : port;
+  // Behind the guard, the server binds any free port itself (port 0) and names it when ready.
+  let workerPort = guarded ? 0 : port;
   if (guarded) {
     // Holding the public port from here on: nothing can take it while the server starts.
     try {
-      started.guard = await startTlsGuard({ listenPort: port, targetPort: workerPort, host });
+      started.guard = await startTlsGuard({ listenPort: port, targetPort: () => workerPort || undefined, host });
     } catch (e) {
       if (e.code === "EADDRINUSE") throw new StartError(`port ${host}:${port} is in use by ${describeHolder(port)}; ${otherPort}`);
       throw e;
@@ -151,9 +153,13 @@ async function main() {
   // The Worker's settings (README, "Settings") pass through from this environment.
   for (const name of WORKER_SETTINGS) if (process.env[name] !== undefined) args.push("--var", `${name}:${process.env[name]}`);
   if (inspectorPort) args.push("--inspector-port", inspectorPort);
-  const server = spawn(process.execPath, args, { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const server = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...args], { cwd: root, env: { ...env, FORCE_COLOR: process.stdout.isTTY ? "1" : "0" }, stdio: ["ignore", "pipe", "pipe"], detached: true });
   // client disconnects are not errors: the log filter keeps them out of the server log
   const showDisconnects = process.env.KILN_LOG_DISCONNECTS === "1";
+  server.stdout.on("data", (d) => {
+    const m = /kiln-local: ready on http:\/\/[^:\s]+:(\d+)/.exec(String(d));
+    if (m && guarded) workerPort = Number(m[1]);
+  });
   pipeFiltered(server.stdout, process.stdout, { showDisconnects });
   pipeFiltered(server.stderr, process.stderr, { showDisconnects });
   started.groups.push(server);

@@ -4,5 +4,5 @@ export interface TlsGuardServer {
   port: number;
   close(): Promise<void>;
 }
-export function startTlsGuard(opts: { listenPort: number | string; targetPort: number | string; host?: string }): Promise<TlsGuardServer>;
+export function startTlsGuard(opts: { listenPort: number | string; targetPort: number | string | (() => number | undefined); host?: string }): Promise<TlsGuardServer>;
 export function freePort(host?: string): Promise<number>;

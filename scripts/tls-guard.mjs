@@ -13,6 +13,7 @@ import net from "node:net";
 
 const LINGER_MS = 30_000;
 
+/** `targetPort`: a port, or a function returning it (undefined while the server is not up yet). */
 export async function startTlsGuard({ listenPort, targetPort, host = "127.0.0.1" }) {
   const sockets = new Set();
   const server = net.createServer((sock) => {
@@ -21,7 +22,9 @@ export async function startTlsGuard({ listenPort, targetPort, host = "127.0.0.1"
     sock.on("error", () => sock.destroy());
     sock.once("data", (first) => {
       if (first[0] === 0x16) { sock.destroy(); return; } // a TLS handshake record
-      const upstream = net.connect(targetPort, host);
+      const target = typeof targetPort === "function" ? targetPort() : targetPort;
+      if (!target) { sock.destroy(); return; } // the server is not up yet
+      const upstream = net.connect(Number(target), host);
       sockets.add(upstream);
       let lingering = false;
       const linger = () => {

@@ -5,6 +5,7 @@ import { createWriteStream, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { SERVER_NODE_FLAGS } from "../../scripts/local-server.mjs";
 
 export const ROOT = path.resolve(import.meta.dirname, "..", "..");
 export const ADMIN_TOKEN = "kiln-e2e-admin";
@@ -66,13 +67,14 @@ const wranglerEnv = () => ({ ...process.env, CLOUDFLARE_CF_FETCH_ENABLED: "false
  */
 export async function startKilnAt(root: string, opts: { stateDir?: string; port?: number; vars?: Record<string, string>; logFile?: string; script?: string; inspectorPort?: number } = {}): Promise<KilnServer> {
   const stateDir = opts.stateDir ?? mkdtempSync(path.join(os.tmpdir(), "kiln-e2e-"));
-  const port = opts.port ?? (await freePort());
+  // Port 0: workerd binds a free port itself and names it (a port chosen here could be taken by
+  // another server while the Worker is bundled, and the health check would then find that one).
   const vars = { KILN_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.vars };
-  const args = [path.join(root, "scripts", "local-server.mjs"), "--port", String(port), "--persist-to", stateDir, "--migrate"];
+  const args = [path.join(root, "scripts", "local-server.mjs"), "--port", String(opts.port ?? 0), "--persist-to", stateDir, "--migrate"];
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
   if (opts.script) args.push("--script", opts.script);
   if (opts.inspectorPort) args.push("--inspector-port", String(opts.inspectorPort));
-  const child = spawn(process.execPath, args, { cwd: root, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(process.execPath, [...SERVER_NODE_FLAGS, ...args], { cwd: root, env: wranglerEnv(), stdio: ["ignore", "pipe", "pipe"], detached: true });
   let output = "";
   const log = opts.logFile ? createWriteStream(opts.logFile) : undefined;
   const onData = (d: Buffer) => {
@@ -83,8 +85,18 @@ export async function startKilnAt(root: string, opts: { stateDir?: string; port?
   };
   child.stdout!.on("data", onData);
   child.stderr!.on("data", onData);
-  const url = `http://127.0.0.1:${port}`;
-  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 90_000 });
+  const ready = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`kiln's local server did not start within 90 s: ${output}`)), 90_000);
+    const check = () => {
+      const m = /kiln-local: ready on (http:\/\/\S+)/.exec(output);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    };
+    child.stdout!.on("data", check);
+    child.once("exit", (code, signal) => { clearTimeout(timer); reject(new Error(`kiln's local server exited (${code ?? signal}): ${output}`)); });
+  });
+  const url = ready;
+  const port = Number(new URL(url).port);
+  await waitForHttp(`${url}/healthz`, child, () => output, { timeoutMs: 30_000 });
   return {
     url, port, stateDir, process: child,
     async stop(wipe = false) {
