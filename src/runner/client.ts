@@ -203,6 +203,9 @@ function sendBody(url: URL, method: string, headers: Record<string, string>, sou
     const lib = url.protocol === "https:" ? https : http;
     const req = lib.request(url, {
       method,
+      // A connection of its own per chunk: the stream cannot be sent again, so it must not go out on a
+      // kept-alive socket the server may be closing at that moment ("socket hang up").
+      agent: false,
       headers: { ...headers, ...extra, "content-type": "application/octet-stream", "content-length": String(length) },
     }, (res) => {
       let body = "";

@@ -1,6 +1,7 @@
 // Issue 16, bounded work: a context of 100,000 one-byte files (under 1 MB gzipped) builds, and other
 // requests keep answering meanwhile. Before, COPY issued one ranged read per file (147 s) and the
 // server stalled: /healthz timed out while it ran.
+import http from "node:http";
 import { gzipSync } from "node:zlib";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, startKiln, type KilnServer } from "./server";
@@ -48,13 +49,24 @@ describe("a context of 100,000 one-byte files", () => {
     const body = manyFilesContext();
     expect(body.length).toBeLessThan(2 * 1024 * 1024);
     const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
-    const res = await fetch(`${kiln.url}/v1/builds?t=many/files:latest`, {
-      method: "POST",
-      headers: { ...auth, "content-type": "application/gzip" },
-      body: new Uint8Array(body),
+    // Sent on a connection of its own. Known issue (see the issue note): after this long gzip ingest the
+    // local workerd sometimes closes the kept-alive connection the 202 came on, and a client reusing it
+    // gets "other side closed"; the CLI's 200 MB upload is held to reusing it (connections.test.ts).
+    const res = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = http.request(`${kiln.url}/v1/builds?t=many/files:latest`, {
+        method: "POST",
+        agent: false,
+        headers: { ...auth, "content-type": "application/gzip", "content-length": String(body.length) },
+      }, (r) => {
+        let text = "";
+        r.on("data", (d) => { text += d; });
+        r.on("end", () => resolve({ status: r.statusCode ?? 0, text }));
+      });
+      req.on("error", reject);
+      req.end(body);
     });
-    const submitted = (await res.json()) as { id?: string; error?: unknown };
-    expect(res.status, JSON.stringify(submitted)).toBe(202);
+    const submitted = JSON.parse(res.text) as { id?: string; error?: unknown };
+    expect(res.status, res.text).toBe(202);
 
     // Probe other requests all along the build: each must answer (a stalled
     // server made /healthz time out). 10 s is a liveness bound, far above a normal answer (tens of

@@ -152,12 +152,20 @@ describe("kiln push with the 100 MB request body limit", () => {
     // skopeo (like docker and podman) sends the layer in one request (--preserve-digests: as it is, not
     // recompressed): it fails, and nothing is tagged.
     if (have("skopeo")) {
-      const sk = spawnSync("skopeo", ["copy", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", `kiln:${ADMIN_TOKEN}`, `oci:${dir}:v1`, `docker://127.0.0.1:${kilnServer.port}/push/skopeo:1`], { encoding: "utf8", timeout: 120_000 });
+      // (run without blocking the event loop: the server may close this test's idle kept-alive
+      // connections meanwhile, and a blocked loop would hand the next fetch a socket already closed)
+      const sk = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
+        const child = spawn("skopeo", ["copy", "--preserve-digests", "--dest-tls-verify=false", "--dest-creds", `kiln:${ADMIN_TOKEN}`, `oci:${dir}:v1`, `docker://127.0.0.1:${kilnServer.port}/push/skopeo:1`], { stdio: ["ignore", "ignore", "pipe"], timeout: 120_000 });
+        let stderr = "";
+        child.stderr!.on("data", (d) => { stderr += d; });
+        child.on("close", (status) => resolve({ status, stderr }));
+      });
       expect(sk.status, sk.stderr).not.toBe(0);
-      // kiln cuts the chunked PATCH at the limit with a 413; wrangler dev's local proxy sometimes turns an
-      // answer given while the client still sends into a 503 (local only: the exact streamed 413 is
-      // asserted in workerd by test/integration/http/body-limit.test.ts).
-      expect(sk.stderr).toMatch(/413|too large|kiln push|503 Service Unavailable/i);
+      // kiln cuts the chunked PATCH at the limit with a 413, but the local workerd resets a connection
+      // whose body it did not read to the end, so skopeo, still sending, often sees the reset before
+      // the answer (the exact streamed 413 is asserted in workerd by test/integration/http/body-limit.test.ts;
+      // a declared length gets its 413 whole, above).
+      expect(sk.stderr).toMatch(/413|too large|kiln push|connection reset|broken pipe|readfrom tcp/i);
       expect((await fetch(`${kilnServer.url}/v2/push/skopeo/manifests/1`, { headers: auth })).status).toBe(404);
     }
     rmSync(dir, { recursive: true, force: true });
