@@ -4,7 +4,7 @@ import { ApiError } from "../errors";
 import { DockerfileError } from "../dockerfile/errors";
 import { ingestContext, type ContextEntries } from "../context/ingest";
 import { ingestIndex, type ContextIndexUpload } from "../context/contents";
-import { isRepositoryName, isTag } from "../oci/names";
+import { isRepositoryName, isTag, splitReference } from "../oci/names";
 import { splitPlatform } from "../oci/platform";
 import { insertBuild, type BuildTrigger } from "../storage/builds";
 import { planDockerfile, platformString, type BuildGraph } from "../plan/graph";
@@ -43,29 +43,21 @@ export interface StartedBuild {
 
 /** `repo:tag` (tag defaults to latest; a local registry host prefix is dropped). */
 export function parseTag(spec: string, origin: string): { repository: string; tag: string } {
-  let rest = spec.trim();
-  const first = rest.split("/")[0];
-  if (rest.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) {
+  const { host, repository, tag } = splitReference(spec);
+  if (host !== undefined) {
     let originHost = "";
     try {
       originHost = new URL(origin).host;
     } catch {
       /* no origin */
     }
-    if (first !== originHost && !/^(localhost|127\.0\.0\.1)(:\d+)?$/.test(first)) {
+    if (host !== originHost && !/^(localhost|127\.0\.0\.1)(:\d+)?$/.test(host)) {
       throw new ApiError(400, `tag ${spec}: pushing to other registries is not supported`);
     }
-    rest = rest.slice(first.length + 1);
   }
-  let tag = "latest";
-  const colon = rest.lastIndexOf(":");
-  if (colon > rest.lastIndexOf("/")) {
-    tag = rest.slice(colon + 1);
-    rest = rest.slice(0, colon);
-  }
-  if (!isRepositoryName(rest)) throw new ApiError(400, `invalid repository name in tag ${JSON.stringify(spec)}`);
+  if (!isRepositoryName(repository)) throw new ApiError(400, `invalid repository name in tag ${JSON.stringify(spec)}`);
   if (!isTag(tag)) throw new ApiError(400, `invalid tag in ${JSON.stringify(spec)}`);
-  return { repository: rest, tag };
+  return { repository, tag };
 }
 
 export function parsePlatform(p: string | undefined): { os: string; architecture: string; variant?: string } {

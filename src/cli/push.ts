@@ -8,6 +8,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { pushBlob, UPLOAD_CHUNK } from "../runner/client";
 import { MediaType, isIndex } from "../oci/mediatypes";
+import { isRepositoryName, isTag, splitReference } from "../oci/names";
 import type { Descriptor, ImageIndex, ImageManifest } from "../oci/image";
 import { authHeaders, CliError, httpError, request } from "./http";
 
@@ -292,20 +293,11 @@ export interface PushOptions {
 
 /** `repository:tag` in kiln (a host prefix naming the server is dropped). */
 export function parseTarget(spec: string, server: string): { repository: string; tag: string } {
-  let rest = spec;
-  const first = rest.split("/")[0];
-  if (rest.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) {
-    if (first !== new URL(server).host) throw new CliError(`kiln push copies into kiln (${new URL(server).host}); ${spec} names another registry`);
-    rest = rest.slice(first.length + 1);
-  }
-  let tag = "latest";
-  const colon = rest.lastIndexOf(":");
-  if (colon > rest.lastIndexOf("/")) {
-    tag = rest.slice(colon + 1);
-    rest = rest.slice(0, colon);
-  }
-  if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(rest)) throw new CliError(`invalid repository name ${rest}`);
-  return { repository: rest, tag };
+  const { host, repository, tag } = splitReference(spec);
+  if (host !== undefined && host !== new URL(server).host) throw new CliError(`kiln push copies into kiln (${new URL(server).host}); ${spec} names another registry`);
+  if (!isRepositoryName(repository)) throw new CliError(`invalid repository name ${repository}`);
+  if (!isTag(tag)) throw new CliError(`invalid tag ${tag} in ${spec}`);
+  return { repository, tag };
 }
 
 /** Copies the image; returns the digest of what was tagged. */

@@ -20,3 +20,24 @@ export function isRepositoryName(name: string): boolean {
 export function isTag(s: string): boolean {
   return TAG_RE.test(s);
 }
+
+/**
+ * Splits a `[host/]repository[:tag]` reference as docker reads it: a first component with a dot, a
+ * colon or `localhost` is a registry host; the tag defaults to `latest`. Validates nothing.
+ */
+export function splitReference(spec: string): { host?: string; repository: string; tag: string } {
+  let rest = spec.trim();
+  let host: string | undefined;
+  const first = rest.split("/")[0];
+  if (rest.includes("/") && (first.includes(".") || first.includes(":") || first === "localhost")) {
+    host = first;
+    rest = rest.slice(first.length + 1);
+  }
+  let tag = "latest";
+  const colon = rest.lastIndexOf(":");
+  if (colon > rest.lastIndexOf("/")) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+  }
+  return { host, repository: rest, tag };
+}
