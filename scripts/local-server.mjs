@@ -12,13 +12,15 @@
 //
 //   node scripts/local-server.mjs --port 8787 --persist-to .kiln-state [--host 127.0.0.1] [--migrate]
 //        [--var NAME:value]... [--inspector-port N] [--script worker.js]
-// --migrate applies the D1 migrations (`wrangler d1 migrations apply kiln --local --persist-to`) while
+// --migrate applies the D1 migrations (`wrangler d1 migrations apply kiln --local --persist-to`, or a copy
+// of a state this machine migrated before when the state is new) while
 // the Worker is bundled; --script runs that one-module Worker instead of kiln (with kiln's R2 bucket).
 // prints `kiln-local: ready on http://…` once it answers; SIGTERM/SIGINT dispose of workerd and exit.
 // --port 0 lets workerd bind any free port (named in that line): no other process can take it between
 // choosing and binding, as one could while the Worker is bundled.
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -93,12 +95,49 @@ async function prepareScript({ root = ROOT, script, env = process.env }) {
 }
 
 /** `wrangler d1 migrations apply kiln --local --persist-to <persist>`; throws with its output. */
-export async function applyMigrations({ root = ROOT, persist, env = process.env }) {
+async function wranglerMigrate({ root, persist, env }) {
   const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
   try {
     await run(wrangler, ["d1", "migrations", "apply", "kiln", "--local", "--persist-to", persist], { cwd: root, env: wranglerEnv(env) });
   } catch (e) {
     throw new Error(`applying the D1 migrations failed: ${e.message}`);
+  }
+}
+
+/**
+ * Where a freshly migrated D1 state of these migrations (and this wrangler) is kept for reuse: named by
+ * the hash of every migration file, so a changed or added migration never reuses an old one.
+ */
+function migratedTemplateDir(root) {
+  const hash = createHash("sha256");
+  const dir = path.join(root, "migrations");
+  for (const f of readdirSync(dir).filter((n) => n.endsWith(".sql")).sort()) hash.update(`${f}\0`).update(readFileSync(path.join(dir, f))).update("\0");
+  try { hash.update(readFileSync(path.join(root, "node_modules", "wrangler", "package.json"))); } catch { /* no wrangler: the apply below says so */ }
+  return path.join(os.tmpdir(), `kiln-d1-migrated-${hash.digest("hex").slice(0, 24)}`);
+}
+
+/**
+ * The D1 migrations applied to the state under `persist`. A state with no D1 yet gets a copy of one
+ * this machine migrated before from nothing (wrangler's apply takes ~10 s, the copy milliseconds; the
+ * e2e suite starts a fresh state per file); an existing state is brought up to date by wrangler.
+ */
+export async function applyMigrations({ root = ROOT, persist, env = process.env }) {
+  const d1 = path.join(persist, "v3", "d1");
+  if (existsSync(d1)) return await wranglerMigrate({ root, persist, env });
+  const template = migratedTemplateDir(root);
+  if (existsSync(path.join(template, "complete"))) {
+    cpSync(path.join(template, "d1"), d1, { recursive: true });
+    return;
+  }
+  await wranglerMigrate({ root, persist, env });
+  // Keep a copy for the next fresh state: written aside, then renamed into place (another server may race).
+  const staging = `${template}.${process.pid}.${Date.now()}`;
+  try {
+    cpSync(d1, path.join(staging, "d1"), { recursive: true });
+    writeFileSync(path.join(staging, "complete"), "");
+    renameSync(staging, template);
+  } catch {
+    rmSync(staging, { recursive: true, force: true });
   }
 }
 
