@@ -4,6 +4,7 @@ import path from "node:path";
 import { batchStream, contentBatches, contextIndex, contextStream } from "./context";
 import { authHeaders, CliError, httpError, request, serverMessage } from "./http";
 import { CLI_USER_AGENT } from "../protocol/client";
+import { CONTEXT_INDEX_TYPE, type ContextIndexUpload } from "../protocol/contexts";
 import { makeProgress, type BuildView, type DockerfileSource, type Progress, type ProgressMode, type StepView } from "./progress";
 import { readSse } from "./sse";
 
@@ -182,9 +183,10 @@ async function sendIndexed(opts: BuildOptions, dir: string, dockerfile: string |
     if (!up.ok) throw await httpError("uploading the build context", up);
     await up.body?.cancel();
   }
-  const json = JSON.stringify({ files: index.files, dockerfile: dockerfileText, secrets });
+  const upload: ContextIndexUpload = { files: index.files, dockerfile: dockerfileText, secrets };
+  const json = JSON.stringify(upload);
   sent += Buffer.byteLength(json);
-  const res = await request(opts.server, `/v1/builds?${q}`, { method: "POST", headers: { ...headers, "user-agent": CLI_USER_AGENT, "content-type": "application/vnd.kiln.context-index+json" }, body: json });
+  const res = await request(opts.server, `/v1/builds?${q}`, { method: "POST", headers: { ...headers, "user-agent": CLI_USER_AGENT, "content-type": CONTEXT_INDEX_TYPE }, body: json });
   return { res, files: index.files.length, sent };
 }
 

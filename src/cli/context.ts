@@ -5,6 +5,7 @@ import path from "node:path";
 import { Readable } from "node:stream";
 import { DockerIgnore } from "../dockerfile/dockerignore";
 import { tarStream, type TarEntry } from "../oci/tar";
+import type { ContextIndexEntry } from "../protocol/contexts";
 
 export interface ContextFile {
   rel: string;
@@ -60,17 +61,8 @@ export function contextStream(dir: string, dockerfile?: string): { stream: Reada
   return { stream: tar.pipeThrough(new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>), files: files.length };
 }
 
-/** One entry of the file index `kiln build` sends (the server's ContextIndexUpload). */
-export interface IndexEntry {
-  path: string;
-  type: "file" | "dir" | "symlink";
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  sha256?: string;
-  linkTarget?: string;
-}
+/** One entry of the file index `kiln build` sends: ids and size always set. */
+export type IndexEntry = Required<Pick<ContextIndexEntry, "path" | "type" | "mode" | "uid" | "gid" | "size">> & Pick<ContextIndexEntry, "sha256" | "linkTarget">;
 
 function hashFile(file: string): Promise<string> {
   return new Promise((resolve, reject) => {

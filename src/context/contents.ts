@@ -12,6 +12,7 @@
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { ByteReader } from "../oci/bytes";
+import { CONTEXT_INDEX_TYPE, type ContextIndexUpload } from "../protocol/contexts";
 import {
   ContextPackWriter, deleteContextIndex, dropPieces, findContents, putContextIndex, readContextRange, recordContents, recordPiece, touchContents,
   type ContentPart,
@@ -21,19 +22,12 @@ import { normalizeContextPath, UnsafePathError } from "./paths";
 import { readTar, TarFormatError } from "./tar-reader";
 import { maxContextBytes, maxContextEntries, MAX_DOCKERFILE_BYTES, type ContextFile, type ContextIndex, type IngestedContext } from "./ingest";
 
+export { CONTEXT_INDEX_TYPE, type ContextIndexUpload };
+
 const bad = (message: string) => new ApiError(400, message);
 const HEX = /^[0-9a-f]{64}$/;
 /** The digest of no bytes: the "pack" of an index whose files all point into packs of their own. */
 export const EMPTY_PACK = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/** The request body of POST /v1/builds with Content-Type application/vnd.kiln.context-index+json. */
-export interface ContextIndexUpload {
-  files: { path: string; type: "file" | "dir" | "symlink"; mode: number; uid?: number; gid?: number; size?: number; sha256?: string; linkTarget?: string }[];
-  dockerfile: string;
-  secrets?: Record<string, string>;
-}
-
-export const CONTEXT_INDEX_TYPE = "application/vnd.kiln.context-index+json";
 
 /** Which of `digests` the scope has not uploaded yet. */
 export async function missingContents(env: Env, scope: string, digests: unknown): Promise<string[]> {
