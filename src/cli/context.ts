@@ -1,5 +1,6 @@
 // Walks a build context directory honouring .dockerignore and streams it as a tar (gzip).
 import { createReadStream, lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
+import { readFile } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import path from "node:path";
 import { Readable } from "node:stream";
@@ -64,8 +65,14 @@ export function contextStream(dir: string, dockerfile?: string): { stream: Reada
 /** One entry of the file index `kiln build` sends: ids and size always set. */
 export type IndexEntry = Required<Pick<ContextIndexEntry, "path" | "type" | "mode" | "uid" | "gid" | "size">> & Pick<ContextIndexEntry, "sha256" | "linkTarget">;
 
-function hashFile(file: string): Promise<string> {
-  return new Promise((resolve, reject) => {
+/** Files up to this size are read whole to be hashed; larger ones stream. */
+const READ_WHOLE_BYTES = 1024 * 1024;
+/** Files hashed at once: a context of many small files is bound by the file system's latency. */
+const HASH_CONCURRENCY = 16;
+
+async function hashFile(file: string, size: number): Promise<string> {
+  if (size <= READ_WHOLE_BYTES) return `sha256:${createHash("sha256").update(await readFile(file)).digest("hex")}`;
+  return await new Promise((resolve, reject) => {
     const h = createHash("sha256");
     createReadStream(file)
       .on("data", (d) => h.update(d))
@@ -76,20 +83,31 @@ function hashFile(file: string): Promise<string> {
 
 /** The context's file index (what survives .dockerignore), each file's contents hashed; `abs` maps a digest to a file holding it. */
 export async function contextIndex(dir: string, dockerfile?: string): Promise<{ files: IndexEntry[]; sources: Map<string, { abs: string; size: number }>; bytes: number }> {
-  const files: IndexEntry[] = [];
-  const sources = new Map<string, { abs: string; size: number }>();
+  const listed = listContext(dir, dockerfile);
+  const files: IndexEntry[] = new Array(listed.length);
+  const regular: number[] = [];
   let bytes = 0;
-  for (const f of listContext(dir, dockerfile)) {
+  listed.forEach((f, i) => {
     const base = { path: f.rel, mode: f.stat.mode & 0o7777, uid: 0, gid: 0, size: 0 };
-    if (f.stat.isDirectory()) files.push({ ...base, type: "dir" });
-    else if (f.stat.isSymbolicLink()) files.push({ ...base, type: "symlink", linkTarget: readlinkSync(f.abs) });
+    if (f.stat.isDirectory()) files[i] = { ...base, type: "dir" };
+    else if (f.stat.isSymbolicLink()) files[i] = { ...base, type: "symlink", linkTarget: readlinkSync(f.abs) };
     else {
-      const sha256 = await hashFile(f.abs);
-      files.push({ ...base, type: "file", size: f.stat.size, sha256 });
+      files[i] = { ...base, type: "file", size: f.stat.size };
       bytes += f.stat.size;
-      if (f.stat.size > 0) sources.set(sha256, { abs: f.abs, size: f.stat.size });
+      regular.push(i);
     }
-  }
+  });
+  let next = 0;
+  const worker = async () => {
+    while (next < regular.length) {
+      const i = regular[next++];
+      files[i].sha256 = await hashFile(listed[i].abs, listed[i].stat.size);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(HASH_CONCURRENCY, regular.length) }, worker));
+  // in the context's order: the first file of each content is the one uploaded
+  const sources = new Map<string, { abs: string; size: number }>();
+  for (const i of regular) if (listed[i].stat.size > 0 && !sources.has(files[i].sha256!)) sources.set(files[i].sha256!, { abs: listed[i].abs, size: listed[i].stat.size });
   return { files, sources, bytes };
 }
 

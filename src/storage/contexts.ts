@@ -246,10 +246,15 @@ export async function touchContents(env: Env, scope: string, digests: string[]):
 /** Records contents of `scope` (their bytes verified and stored); an existing row is kept. */
 export async function recordContents(env: Env, scope: string, rows: { sha256: string; size: number; parts: ContentPart[] }[]): Promise<void> {
   const now = Date.now();
-  const stmt = env.DB.prepare(
-    "INSERT INTO context_contents (scope, sha256, size, parts, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(scope, sha256) DO UPDATE SET last_used_at = excluded.last_used_at",
-  );
-  for (const batch of chunks(rows, 50)) await env.DB.batch(batch.map((r) => stmt.bind(scope, r.sha256, r.size, JSON.stringify(r.parts), now, now)));
+  // One statement per DIGESTS_PER_QUERY rows, bound as one JSON array: a batch of 30,000 small files
+  // took 600 round trips of 50 single-row inserts.
+  for (const batch of chunks(rows, DIGESTS_PER_QUERY)) {
+    await env.DB.prepare(
+      `INSERT INTO context_contents (scope, sha256, size, parts, created_at, last_used_at)
+       SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), ?2, ?2 FROM json_each(?3) WHERE true
+       ON CONFLICT(scope, sha256) DO UPDATE SET last_used_at = excluded.last_used_at`,
+    ).bind(scope, now, JSON.stringify(batch.map((r) => [r.sha256, r.size, JSON.stringify(r.parts)]))).run();
+  }
 }
 
 /** Records one piece of a large file; returns every piece of that file received so far, by start. */
