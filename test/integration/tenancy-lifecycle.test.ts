@@ -366,6 +366,13 @@ describe("quotas: B cannot spend A's, nor evade its own", () => {
     expect(statuses.every((s) => s === 201 || s === 403), String(statuses)).toBe(true);
     expect(statuses.filter((s) => s === 201).length).toBeLessThanOrEqual(1);
     expect(await usageBytes(b)).toBeLessThanOrEqual(used + size + 100);
+    // exactly one went in (there was room for it); the refused ones moved no tag
+    expect(statuses.filter((s) => s === 201).length, String(statuses)).toBe(1);
+    for (const [i, s] of statuses.entries()) {
+      const tag = await reg(`/v2/${b}/app/manifests/t${i}`, { method: "HEAD" });
+      expect(tag.status).toBe(s === 201 ? 200 : 404);
+    }
+    expect(await usageBytes(b)).toBe(used + size);
   });
 
   it("the same bytes under many repositories count once; other bytes count in full", async () => {
@@ -406,11 +413,57 @@ describe("quotas: B cannot spend A's, nor evade its own", () => {
     const b = ns("lb");
     await setQuota(b, 1000);
     const statuses: number[] = [];
+    const locs: string[] = [];
     for (let i = 0; i < 4; i++) {
       const loc = await startUpload(`${b}/app`);
+      locs.push(loc);
       statuses.push((await patch(loc, randomBytes(900, 70 + i), 0)).status);
     }
     expect(statuses.filter((s) => s === 202).length).toBeLessThanOrEqual(1);
+    // the first holds the room; the others were refused and their sessions ended
+    expect(statuses).toEqual([202, 403, 403, 403]);
+    for (const loc of locs.slice(1)) expect((await reg(loc)).status).toBe(404);
+    expect(await stagedBytes(b)).toBe(900);
+    // the same at once, in sessions of another namespace: one at most stages its chunk
+    const c = ns("lb");
+    await setQuota(c, 1000);
+    const racing = await Promise.all(Array.from({ length: 4 }, () => startUpload(`${c}/app`)));
+    const res = await Promise.all(racing.map((loc, i) => direct(`${loc}`, { method: "PATCH", body: randomBytes(900, 80 + i) })));
+    for (const r of res) await r.body?.cancel();
+    expect(res.filter((r) => r.status === 202).length, String(res.map((r) => r.status))).toBe(1);
+    expect(await stagedBytes(c)).toBe(900);
+    // the staged bytes are given back when the session is cancelled
+    expect((await reg(locs[0], { method: "DELETE" })).status).toBe(204);
+    expect(await stagedBytes(b)).toBe(0);
+    const again = await startUpload(`${b}/app`);
+    expect((await patch(again, randomBytes(900, 79), 0)).status).toBe(202);
+  });
+
+  it("A's reservations and racing pushes never refuse B's pushes, even when B's namespace name starts with A's", async () => {
+    const a = ns("la");
+    const b = `${a}x`; // a name sharing A's prefix
+    await setQuota(a, 1000);
+    await setQuota(b, 6000);
+    // A: a session holding most of its room, then many racing pushes, all at once with B's
+    const held = await startUpload(`${a}/app`);
+    expect((await patch(held, randomBytes(900, 90), 0)).status).toBe(202);
+    const aBlobs = Array.from({ length: 6 }, (_, i) => randomBytes(600, 91 + i));
+    const bBlobs = Array.from({ length: 6 }, (_, i) => randomBytes(900, 101 + i));
+    const all = await Promise.all([
+      ...aBlobs.map(async (d) => direct(`/v2/${a}/app/blobs/uploads/?digest=${await sha256(d)}`, { method: "POST", body: d })),
+      ...bBlobs.map(async (d, i) => direct(`/v2/${b}/r${i % 2}/blobs/uploads/?digest=${await sha256(d)}`, { method: "POST", body: d })),
+    ]);
+    const statuses = all.map((r) => r.status);
+    for (const r of all) await r.body?.cancel();
+    expect(statuses.slice(0, 6)).toEqual([403, 403, 403, 403, 403, 403]);
+    expect(statuses.slice(6)).toEqual([201, 201, 201, 201, 201, 201]);
+    expect(await usageBytes(b)).toBe(5400);
+    expect(await stagedBytes(b)).toBe(0);
+    expect(await usageBytes(a)).toBe(0);
+    expect(await stagedBytes(a)).toBe(900);
+    // and B's uploads stage beside A's session as if it were not there
+    const bs = await startUpload(`${b}/app`);
+    expect((await patch(bs, randomBytes(600, 110), 0)).status).toBe(202);
   });
 });
 
