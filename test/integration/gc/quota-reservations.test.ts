@@ -2,13 +2,14 @@
 // release them once written or refused; a reservation of a writer that died expires. The build paths
 // that link blobs outside the registry routes (RUN jobs' layers, multi-platform index copies) are held
 // to the same quota.
-import { env, runInDurableObject } from "cloudflare:test";
+import { createExecutionContext, env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { OCI_MANIFEST, imageManifest, patch, putManifest, randomBytes, reg, sha256, startUpload, withDigest } from "../registry/helpers";
 import { makeTar, postBuild, waitBuild } from "../builds/helpers";
 import type { Env } from "../../../src/env";
 import { releaseQuota, reserveQuota } from "../../../src/storage/usage";
 import { purgeStaleUploads } from "../../../src/storage/uploads";
+import worker from "../../../src/index";
 
 const ADMIN = { authorization: "Bearer kiln-test-admin", "content-type": "application/json" };
 const kenv = env as unknown as Env;
@@ -97,6 +98,37 @@ describe("quota reservations", () => {
     expect(await reservationRows(q)).toBe(1); // expired, no longer counted, still a row
     await purgeStaleUploads(kenv);
     expect(await reservationRows(q)).toBe(0);
+  });
+});
+
+describe("a streamed chunk (unknown length)", () => {
+  it("is cut off once it passes the namespace's room: refused with DENIED, most of its body never read", async () => {
+    const q = ns("qs");
+    await setQuota(q, 1000);
+    const loc = await startUpload(`${q}/app`);
+    expect((await patch(loc, randomBytes(600, 30), 0)).status).toBe(202);
+    const total = 32 * 1024 * 1024;
+    let pulled = 0;
+    const piece = randomBytes(64 * 1024, 31);
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (pulled >= total) return c.close();
+        pulled += piece.length;
+        c.enqueue(piece.slice());
+      },
+    });
+    // straight to the Worker's fetch handler, so the test's stream is the request body as it is read
+    const res = await worker.fetch(new Request(`http://kiln.test${loc}`, {
+      method: "PATCH", body, duplex: "half", headers: { authorization: `Basic ${btoa("kiln:kiln-test-admin")}` },
+    } as RequestInit), kenv, createExecutionContext());
+    expect(res.status).toBe(403);
+    const err = ((await res.json()) as any).errors[0];
+    expect(err.code).toBe("DENIED");
+    expect(err.message).toMatch(new RegExp(`namespace ${q} would exceed its quota: it uses 600 of 1000 bytes \\(of them 600 staged by unfinished uploads, 0 reserved by writes in progress\\)`));
+    expect(pulled).toBeLessThan(1024 * 1024);
+    // the refused session went with its bytes
+    expect(await usageOf(q)).toMatchObject({ bytes: 0, stagedBytes: 0 });
+    expect((await reg(loc)).status).toBe(404);
   });
 });
 
