@@ -7,7 +7,7 @@ import { OciError } from "../errors";
 import { StorageError } from "../storage/errors";
 import { isDigest } from "../oci/digest";
 import { linkBlob, putBlobVerified, repoHasBlob, requireDigest, statBlob, unlinkBlob } from "../storage/blobs";
-import { assertWithinQuota, quotaOf, releaseQuota, reserveQuota, withQuota, type Reservation } from "../storage/usage";
+import { assertWithinQuota, cappedToRoom, quotaOf, releaseQuota, reserveQuota, withQuota, type Reservation } from "../storage/usage";
 import {
   appendUpload, cancelUpload, createUpload, finishUpload, getUpload, type UploadSession,
 } from "../storage/uploads";
@@ -57,9 +57,11 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     const { body, length } = requestBody(c);
     const size = body ? length : 0;
     // a known length is reserved in the namespace's quota before the body is read; an unknown one
-    // is checked once stored (and the blob's link taken back past the quota)
+    // is cut off past the namespace's room, and checked again once stored (its link taken back past
+    // the quota)
     const stored = await withQuota(c.env, [{ repo: name, content: [{ digest, size: size ?? 0 }] }], async (fresh) => {
-      const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, size, name);
+      const content = body && fresh && size === undefined ? await cappedToRoom(c.env, name, body) : body;
+      const stored = await putBlobVerified(c.env, content ?? emptyStream(), digest, size, name);
       if (fresh && size === undefined) await undoPastQuota(c, name, stored);
       return stored;
     });
@@ -171,7 +173,8 @@ async function completeUpload(
   if (s.chunks === 0) {
     const size = body ? length : 0;
     return withQuota(c.env, [{ repo: name, content: [{ digest, size: size ?? 0 }] }], async (fresh) => {
-      const stored = await finishUpload(c.env, s, digest, body, length);
+      const content = body && fresh && size === undefined ? await cappedToRoom(c.env, name, body) : body;
+      const stored = await finishUpload(c.env, s, digest, content, length);
       if (fresh && size === undefined) await undoPastQuota(c, name, stored);
       return stored;
     });
@@ -189,8 +192,9 @@ async function completeUpload(
 const isDenied = (err: unknown) => err instanceof StorageError && err.code === "DENIED";
 
 /**
- * A blob new to the namespace whose length was unknown until it was stored, once linked: when it took
- * the namespace past its quota, its link is removed again (the bytes go with it unless another
+ * A blob new to the namespace whose length was unknown until it was stored (cut off past the room the
+ * namespace had when it started: cappedToRoom), once linked: when it took the namespace past its
+ * quota (writers racing for that room), its link is removed again (the bytes go with it unless another
  * repository uses them) and the push refused.
  */
 async function undoPastQuota(c: Ctx, name: string, stored: { digest: string; size: number }): Promise<void> {

@@ -10,7 +10,7 @@ import { StorageError } from "./errors";
 import { adoptBlobObjects, linkBlob, putBlobVerified, putBlobVerifiedSized, requireDigest, withBlobPin } from "./blobs";
 import { Meter, SINGLE_PUT_MAX, concatObjects, hashStream, putFixed, spool } from "./streams";
 import { algorithmOf, hexOf, webAlgorithm } from "../oci/digest";
-import { fitsQuotaSql, quotaRefusal, quotaState, RESERVATION_TTL_MS, type Quota, type Reservation } from "./usage";
+import { cappedToRoom, fitsQuotaSql, quotaRefusal, RESERVATION_TTL_MS, type Quota, type Reservation } from "./usage";
 
 export interface UploadSession {
   id: string;
@@ -79,25 +79,6 @@ async function stage(bucket: R2Bucket, key: string, body: ReadableStream<Uint8Ar
   return { size: meter.size, sha256: hash ? await meter.hex() : undefined };
 }
 
-/** A chunk of unknown length passed the room its namespace had when it started. */
-class PastRoom extends Error {
-  constructor(readonly received: number) {
-    super(`chunk passed the namespace's room after ${received} bytes`);
-  }
-}
-
-/** Passes at most `room` bytes through, then errors with PastRoom (the stage aborts and writes nothing). */
-function capAt(room: number): TransformStream<Uint8Array, Uint8Array> {
-  let received = 0;
-  return new TransformStream<Uint8Array, Uint8Array>({
-    transform(chunk, controller) {
-      received += chunk.byteLength;
-      if (received > room) controller.error(new PastRoom(received));
-      else controller.enqueue(chunk);
-    },
-  });
-}
-
 function rangeError(session: UploadSession, message: string): StorageError {
   return new StorageError("RANGE_INVALID", message, { upload: { repo: session.repo, id: session.id, size: session.size } });
 }
@@ -130,21 +111,10 @@ export async function appendUpload(
   const n = session.chunks;
   const key = `blobs/objects/${crypto.randomUUID()}`;
   const quota = opts.quota;
-  if (quota && opts.length === undefined) {
-    // A chunk of unknown length is cut off once it passes the room the namespace has now: it would be
-    // refused when recorded anyway, and its bytes should not reach R2 meanwhile.
-    const held = await quotaState(env, quota.namespace);
-    const room = (held.quota ?? Infinity) - held.stored - held.staged - held.reserved;
-    body = body.pipeThrough(capAt(room));
-  }
-  let staged: { size: number; sha256?: string };
-  try {
-    staged = await stage(env.BUCKET, key, body, opts.length, n === 0);
-  } catch (err) {
-    if (err instanceof PastRoom) throw await quotaRefusal(env, quota!.namespace, err.received);
-    throw err;
-  }
-  const { size, sha256 } = staged;
+  // A chunk of unknown length is cut off once it passes the room the namespace has now: it would be
+  // refused when recorded anyway, and its bytes should not reach R2 meanwhile.
+  if (quota && opts.length === undefined) body = await cappedToRoom(env, session.repo, body);
+  const { size, sha256 } = await stage(env.BUCKET, key, body, opts.length, n === 0);
   if (size === 0) {
     await env.BUCKET.delete(key);
     return session;

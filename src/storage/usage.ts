@@ -159,6 +159,27 @@ export async function reserveQuota(env: Env, quota: Quota, bytes: number, ttlMs 
   return { id, namespace: quota.namespace, bytes };
 }
 
+/**
+ * `body` cut off once it passes the room the namespace of `repo` has now (its quota less stored,
+ * staged and reserved bytes), for a write of unknown length: it errors with StorageError DENIED
+ * (naming usage and quota) at that point, so a writer that stores it (spool) aborts, and its bytes
+ * never reach R2 in full. The room is read once: the write's own atomic check (or assertWithinQuota)
+ * still decides.
+ */
+export async function cappedToRoom(env: Env, repo: string, body: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
+  const namespace = namespaceOf(repo);
+  const held = await quotaState(env, namespace);
+  const room = (held.quota ?? Infinity) - held.stored - held.staged - held.reserved;
+  let received = 0;
+  return body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      received += chunk.byteLength;
+      if (received > room) controller.error(quotaExceeded(namespace, held, held.quota ?? 0, received, true));
+      else controller.enqueue(chunk);
+    },
+  }));
+}
+
 /** Gives the reservations' room back (idempotent; a reservation already transferred is a no-op). */
 export async function releaseQuota(env: Env, ...reservations: (Reservation | null | undefined)[]): Promise<void> {
   const ids = reservations.flatMap((r) => (r ? [r.id] : []));
@@ -251,10 +272,10 @@ export async function storedSizes(env: Env, digests: string[]): Promise<{ digest
 const heldText = (s: { staged: number; reserved: number }) =>
   s.staged || s.reserved ? ` (of them ${s.staged} staged by unfinished uploads, ${s.reserved} reserved by writes in progress)` : "";
 
-/** The refusal of a write of `adding` bytes to a namespace that holds `held` of its `quota` bytes. */
-export function quotaExceeded(namespace: string, held: { stored: number; staged: number; reserved: number }, quota: number, adding: number): StorageError {
+/** The refusal of a write of `adding` (with `atLeast`: at least `adding`, the rest unread) bytes to a namespace that holds `held` of its `quota` bytes. */
+export function quotaExceeded(namespace: string, held: { stored: number; staged: number; reserved: number }, quota: number, adding: number, atLeast = false): StorageError {
   const used = held.stored + held.staged + held.reserved;
-  return new StorageError("DENIED", `namespace ${namespace} would exceed its quota: it uses ${used} of ${quota} bytes${heldText(held)} and this adds ${adding}; delete images (or ask an admin to raise the quota with PUT /v1/quotas/${namespace})`, {
+  return new StorageError("DENIED", `namespace ${namespace} would exceed its quota: it uses ${used} of ${quota} bytes${heldText(held)} and this adds ${atLeast ? "at least " : ""}${adding}; delete images (or ask an admin to raise the quota with PUT /v1/quotas/${namespace})`, {
     detail: { namespace, usage: used, quota, adding, staged: held.staged, reserved: held.reserved },
   });
 }

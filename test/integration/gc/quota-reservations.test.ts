@@ -101,31 +101,60 @@ describe("quota reservations", () => {
   });
 });
 
-describe("a streamed chunk (unknown length)", () => {
-  it("is cut off once it passes the namespace's room: refused with DENIED, most of its body never read", async () => {
+/** A lazily made body of `total` bytes that counts what was read of it. */
+function countedBody(total: number): { body: ReadableStream<Uint8Array>; pulled: () => number } {
+  let pulled = 0;
+  const piece = randomBytes(64 * 1024, 31);
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (pulled >= total) return c.close();
+      pulled += piece.length;
+      c.enqueue(piece.slice());
+    },
+  });
+  return { body, pulled: () => pulled };
+}
+
+/** A request straight to the Worker's fetch handler, so the test's stream is the request body as it is read. */
+function direct(path: string, init: RequestInit): Promise<Response> {
+  return Promise.resolve(worker.fetch(new Request(`http://kiln.test${path}`, {
+    ...init, duplex: "half", headers: { authorization: `Basic ${btoa("kiln:kiln-test-admin")}` },
+  } as RequestInit), kenv, createExecutionContext()));
+}
+
+describe("a streamed body (unknown length)", () => {
+  it("of a monolithic push or a completing PUT is cut off once it passes the namespace's room: DENIED, most of it never read, nothing kept", async () => {
+    const q = ns("qm");
+    await setQuota(q, 1000);
+    const digest = await sha256(randomBytes(10, 32));
+    const post = countedBody(32 * 1024 * 1024);
+    const res = await direct(`/v2/${q}/app/blobs/uploads/?digest=${digest}`, { method: "POST", body: post.body });
+    expect(res.status).toBe(403);
+    expect(((await res.json()) as any).errors[0].message).toMatch(new RegExp(`namespace ${q} would exceed its quota: it uses 0 of 1000 bytes and this adds at least \\d+`));
+    expect(post.pulled()).toBeLessThan(1024 * 1024);
+    const loc = await startUpload(`${q}/app`);
+    const put = countedBody(32 * 1024 * 1024);
+    const done = await direct(withDigest(loc, digest), { method: "PUT", body: put.body });
+    expect(done.status).toBe(403);
+    await done.body?.cancel();
+    expect(put.pulled()).toBeLessThan(1024 * 1024);
+    expect((await reg(loc)).status).toBe(404);
+    expect(await usageOf(q)).toMatchObject({ bytes: 0, stagedBytes: 0 });
+    expect(await reservationRows(q)).toBe(0);
+  });
+
+  it("of a chunk is cut off once it passes the namespace's room: refused with DENIED, most of its body never read", async () => {
     const q = ns("qs");
     await setQuota(q, 1000);
     const loc = await startUpload(`${q}/app`);
     expect((await patch(loc, randomBytes(600, 30), 0)).status).toBe(202);
-    const total = 32 * 1024 * 1024;
-    let pulled = 0;
-    const piece = randomBytes(64 * 1024, 31);
-    const body = new ReadableStream<Uint8Array>({
-      pull(c) {
-        if (pulled >= total) return c.close();
-        pulled += piece.length;
-        c.enqueue(piece.slice());
-      },
-    });
-    // straight to the Worker's fetch handler, so the test's stream is the request body as it is read
-    const res = await worker.fetch(new Request(`http://kiln.test${loc}`, {
-      method: "PATCH", body, duplex: "half", headers: { authorization: `Basic ${btoa("kiln:kiln-test-admin")}` },
-    } as RequestInit), kenv, createExecutionContext());
+    const { body, pulled } = countedBody(32 * 1024 * 1024);
+    const res = await direct(loc, { method: "PATCH", body });
     expect(res.status).toBe(403);
     const err = ((await res.json()) as any).errors[0];
     expect(err.code).toBe("DENIED");
     expect(err.message).toMatch(new RegExp(`namespace ${q} would exceed its quota: it uses 600 of 1000 bytes \\(of them 600 staged by unfinished uploads, 0 reserved by writes in progress\\)`));
-    expect(pulled).toBeLessThan(1024 * 1024);
+    expect(pulled()).toBeLessThan(1024 * 1024);
     // the refused session went with its bytes
     expect(await usageOf(q)).toMatchObject({ bytes: 0, stagedBytes: 0 });
     expect((await reg(loc)).status).toBe(404);
