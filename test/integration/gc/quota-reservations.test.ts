@@ -58,6 +58,7 @@ describe("quota reservations", () => {
     const first = randomBytes(300, 5);
     expect((await patch(loc, first, 0)).status).toBe(202);
     expect(await usageOf(q)).toMatchObject({ bytes: 400, stagedBytes: 300 });
+    expect(await (await reg(`/v1/quotas/${q}`, { headers: ADMIN })).json()).toEqual({ namespace: q, bytes: 1000, usage: 400, stagedBytes: 300 });
     const last = randomBytes(400, 6);
     const put = await reg(withDigest(loc, await sha256(new Uint8Array([...first, ...last]))), { method: "PUT", body: last, headers: { "content-length": "400" } });
     expect(put.status).toBe(403);
