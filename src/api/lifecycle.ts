@@ -126,7 +126,7 @@ quotasRoutes.get("/:namespace", async (c) => {
   const bytes = await getQuota(c.env, namespace);
   if (bytes === null) throw new ApiError(404, `no quota for namespace ${namespace}`);
   const [usage] = await namespaceUsage(c.env, [namespace]);
-  return c.json({ namespace, bytes, usage: usage?.bytes ?? 0 });
+  return c.json({ namespace, bytes, usage: usage?.bytes ?? 0, stagedBytes: usage?.stagedBytes ?? 0 });
 });
 
 quotasRoutes.put("/:namespace", async (c) => {

@@ -5,6 +5,8 @@ import { createJobTables, expireDeadlines, expireLeases, runnerSeen, touchRunner
 import { builderSettings, type BuilderSettings } from "./settings";
 import { leavingKey, normalizeResult, platformMatches, platformString, validateRunResult, type ClaimHolder, type LeaseOutcome, type RunnerInfo, type RunStepSink } from "./job-checks";
 import { linkBlob, statRepoBlob } from "../storage/blobs";
+import { storedSizes, withQuota } from "../storage/usage";
+import { StorageError } from "../storage/errors";
 import { patternMatches } from "../auth/scopes";
 import { mintJobToken } from "../auth/job-token";
 
@@ -35,6 +37,8 @@ const CONNECTED_MS = 60_000;
 export interface EnqueueAnswer {
   runnerConnected: boolean;
   waitMs: number;
+  /** Why the job was not queued: its layers would take the repository's namespace past its quota. */
+  refused?: string;
 }
 
 const DEFAULT_LEASE_SECONDS = 30;
@@ -126,14 +130,23 @@ export class Dispatcher extends DurableObject<Env> {
     const answer = (): EnqueueAnswer => ({ runnerConnected: runnerSeen(this.sql, platformString(job.platform), Date.now() - CONNECTED_MS), waitMs });
     if (this.row(job.jobId)) return answer();
     this.prune(Date.now());
-    const digests = new Set([...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.digest));
-    for (const digest of digests) {
-      try {
-        await linkBlob(this.env, job.repository, digest);
-      } catch (err) {
-        // The runner reports a clear BLOB_UNKNOWN for the step when it cannot fetch the layer.
-        console.error("dispatcher: cannot link layer", digest, "to", job.repository, err);
-      }
+    const digests = [...new Set([...job.layers, ...job.mounts.flatMap((m) => m.fromLayers ?? [])].map((l) => l.digest))];
+    // The layers count in the repository's namespace once linked: reserved in its quota first, or
+    // the job is refused (DENIED naming usage and quota) with nothing linked and nothing queued.
+    try {
+      await withQuota(this.env, [{ repo: job.repository, content: await storedSizes(this.env, digests) }], async () => {
+        for (const digest of digests) {
+          try {
+            await linkBlob(this.env, job.repository, digest);
+          } catch (err) {
+            // The runner reports a clear BLOB_UNKNOWN for the step when it cannot fetch the layer.
+            console.error("dispatcher: cannot link layer", digest, "to", job.repository, err);
+          }
+        }
+      });
+    } catch (err) {
+      if (err instanceof StorageError && err.code === "DENIED") return { ...answer(), refused: err.message };
+      throw err;
     }
     if (this.row(job.jobId)) return answer();
     const now = Date.now();

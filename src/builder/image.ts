@@ -4,7 +4,7 @@ import { buildManifest, emptyConfig, encodeJson, isIndexDocument, parseImageConf
 import { MediaType } from "../oci/mediatypes";
 import { digestOf } from "../oci/digest";
 import { getBlobBytes, linkBlob, linkedBlobSizes, putBlobBytes } from "../storage/blobs";
-import { checkQuota, storedSizes } from "../storage/usage";
+import { storedSizes, withQuota, type QuotaWrite } from "../storage/usage";
 import { getManifest, putManifest } from "../storage/manifests";
 import { StepError, type ImageState, type LayerRef } from "./model";
 import { pullImage, type PulledImage } from "../upstream/pull";
@@ -180,16 +180,28 @@ export async function prepareImage(env: Env, state: ImageState, sourceDateEpoch:
   return { bytes, digest: await digestOf(bytes), config: cfgDigest, layers: state.layers.map((l) => l.digest) };
 }
 
-/** Links the image's blobs into `repo` and puts its manifest under `reference` (tag or digest). */
-export async function storeImage(env: Env, repo: string, image: PreparedImage, reference: string, extraTags: string[] = []): Promise<void> {
-  // the whole image fits the namespace's quota, or nothing of it is linked
-  await checkQuota(env, repo, [...(await storedSizes(env, [...image.layers, image.config])), { digest: image.digest, size: image.bytes.byteLength }]);
-  for (const l of image.layers) await linkBlob(env, repo, l);
-  await linkBlob(env, repo, image.config);
-  await putManifest(env, repo, reference, image.bytes, MediaType.OciManifest, extraTags);
+/** What storing `image` in each of `repos` adds, for withQuota: its layers, config and manifest. */
+async function imageWrites(env: Env, repos: string[], image: PreparedImage): Promise<QuotaWrite[]> {
+  const content = [...(await storedSizes(env, [...image.layers, image.config])), { digest: image.digest, size: image.bytes.byteLength }];
+  return repos.map((repo) => ({ repo, content }));
 }
 
-/** Pushes a built image under every tag; returns the manifest digest. */
+/**
+ * Links the image's blobs into `repo` and puts its manifest under `reference` (tag or digest). The
+ * whole image is reserved in the namespace's quota first (DENIED: nothing of it linked), unless
+ * `quotaHeld`: the caller holds that reservation.
+ */
+export async function storeImage(env: Env, repo: string, image: PreparedImage, reference: string, extraTags: string[] = [], quotaHeld = false): Promise<void> {
+  if (!quotaHeld) return withQuota(env, await imageWrites(env, [repo], image), () => storeImage(env, repo, image, reference, extraTags, true));
+  for (const l of image.layers) await linkBlob(env, repo, l);
+  await linkBlob(env, repo, image.config);
+  await putManifest(env, repo, reference, image.bytes, MediaType.OciManifest, extraTags, { quotaHeld: true });
+}
+
+/**
+ * Pushes a built image under every tag; returns the manifest digest. Every namespace it tags must
+ * have room for it, or it is linked nowhere (DENIED naming usage and quota).
+ */
 export async function pushImage(
   env: Env,
   state: ImageState,
@@ -199,6 +211,8 @@ export async function pushImage(
   const image = await prepareImage(env, state, sourceDateEpoch);
   const byRepo = new Map<string, string[]>();
   for (const t of tags) byRepo.set(t.repository, [...(byRepo.get(t.repository) ?? []), t.tag]);
-  for (const [repo, [first, ...rest]] of byRepo) await storeImage(env, repo, image, first, rest);
+  await withQuota(env, await imageWrites(env, [...byRepo.keys()], image), async () => {
+    for (const [repo, [first, ...rest]] of byRepo) await storeImage(env, repo, image, first, rest, true);
+  });
   return { digest: image.digest, config: image.config };
 }

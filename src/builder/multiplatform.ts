@@ -12,6 +12,7 @@ import { digestOf } from "../oci/digest";
 import { splitPlatform } from "../oci/platform";
 import { linkBlob } from "../storage/blobs";
 import { getManifest, putManifest, statManifest } from "../storage/manifests";
+import { storedSizes, withQuota } from "../storage/usage";
 import type { BuildSpec, BuildStatus, BuildView, ChildView, ImageState, StepStatus, StepView } from "./model";
 import type { LogEvent } from "../protocol/events";
 import { prepareImage, storeImage } from "./image";
@@ -68,22 +69,28 @@ export async function pushChildImage(env: Env, state: ImageState, repository: st
   return { digest: image.digest, size: image.bytes.byteLength };
 }
 
-/** Makes the manifest `digest` of `from` (and the blobs it uses) part of `to` as well. */
-async function copyManifest(env: Env, from: string, to: string, digest: string): Promise<void> {
-  if (await statManifest(env, to, digest)) return;
-  const m = await getManifest(env, from, digest);
-  if (!m) throw new Error(`manifest ${digest} is missing from ${from}`);
+/** A child's manifest as stored in the home repository, and the blobs it uses. */
+interface ChildManifest { digest: string; bytes: Uint8Array; mediaType: string; blobs: string[] }
+
+async function readChild(env: Env, home: string, digest: string): Promise<ChildManifest> {
+  const m = await getManifest(env, home, digest);
+  if (!m) throw new Error(`manifest ${digest} is missing from ${home}`);
   const doc = parseManifest(m.bytes, m.mediaType);
-  if ("config" in doc) {
-    await linkBlob(env, to, doc.config.digest);
-    for (const l of doc.layers) await linkBlob(env, to, l.digest);
-  }
-  await putManifest(env, to, digest, m.bytes, m.mediaType);
+  return { digest, bytes: m.bytes, mediaType: m.mediaType, blobs: "config" in doc ? [doc.config.digest, ...doc.layers.map((l) => l.digest)] : [] };
+}
+
+/** Makes the child manifest (and the blobs it uses) part of `to` as well (its quota reserved by the caller). */
+async function copyManifest(env: Env, to: string, child: ChildManifest): Promise<void> {
+  if (await statManifest(env, to, child.digest)) return;
+  for (const b of child.blobs) await linkBlob(env, to, b);
+  await putManifest(env, to, child.digest, child.bytes, child.mediaType, [], { quotaHeld: true });
 }
 
 /**
  * Pushes an OCI image index over the children's manifests (stored in `tags[0].repository`) under
- * every tag; returns the index digest.
+ * every tag; returns the index digest. Every namespace it tags must have room for the index (and, in
+ * a repository other than the first, for the children's manifests and blobs), or nothing is linked
+ * and no tag moves (DENIED naming usage and quota).
  */
 export async function pushIndex(env: Env, tags: { repository: string; tag: string }[], children: { platform: string; digest: string }[]): Promise<string> {
   const home = tags[0].repository;
@@ -97,11 +104,19 @@ export async function pushIndex(env: Env, tags: { repository: string; tag: strin
   const digest = await digestOf(bytes);
   const byRepo = new Map<string, string[]>();
   for (const t of tags) byRepo.set(t.repository, [...(byRepo.get(t.repository) ?? []), t.tag]);
-  for (const [repo, repoTags] of byRepo) {
-    if (repo !== home) for (const c of children) await copyManifest(env, home, repo, c.digest);
-    const [first, ...rest] = repoTags;
-    await putManifest(env, repo, first, bytes, MediaType.OciIndex, rest);
-  }
+  const copies = [...byRepo.keys()].some((r) => r !== home) ? await Promise.all(children.map((c) => readChild(env, home, c.digest))) : [];
+  const copied = [
+    ...descriptors.map((d) => ({ digest: d.digest, size: d.size })),
+    ...(await storedSizes(env, copies.flatMap((c) => c.blobs))),
+  ];
+  const writes = [...byRepo.keys()].map((repo) => ({ repo, content: [{ digest, size: bytes.byteLength }, ...(repo !== home ? copied : [])] }));
+  await withQuota(env, writes, async () => {
+    for (const [repo, repoTags] of byRepo) {
+      if (repo !== home) for (const c of copies) await copyManifest(env, repo, c);
+      const [first, ...rest] = repoTags;
+      await putManifest(env, repo, first, bytes, MediaType.OciIndex, rest, { quotaHeld: true });
+    }
+  });
   return digest;
 }
 

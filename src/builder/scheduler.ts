@@ -177,7 +177,8 @@ export class StepScheduler {
     this.setStep(idx, { job_id: jobId, cache_key: key, run_key: key, created_by: createdBy });
     this.host.events.step(this.store.stepView(this.store.row(idx)!));
     // No credential here: the Dispatcher mints one per lease when a runner claims the job.
-    const { runnerConnected, waitMs } = await this.host.env.DISPATCHER.get(this.host.env.DISPATCHER.idFromName("default")).enqueue({ ...job, jobId });
+    const { runnerConnected, waitMs, refused } = await this.host.env.DISPATCHER.get(this.host.env.DISPATCHER.idFromName("default")).enqueue({ ...job, jobId });
+    if (refused) throw new StepError(refused);
     const platform = platformString(job.platform);
     this.host.events.log(idx, runnerConnected ? "waiting for a runner\n" : `no runner for ${platform} is connected; waiting up to ${secondsText(waitMs)}\n`, true);
   }

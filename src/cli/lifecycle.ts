@@ -47,7 +47,7 @@ export async function gcCommand(server: string, token: string | undefined, opts:
   return 0;
 }
 
-interface Usage { namespace: string; bytes: number; blobs: number; manifests: number; tags: number; cacheBytes: number; quota?: number }
+interface Usage { namespace: string; bytes: number; blobs: number; manifests: number; tags: number; cacheBytes: number; stagedBytes?: number; quota?: number }
 
 /** GET /v1/usage as a table (the namespaces the token may read). */
 export async function usageCommand(server: string, token: string | undefined, opts: { json: boolean }): Promise<number> {
@@ -62,9 +62,9 @@ export async function usageCommand(server: string, token: string | undefined, op
     process.stdout.write("no namespace you may read holds anything\n");
     return 0;
   }
-  const rows = [["NAMESPACE", "BYTES", "QUOTA", "BLOBS", "MANIFESTS", "TAGS", "CACHE"], ...namespaces.map((u) => [
+  const rows = [["NAMESPACE", "BYTES", "QUOTA", "BLOBS", "MANIFESTS", "TAGS", "CACHE", "STAGED"], ...namespaces.map((u) => [
     u.namespace, formatBytes(u.bytes), u.quota === undefined ? "-" : `${formatBytes(u.quota)} (${u.quota ? Math.round((100 * u.bytes) / u.quota) : 100}%)`,
-    String(u.blobs), String(u.manifests), String(u.tags), formatBytes(u.cacheBytes),
+    String(u.blobs), String(u.manifests), String(u.tags), formatBytes(u.cacheBytes), formatBytes(u.stagedBytes ?? 0),
   ])];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   for (const r of rows) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()}\n`);

@@ -7,7 +7,7 @@ import { OciError } from "../errors";
 import { StorageError } from "../storage/errors";
 import { isDigest } from "../oci/digest";
 import { linkBlob, putBlobVerified, repoHasBlob, requireDigest, statBlob, unlinkBlob } from "../storage/blobs";
-import { assertWithinQuota, checkQuota } from "../storage/usage";
+import { assertWithinQuota, cappedToRoom, quotaOf, releaseQuota, reserveQuota, withQuota, type Reservation } from "../storage/usage";
 import {
   appendUpload, cancelUpload, createUpload, finishUpload, getUpload, type UploadSession,
 } from "../storage/uploads";
@@ -37,10 +37,9 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     if (isDigest(mount)) {
       if (from !== undefined ? await mountable(c, from, mount) : await repoHasBlob(c.env, name, mount)) {
         const stored = await statBlob(c.env, mount);
-        const fresh = stored ? await checkQuota(c.env, name, [{ digest: mount, size: stored.size }]) : false;
         try {
-          await linkBlob(c.env, name, mount);
-          if (fresh) await undoPastQuota(c, name, { digest: mount, size: stored!.size });
+          // the mount's bytes are reserved in the namespace's quota before they are linked
+          await withQuota(c.env, [{ repo: name, content: stored ? [{ digest: mount, size: stored.size }] : [] }], () => linkBlob(c.env, name, mount));
           return created(name, mount);
         } catch (err) {
           // Deleted meanwhile: the client uploads it instead (never a 404 for a valid push).
@@ -57,9 +56,15 @@ async function startUpload(c: Ctx, name: string): Promise<Response> {
     requireDigest(digest);
     const { body, length } = requestBody(c);
     const size = body ? length : 0;
-    const fresh = await checkQuota(c.env, name, [{ digest, size: size ?? 0 }]);
-    const stored = await putBlobVerified(c.env, body ?? emptyStream(), digest, size, name);
-    if (fresh) await undoPastQuota(c, name, stored);
+    // a known length is reserved in the namespace's quota before the body is read; an unknown one
+    // is cut off past the namespace's room, and checked again once stored (its link taken back past
+    // the quota)
+    const stored = await withQuota(c.env, [{ repo: name, content: [{ digest, size: size ?? 0 }] }], async (fresh) => {
+      const content = body && fresh && size === undefined ? await cappedToRoom(c.env, name, body) : body;
+      const stored = await putBlobVerified(c.env, content ?? emptyStream(), digest, size, name);
+      if (fresh && size === undefined) await undoPastQuota(c, name, stored);
+      return stored;
+    });
     return created(name, stored.digest);
   }
   c.req.raw.body?.cancel().catch(() => {});
@@ -114,15 +119,19 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
           throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: uploadHeaders(s) });
         }
       }
-      // staged bytes count against the quota (a body of unknown length: the bytes staged so far)
-      await checkQuota(c.env, name, [{ size: s.size + (chunkLength ?? 0) }]);
-      s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength });
-      if (chunkLength === undefined) {
-        // a streamed chunk's length is known only now: past the quota, the session goes with its bytes
-        await checkQuota(c.env, name, [{ size: s.size }]).catch(async (err) => {
-          await cancelUpload(c.env, s).catch(() => {});
-          throw err;
-        });
+      // Staged bytes count against the namespace's quota: a chunk of known length is reserved before
+      // its body is read, one of unknown length is kept only if it fits once staged (appendUpload).
+      // A refused chunk ends its session, with the bytes it staged before.
+      const quota = await quotaOf(c.env, name);
+      let reservation: Reservation | null = null;
+      try {
+        if (quota && chunkLength) reservation = await reserveQuota(c.env, quota, chunkLength);
+        s = await appendUpload(c.env, s, body, { start: range?.start, length: chunkLength, quota, reservation });
+      } catch (err) {
+        if (isDenied(err)) await cancelUpload(c.env, s).catch(() => {});
+        throw err;
+      } finally {
+        await releaseQuota(c.env, reservation);
       }
       return empty(202, uploadHeaders(s));
     }
@@ -136,9 +145,11 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
       if (range && range !== "invalid" && range.start !== s.size) {
         throw new OciError("RANGE_INVALID", `chunk starts at ${range.start}, but ${s.size} bytes were received so far`, { headers: uploadHeaders(s) });
       }
-      const fresh = await checkQuota(c.env, name, [{ digest, size: s.size + (body ? (length ?? 0) : 0) }]);
-      const stored = await finishUpload(c.env, s, digest, body, length);
-      if (fresh) await undoPastQuota(c, name, stored);
+      const stored = await completeUpload(c, name, s, digest, body, length).catch(async (err) => {
+        // refused by the quota: the session goes with its staged bytes (they would hold the room)
+        if (isDenied(err)) await cancelUpload(c.env, s).catch(() => {});
+        throw err;
+      });
       return created(name, stored.digest);
     }
     case "DELETE": {
@@ -152,9 +163,39 @@ export async function handleUpload(c: Ctx, name: string, id: string): Promise<Re
 }
 
 /**
- * A blob new to the namespace, once linked: when it took the namespace past its quota (its length was
- * unknown until stored, or concurrent pushes all passed checkQuota before any was stored), its link
- * is removed again (the bytes go with it unless another repository uses them) and the push refused.
+ * Completes session `s` within the namespace's quota: with staged chunks, a final body of known
+ * length is reserved before it is read (one of unknown length is kept only if it fits) and the staged
+ * bytes count until the blob is linked; with none, the body is the blob (as a monolithic push).
+ */
+async function completeUpload(
+  c: Ctx, name: string, s: UploadSession, digest: string, body: ReadableStream<Uint8Array> | null, length: number | undefined,
+): Promise<{ digest: string; size: number }> {
+  if (s.chunks === 0) {
+    const size = body ? length : 0;
+    return withQuota(c.env, [{ repo: name, content: [{ digest, size: size ?? 0 }] }], async (fresh) => {
+      const content = body && fresh && size === undefined ? await cappedToRoom(c.env, name, body) : body;
+      const stored = await finishUpload(c.env, s, digest, content, length);
+      if (fresh && size === undefined) await undoPastQuota(c, name, stored);
+      return stored;
+    });
+  }
+  const quota = await quotaOf(c.env, name);
+  let reservation: Reservation | null = null;
+  try {
+    if (quota && body && length) reservation = await reserveQuota(c.env, quota, length);
+    return await finishUpload(c.env, s, digest, body, length, { quota, reservation });
+  } finally {
+    await releaseQuota(c.env, reservation);
+  }
+}
+
+const isDenied = (err: unknown) => err instanceof StorageError && err.code === "DENIED";
+
+/**
+ * A blob new to the namespace whose length was unknown until it was stored (cut off past the room the
+ * namespace had when it started: cappedToRoom), once linked: when it took the namespace past its
+ * quota (writers racing for that room), its link is removed again (the bytes go with it unless another
+ * repository uses them) and the push refused.
  */
 async function undoPastQuota(c: Ctx, name: string, stored: { digest: string; size: number }): Promise<void> {
   try {

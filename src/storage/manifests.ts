@@ -9,7 +9,7 @@ import { StorageError } from "./errors";
 import { algorithmOf, digestOf, parseDigest } from "../oci/digest";
 import { isTag } from "../oci/names";
 import { blobKey, collectBlob, ensureRepository, putBlobBytes, requireDigest, withBlobPins } from "./blobs";
-import { checkQuota } from "./usage";
+import { withQuota } from "./usage";
 import { ImageFormatError, manifestReferences, type Descriptor, type ManifestReferences } from "../oci/image";
 
 export { ensureRepository };
@@ -39,7 +39,9 @@ async function existing(env: Env, sql: string, repo: string, values: string[]): 
  * Stores a manifest in `repo` under `reference` (a tag, or a digest that must match the bytes) with
  * the same validation as `PUT /v2/<repo>/manifests/<reference>`: valid JSON of a supported media type,
  * config and layers linked in the repository and index entries stored in it (else
- * MANIFEST_BLOB_UNKNOWN). `extraTags` are tagged too. Creates the repository.
+ * MANIFEST_BLOB_UNKNOWN). `extraTags` are tagged too. Creates the repository. The manifest's bytes
+ * are reserved in the namespace's quota before anything is written (DENIED: no tag moved), unless
+ * `quotaHeld`: the caller holds a reservation (withQuota) that covers them.
  */
 export async function putManifest(
   env: Env,
@@ -48,6 +50,7 @@ export async function putManifest(
   bytes: Uint8Array,
   mediaType: string,
   extraTags: string[] = [],
+  opts: { quotaHeld?: boolean } = {},
 ): Promise<{ digest: string; subject?: string }> {
   if (bytes.byteLength > MAX_MANIFEST_SIZE) {
     throw new StorageError("MANIFEST_TOO_LARGE", `manifest larger than ${MAX_MANIFEST_SIZE} bytes`);
@@ -88,8 +91,8 @@ export async function putManifest(
         }
       }
     }
-    await checkQuota(env, repo, [{ digest, size: bytes.byteLength }]);
-    return storeManifest(env, repo, digest, bytes, parsed, tags);
+    if (opts.quotaHeld) return storeManifest(env, repo, digest, bytes, parsed, tags);
+    return withQuota(env, [{ repo, content: [{ digest, size: bytes.byteLength }] }], () => storeManifest(env, repo, digest, bytes, parsed, tags));
   });
 }
 

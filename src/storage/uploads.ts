@@ -10,6 +10,7 @@ import { StorageError } from "./errors";
 import { adoptBlobObjects, linkBlob, putBlobVerified, putBlobVerifiedSized, requireDigest, withBlobPin } from "./blobs";
 import { Meter, SINGLE_PUT_MAX, concatObjects, hashStream, putFixed, spool } from "./streams";
 import { algorithmOf, hexOf, webAlgorithm } from "../oci/digest";
+import { cappedToRoom, fitsQuotaSql, quotaRefusal, RESERVATION_TTL_MS, type Quota, type Reservation } from "./usage";
 
 export interface UploadSession {
   id: string;
@@ -83,15 +84,24 @@ function rangeError(session: UploadSession, message: string): StorageError {
 }
 
 /**
+ * Where a chunk starts, its announced length, and the quota of the session's namespace (null: none).
+ * With a quota, the chunk is kept only if the namespace can take it (else StorageError DENIED, the
+ * chunk's bytes deleted, the session as it was); `reservation` (made by reserveQuota for the
+ * announced length before the body was read) becomes the session's staged bytes when it is kept.
+ */
+export interface AppendOptions { start?: number; length?: number; quota?: Quota | null; reservation?: Reservation | null }
+
+/**
  * Appends a chunk. `start` (from Content-Range) must equal the bytes received so far, else
  * RANGE_INVALID (416). `length` is the announced length when known; a streamed body of unknown
- * length is fine. Concurrent appends to one session are serialised by (upload_id, n).
+ * length is fine. Concurrent appends to one session are serialised by (upload_id, n). The session's
+ * staged bytes count against its namespace's quota (see AppendOptions) until it ends.
  */
 export async function appendUpload(
   env: Env,
   session: UploadSession,
   body: ReadableStream<Uint8Array> | null,
-  opts: { start?: number; length?: number } = {},
+  opts: AppendOptions = {},
 ): Promise<UploadSession> {
   if (opts.start !== undefined && opts.start !== session.size) {
     body?.cancel().catch(() => {});
@@ -100,19 +110,30 @@ export async function appendUpload(
   if (!body || opts.length === 0) return session;
   const n = session.chunks;
   const key = `blobs/objects/${crypto.randomUUID()}`;
+  const quota = opts.quota;
+  // A chunk of unknown length is cut off once it passes the room the namespace has now: it would be
+  // refused when recorded anyway, and its bytes should not reach R2 meanwhile.
+  if (quota && opts.length === undefined) body = await cappedToRoom(env, session.repo, body);
   const { size, sha256 } = await stage(env.BUCKET, key, body, opts.length, n === 0);
   if (size === 0) {
     await env.BUCKET.delete(key);
     return session;
   }
+  // The session grows only if it still has `n` chunks and, in a namespace with a quota, only if the
+  // namespace can take the chunk (one statement: concurrent sessions never share the same room); the
+  // chunk's reservation, if the caller made one, is transferred to the staged bytes in the same batch.
+  const fits = quota ? ` AND ${fitsQuotaSql({ ns: "?6", now: "?7", except: "?8" }, "?1")}` : "";
+  const now = Date.now();
   let updated = 0;
   try {
-    const [, upd] = await env.DB.batch([
+    const [upd] = await env.DB.batch([
+      env.DB.prepare(`UPDATE uploads SET chunks = chunks + 1, size = size + ?1, updated_at = ?2, sha256 = ?5 WHERE id = ?3 AND chunks = ?4${fits}`)
+        .bind(size, now, session.id, n, n === 0 ? sha256 ?? null : null, ...(quota ? [quota.namespace, now, opts.reservation?.id ?? ""] : [])),
       env.DB.prepare(
-        "INSERT INTO upload_chunks (upload_id, n, key, size) SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM uploads WHERE id = ?1 AND chunks = ?2)",
+        `INSERT INTO upload_chunks (upload_id, n, key, size) SELECT ?1, ?2, ?3, ?4
+         WHERE EXISTS (SELECT 1 FROM uploads WHERE id = ?1 AND chunks = ?2 + 1) AND NOT EXISTS (SELECT 1 FROM upload_chunks WHERE upload_id = ?1 AND n = ?2)`,
       ).bind(session.id, n, key, size),
-      env.DB.prepare("UPDATE uploads SET chunks = chunks + 1, size = size + ?1, updated_at = ?2, sha256 = ?5 WHERE id = ?3 AND chunks = ?4")
-        .bind(size, Date.now(), session.id, n, n === 0 ? sha256 ?? null : null),
+      ...(opts.reservation ? [env.DB.prepare("DELETE FROM quota_reservations WHERE id = ?").bind(opts.reservation.id)] : []),
     ]);
     updated = upd.meta.changes ?? 0;
   } catch {
@@ -120,9 +141,10 @@ export async function appendUpload(
   }
   if (!updated) {
     await env.BUCKET.delete(key);
-    const now = await getUpload(env, session.repo, session.id);
-    if (!now) throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
-    throw rangeError(now, "another chunk was appended to this upload concurrently");
+    const current = await getUpload(env, session.repo, session.id);
+    if (!current) throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
+    if (quota && current.chunks === n) throw await quotaRefusal(env, quota.namespace, size);
+    throw rangeError(current, "another chunk was appended to this upload concurrently");
   }
   return { ...session, size: session.size + size, chunks: n + 1, sha256: n === 0 ? sha256 ?? null : null };
 }
@@ -140,6 +162,8 @@ async function dropSession(env: Env, id: string, keys: string[]): Promise<void> 
   await env.DB.batch([
     env.DB.prepare("DELETE FROM uploads WHERE id = ?").bind(id),
     env.DB.prepare("DELETE FROM upload_chunks WHERE upload_id = ?").bind(id),
+    // the room its staged bytes held while it was completed (claimSession with a quota)
+    env.DB.prepare("DELETE FROM quota_reservations WHERE id = ?").bind(id),
   ]);
   for (let i = 0; i < keys.length; i += 1000) await env.BUCKET.delete(keys.slice(i, i + 1000));
 }
@@ -150,7 +174,20 @@ async function dropSession(env: Env, id: string, keys: string[]): Promise<void> 
  * purge) only one goes on, and no other can delete chunks this one is adopting as a blob's bytes.
  * The chunk rows stay (the orphan sweep keeps their objects) until the claimant drops them.
  */
-async function claimSession(env: Env, id: string, where: { chunks?: number; before?: number } = {}): Promise<boolean> {
+async function claimSession(env: Env, id: string, where: { chunks?: number; before?: number } = {}, quota?: Quota | null): Promise<boolean> {
+  if (quota) {
+    // Its staged bytes keep counting, as a reservation under the session's id, while it becomes a
+    // blob (verified, adopted, linked): released by dropSession once the blob counts as stored.
+    const [, r] = await env.DB.batch([
+      env.DB.prepare(
+        `INSERT OR REPLACE INTO quota_reservations (id, namespace, bytes, expires_at) SELECT id, ?4, size, ?5 FROM uploads
+         WHERE id = ?1 AND (?2 IS NULL OR chunks = ?2) AND (?3 IS NULL OR updated_at < ?3)`,
+      ).bind(id, where.chunks ?? null, where.before ?? null, quota.namespace, Date.now() + RESERVATION_TTL_MS),
+      env.DB.prepare("DELETE FROM uploads WHERE id = ?1 AND (?2 IS NULL OR chunks = ?2) AND (?3 IS NULL OR updated_at < ?3)")
+        .bind(id, where.chunks ?? null, where.before ?? null),
+    ]);
+    return (r.meta.changes ?? 0) > 0;
+  }
   const r = await env.DB.prepare("DELETE FROM uploads WHERE id = ?1 AND (?2 IS NULL OR chunks = ?2) AND (?3 IS NULL OR updated_at < ?3)")
     .bind(id, where.chunks ?? null, where.before ?? null).run();
   return (r.meta.changes ?? 0) > 0;
@@ -159,7 +196,9 @@ async function claimSession(env: Env, id: string, where: { chunks?: number; befo
 /**
  * Completes an upload: the optional final chunk is appended, then the staged bytes are verified
  * against `digest` and become the blob where they are (no copy), linked to the repository. On a
- * mismatch nothing is kept (the session is gone too) and DIGEST_INVALID is thrown.
+ * mismatch nothing is kept (the session is gone too) and DIGEST_INVALID is thrown. With the quota of
+ * the session's namespace, the final chunk is appended as AppendOptions say, and the staged bytes
+ * keep counting until the blob is linked.
  */
 export async function finishUpload(
   env: Env,
@@ -167,6 +206,7 @@ export async function finishUpload(
   digest: string,
   finalBody: ReadableStream<Uint8Array> | null,
   finalLength?: number,
+  quota: { quota?: Quota | null; reservation?: Reservation | null } = {},
 ): Promise<{ digest: string; size: number }> {
   const d = requireDigest(digest);
   if (session.chunks === 0) {
@@ -180,8 +220,8 @@ export async function finishUpload(
       throw err;
     }
   }
-  if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength });
-  if (!(await claimSession(env, session.id, { chunks: session.chunks }))) {
+  if (finalBody) session = await appendUpload(env, session, finalBody, { length: finalLength, ...quota });
+  if (!(await claimSession(env, session.id, { chunks: session.chunks }, quota.quota))) {
     if (await getUpload(env, session.repo, session.id)) throw rangeError(session, "another chunk was appended to this upload concurrently");
     throw new StorageError("BLOB_UPLOAD_UNKNOWN", "upload unknown (finished or cancelled meanwhile)");
   }
@@ -272,6 +312,8 @@ export async function purgeStaleUploads(env: Env, maxAgeMs = 7 * 24 * 3600 * 100
     // a session being completed right now is its finisher's (claimSession)
     if (await claimSession(env, id, { before: cutoff })) await dropSession(env, id, await chunkKeys(env, id));
   }
+  // reservations of writers that died: they stopped counting when they expired
+  await env.DB.prepare("DELETE FROM quota_reservations WHERE expires_at < ?").bind(Date.now()).run();
   const tmp = await env.BUCKET.list({ prefix: "tmp/", limit: 1000 });
   const old = tmp.objects.filter((o) => o.uploaded.getTime() < cutoff).map((o) => o.key);
   if (old.length) await env.BUCKET.delete(old);
