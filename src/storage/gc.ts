@@ -6,8 +6,9 @@
  * (manifests whose subject it is) and its config and layers; untagged manifests younger than their
  * age (the grace period, or the matching policy's `untaggedOlderThanDays`); build cache entries
  * (after eviction); running builds (their contexts, their repositories' links, their staging
- * objects); upload sessions (their staged chunks); pull-through records; anything younger than the
- * grace period. Everything else is swept.
+ * objects); upload sessions (their staged chunks); pull-through records used within
+ * KILN_PULL_THROUGH_MAX_AGE_DAYS; anything younger than the grace period. Everything else is swept.
+ * The marks are rows of gc_marks in D1, read and written a page at a time (see "the collection" below).
  *
  * No read-only window: every delete is one conditional D1 statement that re-checks, when it runs,
  * that nothing uses the row any more (a tag re-pushed, a manifest that names it, a pin). Writers pin
