@@ -4,7 +4,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Env } from "../../../src/env";
-import { GC_PAGE, collectGarbage, type GcOptions } from "../../../src/storage/gc";
+import { GC_PAGE, collectGarbage, putRetention, type GcOptions } from "../../../src/storage/gc";
 import { linkBlob, putBlobBytes, putBlobComputed } from "../../../src/storage/blobs";
 import { putManifest } from "../../../src/storage/manifests";
 import { isUpstreamLinked } from "../../../src/storage/upstreams";
@@ -205,6 +205,91 @@ describe("garbage collection in pages", () => {
     // the collector is free again; a small store is still answered in one POST
     const again = await collect("graceSeconds=0");
     expect(again.slices).toBe(1);
+  });
+
+  it("cache eviction past a scope's budget reads a page at a time and drops exactly what one pass over every entry would", { timeout: 120_000 }, async () => {
+    const now = Date.now();
+    type Entry = { key: string; scope: string; layer: string | null; size: number; last_hit_at: number };
+    const entries: Entry[] = [];
+    for (let i = 0; i < 2600; i++) {
+      const scope = i < 2500 ? "big" : "small";
+      const l = (i * 7) % 300; // layers repeat across pages
+      entries.push({
+        key: `sha256:${(0xe0000 + i).toString(16).padStart(64, "0")}`, scope,
+        layer: i % 13 === 0 ? null : `sha256:${(0xf000 + l).toString(16).padStart(64, "0")}`, size: 100 + l,
+        // ties on purpose (every 3 entries share a time); some older than the cache's age
+        last_hit_at: now - 3600_000 - Math.floor(i / 3) * 3 * 3600_000,
+      });
+    }
+    const stmts = entries.map((e) => testEnv.DB.prepare("INSERT INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?, ?, ?, ?, ?, ?)")
+      .bind(e.key, e.scope, e.layer, e.size, e.last_hit_at, e.last_hit_at));
+    for (let i = 0; i < stmts.length; i += 100) await testEnv.DB.batch(stmts.slice(i, i + 100));
+    const budget = 12_000;
+    const o = opts({ graceMs: 2 * 3600_000, cacheBudgetBytes: budget, cacheMaxAgeMs: 90 * DAY });
+
+    // the rule, in one pass over every entry (what the collector did before it worked in pages)
+    const cutoff = now - o.graceMs;
+    const staleBefore = Math.min(cutoff, now - o.cacheMaxAgeMs);
+    const expected = new Set<string>();
+    const sorted = [...entries].sort((a, b) => (a.scope < b.scope ? -1 : a.scope > b.scope ? 1 : b.last_hit_at - a.last_hit_at || (a.key < b.key ? -1 : 1)));
+    const spent = new Map<string, Map<string, number>>();
+    for (const r of sorted) {
+      const layers = spent.get(r.scope) ?? new Map<string, number>();
+      spent.set(r.scope, layers);
+      if (r.last_hit_at >= cutoff) {
+        if (r.layer) layers.set(r.layer, r.size);
+        continue;
+      }
+      if (r.last_hit_at < staleBefore) {
+        expected.add(r.key);
+        continue;
+      }
+      const total = [...layers.values()].reduce((a, b) => a + b, 0);
+      if (r.layer && !layers.has(r.layer) && total + r.size > budget) {
+        expected.add(r.key);
+        continue;
+      }
+      if (r.layer) layers.set(r.layer, r.size);
+    }
+    expect(expected.size).toBeGreaterThan(GC_PAGE);
+    expect(expected.size).toBeLessThan(entries.length - 100);
+
+    const counted = countingEnv();
+    const dry = await collectGarbage(counted.env, crypto.randomUUID(), { ...o, dryRun: true });
+    expect(counted.most()).toBeLessThanOrEqual(GC_PAGE);
+    expect(dry.deleted.cacheEntries).toBe(expected.size);
+    const real = await collectGarbage(testEnv, crypto.randomUUID(), o);
+    expect(real.deleted.cacheEntries).toBe(expected.size);
+    const { results } = await testEnv.DB.prepare("SELECT key FROM cache_entries").all<{ key: string }>();
+    const left = new Set(results.map((r) => r.key));
+    for (const e of entries) expect(left.has(e.key), e.key).toBe(!expected.has(e.key));
+  });
+
+  it("retention's keepLast counts across pages of a repository's tags; keepTags still wins", { timeout: 120_000 }, async () => {
+    const cfg = await blob(JSON.stringify({ architecture: "amd64", os: "linux", rootfs: { type: "layers", diff_ids: [] }, ret: 1 }));
+    await linkBlob(testEnv, "ret/big", cfg);
+    const body = JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: cfg, size: (await testEnv.DB.prepare("SELECT size FROM blobs WHERE digest = ?").bind(cfg).first<{ size: number }>())!.size }, layers: [] });
+    const { digest } = await putManifest(testEnv, "ret/big", "t0000", new TextEncoder().encode(body), OCI_MANIFEST);
+    const now = Date.now();
+    const tags: { tag: string; updated_at: number }[] = [];
+    for (let i = 0; i < 2300; i++) tags.push({ tag: i % 500 === 7 ? `keep-${i}` : `t${String(i).padStart(4, "0")}`, updated_at: now - 3600_000 - Math.floor(i / 4) * 60_000 });
+    const stmts = tags.map((t) => testEnv.DB.prepare("INSERT OR REPLACE INTO tags (repo, tag, digest, updated_at) VALUES ('ret/big', ?, ?, ?)").bind(t.tag, digest, t.updated_at));
+    for (let i = 0; i < stmts.length; i += 100) await testEnv.DB.batch(stmts.slice(i, i + 100));
+    await putRetention(testEnv, "ret/*", { keepLast: 2000, keepTags: ["keep-*"] });
+    const byAge = [...tags].sort((a, b) => b.updated_at - a.updated_at || (a.tag < b.tag ? -1 : 1));
+    const expected = byAge.slice(2000).filter((t) => !t.tag.startsWith("keep-")).map((t) => `ret/big:${t.tag}`).sort();
+    expect(expected.length).toBe(299); // 300 beyond the last 2000, one of them kept by keepTags
+
+    const counted = countingEnv();
+    const dry = await collectGarbage(counted.env, crypto.randomUUID(), opts({ dryRun: true }));
+    expect(counted.most()).toBeLessThanOrEqual(GC_PAGE);
+    expect(dry.counts.tags).toBe(expected.length);
+    expect([...dry.deleted.tags].sort()).toEqual(expected);
+    await collectGarbage(testEnv, crypto.randomUUID(), opts());
+    const { results } = await testEnv.DB.prepare("SELECT tag FROM tags WHERE repo = 'ret/big'").all<{ tag: string }>();
+    expect(results.length).toBe(tags.length - expected.length);
+    expect(results.map((r) => `ret/big:${r.tag}`)).not.toContain(expected[0]);
+    expect(await blobRow(digest)).toBe(true); // still tagged
   });
 
   it("POST /v1/gc refuses a bad wait", async () => {
