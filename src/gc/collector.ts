@@ -74,8 +74,8 @@ export class GarbageCollector extends DurableObject<Env> {
 
   /**
    * Starts a collection, unless one is running (then says which), and runs its slices while the caller
-   * waits (`waitMs`, at least one slice): its report when it ends within that, else `running` (it goes
-   * on in the alarm; GET /v1/gc shows the report when it ends). `sliceMs` overrides the setting.
+   * waits (`waitMs`; 0: none): its report when it ends within that, else `running` (it goes on in the
+   * alarm; GET /v1/gc shows the report when it ends). `sliceMs` overrides the setting.
    */
   async collect(req: { dryRun: boolean; graceMs?: number; trigger: GcOptions["trigger"]; waitMs?: number; sliceMs?: number }): Promise<CollectAnswer> {
     const running = await this.ctx.storage.get<Current>("current");
@@ -99,14 +99,12 @@ export class GarbageCollector extends DurableObject<Env> {
         await this.end();
         throw err;
       }
-      for (;;) {
+      while (Date.now() < waitUntil) {
         const answer = await this.slice(current, progress);
         if (answer) return answer;
-        if (Date.now() >= waitUntil) {
-          await this.ctx.storage.setAlarm(Date.now() + PAUSE_MS);
-          return { status: "running", id: current.id, startedAt };
-        }
       }
+      await this.ctx.storage.setAlarm(Date.now() + (progress.report.slices ? PAUSE_MS : 0));
+      return { status: "running", id: current.id, startedAt };
     } finally {
       this.slicing = false;
     }

@@ -292,6 +292,30 @@ describe("garbage collection in pages", () => {
     expect(await blobRow(digest)).toBe(true); // still tagged
   });
 
+  it("POST /v1/gc?wait=0 answers 202 with the run's id at once; the collection goes on in the alarm and its report appears in GET /v1/gc", async () => {
+    const orphan = await blob(`wait0 ${Math.random()}`);
+    await age(2 * 3600_000);
+    const res = await reg("/v1/gc?graceSeconds=0&wait=0", { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
+    expect(res.status).toBe(202);
+    const { id, status } = (await res.json()) as { id: string; status: string };
+    expect(status).toBe("running");
+    const busy = await reg("/v1/gc?graceSeconds=0", { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
+    expect(busy.status).toBe(409);
+    expect(await busy.text()).toContain(id);
+    const deadline = Date.now() + 30_000;
+    let run: { id: string; status: string; report: { deleted: { blobs: string[] } } } | undefined;
+    for (;;) {
+      const { runs } = (await (await reg("/v1/gc", { headers: { authorization: "Bearer kiln-test-admin" } })).json()) as { runs: NonNullable<typeof run>[] };
+      run = runs.find((r) => r.id === id);
+      if (run?.status !== "running") break;
+      if (Date.now() > deadline) throw new Error("the collection did not end within 30 s");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(run?.status).toBe("done");
+    expect(run!.report.deleted.blobs).toContain(orphan);
+    expect(await blobRow(orphan)).toBe(false);
+  });
+
   it("POST /v1/gc refuses a bad wait", async () => {
     const res = await reg("/v1/gc?wait=soon", { method: "POST", headers: { authorization: "Bearer kiln-test-admin" } });
     expect(res.status).toBe(400);
