@@ -71,6 +71,8 @@ const WATCHDOG_MS = 60_000;
 export class GarbageCollector extends DurableObject<Env> {
   /** A slice is running in this instance (the alarm then leaves it alone). */
   private slicing = false;
+  /** The collection this instance is starting or running, for a refusal before it is in storage. */
+  private active: Current | null = null;
 
   /**
    * Starts a collection, unless one is running (then says which), and runs its slices while the caller
@@ -78,8 +80,8 @@ export class GarbageCollector extends DurableObject<Env> {
    * alarm; GET /v1/gc shows the report when it ends). `sliceMs` overrides the setting.
    */
   async collect(req: { dryRun: boolean; graceMs?: number; trigger: GcOptions["trigger"]; waitMs?: number; sliceMs?: number }): Promise<CollectAnswer> {
-    const running = await this.ctx.storage.get<Current>("current");
-    if (running || this.slicing) return { status: "busy", id: running?.id ?? "", startedAt: running?.startedAt ?? 0 };
+    const running = this.active ?? (await this.ctx.storage.get<Current>("current"));
+    if (running) return { status: "busy", id: running.id, startedAt: running.startedAt };
     const settings = gcSettings(this.env);
     const startedAt = Date.now();
     const waitUntil = startedAt + (req.waitMs ?? 25_000);
@@ -89,6 +91,8 @@ export class GarbageCollector extends DurableObject<Env> {
     };
     const progress = newCollection(crypto.randomUUID(), opts, startedAt);
     const current: Current = { id: progress.id, startedAt, sliceMs: req.sliceMs ?? settings.sliceMs };
+    if (this.active) return { status: "busy", id: this.active.id, startedAt: this.active.startedAt };
+    this.active = current;
     this.slicing = true;
     try {
       await this.ctx.storage.put("current", current);
@@ -107,6 +111,7 @@ export class GarbageCollector extends DurableObject<Env> {
       return { status: "running", id: current.id, startedAt };
     } finally {
       this.slicing = false;
+      this.active = null;
     }
   }
 

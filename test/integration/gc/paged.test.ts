@@ -182,6 +182,10 @@ describe("garbage collection in pages", () => {
     expect(first.status).toBe("running");
     const id = (first as { id: string }).id;
     expect((await runRow(id)).status).toBe("running");
+    // GET /v1/gc shows it running, with its step and slices so far
+    const during = await reg("/v1/gc", { headers: { authorization: "Bearer kiln-test-admin" } });
+    const shown = ((await during.json()) as { runs: { id: string; status: string; progress?: { phase: string; slices: number } }[] }).runs.find((r) => r.id === id);
+    expect(shown).toMatchObject({ status: "running", progress: { phase: expect.any(String), slices: expect.any(Number) } });
     // another collection is refused while this one goes on in slices
     expect((await runInDurableObject(stub, (gc) => gc.collect({ dryRun: true, trigger: "test" }))).status).toBe("busy");
     const deadline = Date.now() + 120_000;
