@@ -160,6 +160,7 @@ export class GarbageCollector extends DurableObject<Env> {
     await this.ctx.storage.deleteAlarm();
   }
 }
+
 /** The one collector's stub. */
 export function garbageCollector(env: Env): DurableObjectStub<GarbageCollector> {
   return env.GARBAGE_COLLECTOR.get(env.GARBAGE_COLLECTOR.idFromName("gc"));
