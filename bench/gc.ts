@@ -96,7 +96,7 @@ export async function run(ctx: BenchContext): Promise<BenchResult[]> {
       await pushGarbage(server.url, garbage, rep);
       const t0 = performance.now();
       const report = await whileProbing(server.url, probe, latencies, async () => {
-        const res = await fetch(`${server!.url}/v1/gc?graceSeconds=0`, { method: "POST", headers: auth, signal: AbortSignal.timeout(30 * 60_000) });
+        const res = await fetch(`${server!.url}/v1/gc?graceSeconds=0&wait=300`, { method: "POST", headers: auth, signal: AbortSignal.timeout(30 * 60_000) });
         if (res.status !== 200) throw new Error(`POST /v1/gc: ${res.status} ${await res.text()}`);
         return (await res.json()) as { counts: { blobs: number }; durationMs: number };
       });

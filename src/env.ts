@@ -87,6 +87,10 @@ declare global {
       KILN_CACHE_MAX_AGE_DAYS?: string;
       /** Layer bytes kept per cache scope; beyond it the least recently hit entries are dropped (default: no budget). */
       KILN_CACHE_BUDGET_BYTES?: string;
+      /** Pull-through records (upstream links, manifests) unused for this many days expire, so their blobs can be collected (default 30; 0: never). */
+      KILN_PULL_THROUGH_MAX_AGE_DAYS?: string;
+      /** Seconds of work per slice of a garbage collection (default 10); a longer one continues in the collector's alarm. */
+      KILN_GC_SLICE_SECONDS?: string;
       /**
        * Largest request body in bytes, like a deployed Worker's platform limit (100 MB on the Free and
        * Pro plans): a larger Content-Length is refused with 413 before reading, a chunked body once it

@@ -20,6 +20,9 @@ export const usageRoutes = new Hono<{ Bindings: Env }>();
 type C = Context<{ Bindings: Env }>;
 
 const MAX_GRACE_SECONDS = 365 * 24 * 3600;
+/** How long POST /v1/gc waits for the report (`?wait=`) before answering 202 with the run's id. */
+const DEFAULT_WAIT_SECONDS = 25;
+const MAX_WAIT_SECONDS = 300;
 
 gcRoutes.post("/", async (c) => {
   await requireApiScope(c, { kind: "admin" });
@@ -31,9 +34,13 @@ gcRoutes.post("/", async (c) => {
     if (!/^\d+$/.test(grace) || Number(grace) > MAX_GRACE_SECONDS) throw new ApiError(400, `graceSeconds must be a whole number of seconds from 0 to ${MAX_GRACE_SECONDS}, not ${JSON.stringify(grace)}`);
     graceMs = Number(grace) * 1000;
   }
-  const answer = await garbageCollector(c.env).collect({ dryRun, graceMs, trigger: "api" });
+  const wait = c.req.query("wait") ?? String(DEFAULT_WAIT_SECONDS);
+  if (!/^\d+$/.test(wait) || Number(wait) > MAX_WAIT_SECONDS) throw new ApiError(400, `wait must be a whole number of seconds from 0 to ${MAX_WAIT_SECONDS}, not ${JSON.stringify(wait)}`);
+  const answer = await garbageCollector(c.env).collect({ dryRun, graceMs, trigger: "api", waitMs: Number(wait) * 1000 });
   if (answer.status === "busy") throw new ApiError(409, `a collection is running (id ${answer.id}, started ${new Date(answer.startedAt).toISOString()}); try again when it has finished`, { running: answer.id });
   if (answer.status === "failed") throw new ApiError(500, `the collection failed: ${answer.error}`, { id: answer.id });
+  // still running after `wait`: it goes on in the background; GET /v1/gc shows its report when it ends
+  if (answer.status === "running") return c.json({ id: answer.id, status: "running", startedAt: answer.startedAt }, 202);
   return c.json(answer.report);
 });
 

@@ -17,7 +17,7 @@ interface GcReport {
   durationMs: number;
   bytesFreed: number;
   retention: { pattern: string; tags: string[]; manifests: string[] }[];
-  deleted: { tags: string[]; manifests: string[]; links: number; blobs: string[]; cacheEntries: number; contexts: number; objects: number };
+  deleted: { tags: string[]; manifests: string[]; links: number; blobs: string[]; cacheEntries: number; contexts: number; objects: number; pullThrough?: number };
   counts: { tags: number; manifests: number; blobs: number };
 }
 
@@ -28,6 +28,13 @@ export async function gcCommand(server: string, token: string | undefined, opts:
   if (opts.graceSeconds !== undefined) q.set("graceSeconds", opts.graceSeconds);
   const res = await request(server, `/v1/gc${q.size ? `?${q}` : ""}`, { method: "POST", headers: authHeaders(token) });
   if (!res.ok) throw await httpError("collecting garbage", res, res.status === 403 ? "garbage collection needs an admin token" : res.status === 409 ? "wait for the running collection to finish" : undefined);
+  if (res.status === 202) {
+    // a large store: the collection goes on in slices on the server
+    const run = (await res.json()) as { id: string };
+    if (opts.json) process.stdout.write(`${JSON.stringify(run, null, 2)}\n`);
+    else process.stdout.write(`collection ${run.id} is still running on the server; its report will be in GET /v1/gc when it ends\n`);
+    return 0;
+  }
   const r = (await res.json()) as GcReport;
   if (opts.json) {
     process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
@@ -41,7 +48,7 @@ export async function gcCommand(server: string, token: string | undefined, opts:
   for (const b of r.deleted.blobs) process.stdout.write(`${verb} blob ${b}\n`);
   process.stdout.write(
     `${r.dryRun ? "dry run: would free" : "freed"} ${formatBytes(r.bytesFreed)}: ${r.counts.blobs} blobs, ${r.counts.manifests} manifests, ${r.counts.tags} tags, ` +
-    `${r.deleted.cacheEntries} cache entries, ${r.deleted.contexts} contexts, ${r.deleted.objects} stray objects ` +
+    `${r.deleted.cacheEntries} cache entries, ${r.deleted.contexts} contexts, ${r.deleted.objects} stray objects, ${r.deleted.pullThrough ?? 0} pull-through records ` +
     `(grace ${r.graceSeconds} s, ${(r.durationMs / 1000).toFixed(1)} s, run ${r.id})\n`,
   );
   return 0;

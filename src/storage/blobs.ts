@@ -266,10 +266,25 @@ async function storeBlobVerified(env: Env, body: ReadableStream<Uint8Array>, dig
 }
 
 /**
+ * Pins `digest` for PIN_TTL_MS beyond the call (a lease nobody releases; it expires): a build layer
+ * is linked into its repository only when the image is pushed, and until then nothing else may hold
+ * it (its cache entry is written after, an identical old blob may be unreferenced).
+ */
+async function leaseBlob(env: Env, digest: string): Promise<void> {
+  const now = Date.now();
+  await env.DB.batch([
+    env.DB.prepare("INSERT INTO blob_pins (id, digest, expires_at) VALUES (?, ?, ?)").bind(`lease/${crypto.randomUUID()}`, digest, now + PIN_TTL_MS),
+    env.DB.prepare("DELETE FROM blob_pins WHERE digest = ? AND id LIKE 'lease/%' AND expires_at < ?").bind(digest, now),
+  ]);
+}
+
+/**
  * Stores `body` (length and digest unknown up front), written once: a body of up to one part (8 MiB)
  * is hashed in memory and put at blobs/<alg>/<hex>; a larger one is streamed as multipart parts
  * straight into `blobs/objects/<uuid>` while it is hashed, and the row points there. `digest`, when
  * the producer hashes the bytes itself in the same pass (a layer writer), saves hashing them twice.
+ * The digest stays pinned for an hour after (leaseBlob), so a collection cannot take it before the
+ * build links it.
  */
 export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>, opts: { digest?: Promise<string> } = {}): Promise<{ digest: string; size: number }> {
   const bucket = env.BUCKET;
@@ -279,6 +294,8 @@ export async function putBlobComputed(env: Env, body: ReadableStream<Uint8Array>
   const digest = opts.digest ? await opts.digest : `sha256:${await meter.hex()}`;
   const d = requireDigest(digest);
   const size = meter.size;
+  // pinned before looking: identical old bytes found below stay until the build has linked them
+  await leaseBlob(env, digest);
   if (await statBlob(env, digest)) {
     await r.upload?.abort().catch(() => {});
     return { digest, size };

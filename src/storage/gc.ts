@@ -6,8 +6,9 @@
  * (manifests whose subject it is) and its config and layers; untagged manifests younger than their
  * age (the grace period, or the matching policy's `untaggedOlderThanDays`); build cache entries
  * (after eviction); running builds (their contexts, their repositories' links, their staging
- * objects); upload sessions (their staged chunks); pull-through records; anything younger than the
- * grace period. Everything else is swept.
+ * objects); upload sessions (their staged chunks); pull-through records used within
+ * KILN_PULL_THROUGH_MAX_AGE_DAYS; anything younger than the grace period. Everything else is swept.
+ * The marks are rows of gc_marks in D1, read and written a page at a time (see "the collection" below).
  *
  * No read-only window: every delete is one conditional D1 statement that re-checks, when it runs,
  * that nothing uses the row any more (a tag re-pushed, a manifest that names it, a pin). Writers pin
@@ -64,18 +65,22 @@ export function policyFor(policies: RetentionRecord[], repo: string): RetentionR
 const DAY_MS = 24 * 3600 * 1000;
 
 /**
- * The tags a policy deletes. Kept: tags matching `keepTags`, and the `keepLast` most recently pushed.
- * Of the rest, all go when `keepLast` is set and `olderThanDays` is not; with `olderThanDays`, only
- * those last pushed longer ago. Without either, none.
+ * Whether a policy deletes a tag, given its rank among the repository's tags by last push (0: the
+ * most recent; ties by name). Kept: tags matching `keepTags`, and the `keepLast` most recently
+ * pushed. Of the rest, all go when `keepLast` is set and `olderThanDays` is not; with
+ * `olderThanDays`, only those last pushed longer ago. Without either, none. Decided one tag at a
+ * time, so a collection reads a repository's tags a page at a time.
  */
-export function tagsToDelete(policy: RetentionPolicy, tags: { tag: string; updatedAt: number }[], now: number): string[] {
-  if (policy.keepLast === undefined && policy.olderThanDays === undefined) return [];
-  const byAge = [...tags].sort((a, b) => b.updatedAt - a.updatedAt || (a.tag < b.tag ? -1 : 1));
-  const kept = new Set(byAge.slice(0, policy.keepLast ?? 0).map((t) => t.tag));
-  return byAge
-    .filter((t) => !kept.has(t.tag) && !(policy.keepTags ?? []).some((p) => patternMatches(p, t.tag)))
-    .filter((t) => policy.olderThanDays === undefined || t.updatedAt < now - policy.olderThanDays * DAY_MS)
-    .map((t) => t.tag);
+export function tagDies(policy: RetentionPolicy, rank: number, tag: { tag: string; updatedAt: number }, now: number): boolean {
+  if (policy.keepLast === undefined && policy.olderThanDays === undefined) return false;
+  if (rank < (policy.keepLast ?? 0)) return false;
+  if ((policy.keepTags ?? []).some((p) => patternMatches(p, tag.tag))) return false;
+  return policy.olderThanDays === undefined || tag.updatedAt < now - policy.olderThanDays * DAY_MS;
+}
+
+/** Whether a policy deletes any tag at all (else a collection does not read the repository's tags). */
+function prunesTags(policy: RetentionPolicy | undefined): policy is RetentionPolicy {
+  return policy !== undefined && (policy.keepLast !== undefined || policy.olderThanDays !== undefined);
 }
 
 // ------------------------------------------------------------------ reports
@@ -88,6 +93,8 @@ export interface GcOptions {
   cacheMaxAgeMs: number;
   /** Per cache scope, entries beyond this many layer bytes are dropped, least recently hit first (null: no budget). */
   cacheBudgetBytes: number | null;
+  /** Pull-through records not used for this long expire, so their blobs can go (null or absent: never). */
+  pullThroughMaxAgeMs?: number | null;
 }
 
 export interface GcReport {
@@ -110,23 +117,39 @@ export interface GcReport {
     contexts: number;
     /** R2 objects no row refers to (interrupted writes, staging left behind). */
     objects: number;
+    /** Pull-through records (upstream links and manifests) unused for KILN_PULL_THROUGH_MAX_AGE_DAYS. */
+    pullThrough: number;
   };
   /** Blob bytes deleted (or that would be). */
   bytesFreed: number;
   /** Lists in the report are cut at this many items; the counts below them are complete. */
   listLimit: number;
   counts: { tags: number; manifests: number; blobs: number };
+  /** Time slices the collection took (it continues in the collector's alarm when one runs out). */
+  slices: number;
 }
 
 const LIST_LIMIT = 1000;
 
-export async function startGcRun(env: Env, id: string, opts: GcOptions, startedAt: number): Promise<void> {
-  await env.DB.prepare("INSERT INTO gc_runs (id, started_at, dry_run, grace_ms, trigger, status) VALUES (?, ?, ?, ?, ?, 'running')")
-    .bind(id, startedAt, opts.dryRun ? 1 : 0, opts.graceMs, opts.trigger).run();
+export async function startGcRun(env: Env, progress: GcProgress): Promise<void> {
+  const { id, opts, startedAt } = progress;
+  await env.DB.prepare("INSERT INTO gc_runs (id, started_at, dry_run, grace_ms, trigger, status, progress) VALUES (?, ?, ?, ?, ?, 'running', ?)")
+    .bind(id, startedAt, opts.dryRun ? 1 : 0, opts.graceMs, opts.trigger, JSON.stringify(progress)).run();
+}
+
+/** Saves a running collection's progress (after each slice), so the next slice continues it. */
+export async function saveGcProgress(env: Env, progress: GcProgress): Promise<void> {
+  await env.DB.prepare("UPDATE gc_runs SET progress = ? WHERE id = ? AND status = 'running'").bind(JSON.stringify(progress), progress.id).run();
+}
+
+/** A running collection's saved progress, or null (unknown, or not running any more). */
+export async function loadGcProgress(env: Env, id: string): Promise<GcProgress | null> {
+  const row = await env.DB.prepare("SELECT progress FROM gc_runs WHERE id = ? AND status = 'running'").bind(id).first<{ progress: string | null }>();
+  return row?.progress ? (JSON.parse(row.progress) as GcProgress) : null;
 }
 
 export async function finishGcRun(env: Env, id: string, status: "done" | "failed", report: GcReport | { error: string }): Promise<void> {
-  await env.DB.prepare("UPDATE gc_runs SET status = ?, finished_at = ?, report = ? WHERE id = ?")
+  await env.DB.prepare("UPDATE gc_runs SET status = ?, finished_at = ?, report = ?, progress = NULL WHERE id = ?")
     .bind(status, Date.now(), JSON.stringify(report), id).run();
 }
 
@@ -138,16 +161,22 @@ export interface GcRunRecord {
   startedAt: number;
   finishedAt: number | null;
   report: GcReport | { error: string } | null;
+  /** A running collection's step and slices so far. */
+  progress?: { phase: string; slices: number };
 }
 
 /** The most recent collections first. */
 export async function listGcRuns(env: Env, limit = 20): Promise<GcRunRecord[]> {
-  type Row = { id: string; status: string; dry_run: number; trigger: string; started_at: number; finished_at: number | null; report: string | null };
-  const { results } = await env.DB.prepare("SELECT id, status, dry_run, trigger, started_at, finished_at, report FROM gc_runs ORDER BY started_at DESC LIMIT ?")
-    .bind(Math.min(Math.max(limit, 1), 200)).all<Row>();
+  type Row = { id: string; status: string; dry_run: number; trigger: string; started_at: number; finished_at: number | null; report: string | null; phase: string | null; slices: number | null };
+  const { results } = await env.DB.prepare(
+    `SELECT id, status, dry_run, trigger, started_at, finished_at, report,
+       json_extract(progress, '$.phase') AS phase, json_extract(progress, '$.report.slices') AS slices
+     FROM gc_runs ORDER BY started_at DESC LIMIT ?`,
+  ).bind(Math.min(Math.max(limit, 1), 200)).all<Row>();
   return results.map((r) => ({
     id: r.id, status: r.status, dryRun: r.dry_run === 1, trigger: r.trigger, startedAt: r.started_at, finishedAt: r.finished_at,
     report: r.report ? (JSON.parse(r.report) as GcReport) : null,
+    ...(r.status === "running" && r.phase ? { progress: { phase: r.phase, slices: r.slices ?? 0 } } : {}),
   }));
 }
 
@@ -158,8 +187,90 @@ export async function failAbandonedRuns(env: Env, before: number): Promise<void>
 }
 
 // ------------------------------------------------------------------ the collection
+//
+// A collection is a list of phases, each done a page at a time: no query returns more than PAGE rows
+// and no step keeps more than one page in memory. What is decided (kept manifests, dead tags, links,
+// cache entries…) is written to gc_marks in D1, and the rest is decided in SQL against those marks
+// (NOT EXISTS), paged by key. After each page the progress (phase, cursor, the report so far) is a
+// small JSON value: the collector saves it after each time slice and continues in the next.
 
-interface ManifestRow { repo: string; digest: string; subject: string | null; created_at: number }
+/** Most rows a step reads (or decides) at once. */
+export const GC_PAGE = 1000;
+
+type Phase =
+  | "start" | "builds" | "retention" | "propagate" | "judge-manifests" | "delete-tags" | "delete-manifests"
+  | "builds-again" | "links" | "cache-adopt" | "cache" | "pull-through" | "blobs"
+  | "context-contents" | "contexts" | "context-data" | "objects" | "cleanup" | "done";
+
+const PHASES: Phase[] = [
+  "start", "builds", "retention", "propagate", "judge-manifests", "delete-tags", "delete-manifests",
+  "builds-again", "links", "cache-adopt", "cache", "pull-through", "blobs",
+  "context-contents", "contexts", "context-data", "objects", "cleanup", "done",
+];
+
+type CursorValue = string | number | boolean | null;
+
+/** A collection in progress: everything the next step needs (JSON, saved between slices). */
+export interface GcProgress {
+  id: string;
+  opts: GcOptions;
+  startedAt: number;
+  /** Nothing created (or hit) after this is collected. */
+  cutoff: number;
+  /** Pull-through records used before this expire (-1: never). */
+  pullCutoff: number;
+  phase: Phase;
+  /** Where the current phase stopped (phase-specific keys). */
+  cursor: Record<string, CursorValue>;
+  report: GcReport;
+}
+
+/** A new collection's progress: nothing done yet. */
+export function newCollection(id: string, opts: GcOptions, startedAt = Date.now()): GcProgress {
+  const cutoff = startedAt - opts.graceMs;
+  const maxAge = opts.pullThroughMaxAgeMs ?? null;
+  return {
+    id, opts, startedAt, cutoff,
+    pullCutoff: maxAge === null ? -1 : Math.min(cutoff, startedAt - maxAge),
+    phase: "start", cursor: {},
+    report: {
+      id, dryRun: opts.dryRun, trigger: opts.trigger, graceSeconds: Math.round(opts.graceMs / 1000), startedAt, finishedAt: 0, durationMs: 0,
+      retention: [], deleted: { tags: [], manifests: [], links: 0, blobs: [], cacheEntries: 0, contexts: 0, objects: 0, pullThrough: 0 },
+      bytesFreed: 0, listLimit: LIST_LIMIT, counts: { tags: 0, manifests: 0, blobs: 0 }, slices: 0,
+    },
+  };
+}
+
+/**
+ * Runs steps of `p` until it is done or `budgetMs` has passed (at least one step); true when done.
+ * The caller saves `p` (saveGcProgress) to continue it later.
+ */
+export async function collectFor(env: Env, p: GcProgress, budgetMs: number): Promise<boolean> {
+  const until = Date.now() + budgetMs;
+  p.report.slices++;
+  do {
+    if (p.phase === "done") break;
+    if (await STEPS[p.phase](env, p)) {
+      p.phase = PHASES[PHASES.indexOf(p.phase) + 1];
+      p.cursor = {};
+    }
+    await new Promise((r) => setTimeout(r, 0)); // requests to the same isolate go first
+  } while (Date.now() < until);
+  if (p.phase !== "done") return false;
+  p.report.finishedAt = Date.now();
+  p.report.durationMs = p.report.finishedAt - p.startedAt;
+  return true;
+}
+
+/** One whole collection at once (retention, cache eviction, mark, sweep); `dryRun` decides the same and deletes nothing. */
+export async function collectGarbage(env: Env, id: string, opts: GcOptions): Promise<GcReport> {
+  const p = newCollection(id, opts);
+  await collectFor(env, p, Number.POSITIVE_INFINITY);
+  return p.report;
+}
+
+/** One page of a phase; true when the phase is finished. */
+type Step = (env: Env, p: GcProgress) => Promise<boolean>;
 
 async function all<T>(env: Env, sql: string, ...binds: unknown[]): Promise<T[]> {
   const { results } = await env.DB.prepare(sql).bind(...binds).all<T>();
@@ -180,249 +291,431 @@ async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): P
   }));
 }
 
+/** Runs statements in D1 batches of a few at a time. */
+async function batched(env: Env, stmts: D1PreparedStatement[], size = 25): Promise<D1Result[]> {
+  const out: D1Result[] = [];
+  for (let i = 0; i < stmts.length; i += size) out.push(...(await env.DB.batch(stmts.slice(i, i + size))));
+  return out;
+}
+
 const pushLimited = (list: string[], item: string) => {
   if (list.length < LIST_LIMIT) list.push(item);
 };
 
-/** One collection (retention, cache eviction, mark, sweep); `dryRun` decides the same and deletes nothing. */
-export async function collectGarbage(env: Env, id: string, opts: GcOptions): Promise<GcReport> {
-  const startedAt = Date.now();
-  const cutoff = startedAt - opts.graceMs;
-  const report: GcReport = {
-    id, dryRun: opts.dryRun, trigger: opts.trigger, graceSeconds: Math.round(opts.graceMs / 1000), startedAt, finishedAt: 0, durationMs: 0,
-    retention: [], deleted: { tags: [], manifests: [], links: 0, blobs: [], cacheEntries: 0, contexts: 0, objects: 0 },
-    bytesFreed: 0, listLimit: LIST_LIMIT, counts: { tags: 0, manifests: 0, blobs: 0 },
-  };
+interface Mark { kind: string; repo?: string; key: string; ref?: string | null; at?: number | null; round?: number }
 
-  // Running builds: their repositories keep every link (layers linked before the manifest exists),
-  // their contexts and staging objects stay.
-  const activeBuilds = await all<{ id: string; repository: string | null; tags: string; context_digest: string | null }>(
-    env, "SELECT id, repository, tags, context_digest FROM builds WHERE status IN ('queued', 'running') OR updated_at >= ?", cutoff,
-  );
-  const buildingRepos = new Set<string>();
-  for (const b of activeBuilds) {
-    if (b.repository) buildingRepos.add(b.repository);
-    // every repository it tags (`repo:tag`)
-    for (const t of JSON.parse(b.tags || "[]") as string[]) buildingRepos.add(t.slice(0, t.lastIndexOf(":")));
+/** Writes marks of run `run` (kept if already there). */
+async function addMarks(env: Env, run: string, marks: Mark[]): Promise<void> {
+  const stmts: D1PreparedStatement[] = [];
+  for (let i = 0; i < marks.length; i += 14) {
+    const part = marks.slice(i, i + 14);
+    stmts.push(env.DB.prepare(`INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, ref, at, round) VALUES ${part.map(() => "(?, ?, ?, ?, ?, ?, ?)").join(",")}`)
+      .bind(...part.flatMap((m) => [run, m.kind, m.repo ?? "", m.key, m.ref ?? null, m.at ?? null, m.round ?? 0])));
   }
-
-  // ---- retention and manifest marks, per repository
-  const policies = await listRetention(env);
-  const byPattern = new Map<string, { pattern: string; tags: string[]; manifests: string[] }>();
-  const policyReport = (pattern: string) => {
-    let r = byPattern.get(pattern);
-    if (!r) byPattern.set(pattern, (r = { pattern, tags: [], manifests: [] }));
-    return r;
-  };
-  const tags = await all<{ repo: string; tag: string; digest: string; updated_at: number }>(env, "SELECT repo, tag, digest, updated_at FROM tags");
-  const manifests = await all<ManifestRow>(env, "SELECT repo, digest, subject, created_at FROM manifests");
-  const refs = await all<{ repo: string; manifest: string; ref: string }>(env, "SELECT repo, manifest, ref FROM manifest_refs");
-
-  const group = <T extends { repo: string }>(rows: T[]) => {
-    const m = new Map<string, T[]>();
-    for (const r of rows) {
-      const list = m.get(r.repo);
-      if (list) list.push(r);
-      else m.set(r.repo, [r]);
-    }
-    return m;
-  };
-  const tagsByRepo = group(tags);
-  const manifestsByRepo = group(manifests);
-  const refsByRepo = group(refs);
-  const repos = new Set([...tagsByRepo.keys(), ...manifestsByRepo.keys()]);
-
-  /** Surviving manifests' references per repository (for links and blobs). */
-  const survivingRefs = new Map<string, Set<string>>();
-  const survivingManifests = new Set<string>();
-  const deadTags: { repo: string; tag: string; digest: string; updated_at: number }[] = [];
-  const deadManifests: { repo: string; digest: string; created_at: number }[] = [];
-
-  for (const repo of repos) {
-    const policy = policyFor(policies, repo);
-    const repoTags = tagsByRepo.get(repo) ?? [];
-    const dropTags = new Set(policy ? tagsToDelete(policy.policy, repoTags.map((t) => ({ tag: t.tag, updatedAt: t.updated_at })), startedAt) : []);
-    for (const t of repoTags) {
-      if (!dropTags.has(t.tag)) continue;
-      deadTags.push(t);
-      pushLimited(policyReport(policy!.pattern).tags, `${repo}:${t.tag}`);
-    }
-    const untaggedDays = policy?.policy.untaggedOlderThanDays;
-    const untaggedCutoff = untaggedDays === undefined ? cutoff : Math.min(cutoff, startedAt - untaggedDays * DAY_MS);
-    const repoManifests = manifestsByRepo.get(repo) ?? [];
-    const known = new Map(repoManifests.map((m) => [m.digest, m]));
-    const referrers = new Map<string, string[]>();
-    const add = (map: Map<string, string[]>, k: string, v: string) => {
-      const list = map.get(k);
-      if (list) list.push(v);
-      else map.set(k, [v]);
-    };
-    for (const m of repoManifests) if (m.subject) add(referrers, m.subject, m.digest);
-    const refsOf = new Map<string, string[]>();
-    for (const r of refsByRepo.get(repo) ?? []) add(refsOf, r.manifest, r.ref);
-
-    const marked = new Set<string>();
-    const queue: string[] = [];
-    const mark = (d: string) => {
-      if (known.has(d) && !marked.has(d)) {
-        marked.add(d);
-        queue.push(d);
-      }
-    };
-    for (const t of repoTags) if (!dropTags.has(t.tag)) mark(t.digest);
-    // a running build pushes children by digest before their index: its repositories keep every manifest
-    for (const m of repoManifests) if (m.created_at >= untaggedCutoff || buildingRepos.has(repo)) mark(m.digest);
-    while (queue.length) {
-      const d = queue.pop()!;
-      for (const r of refsOf.get(d) ?? []) mark(r); // index children (layers and configs are no manifests)
-      for (const r of referrers.get(d) ?? []) mark(r); // signatures, SBOMs: they go with their subject
-    }
-    const refsHere = new Set<string>();
-    for (const m of repoManifests) {
-      if (marked.has(m.digest)) {
-        survivingManifests.add(m.digest);
-        for (const r of refsOf.get(m.digest) ?? []) refsHere.add(r);
-      } else {
-        deadManifests.push(m);
-        pushLimited(policyReport(policy?.pattern ?? "(untagged, no policy)").manifests, `${repo}@${m.digest}`);
-      }
-    }
-    survivingRefs.set(repo, refsHere);
-  }
-  report.retention = [...byPattern.values()];
-  report.counts.tags = deadTags.length;
-  report.counts.manifests = deadManifests.length;
-  for (const t of deadTags) pushLimited(report.deleted.tags, `${t.repo}:${t.tag}`);
-  for (const m of deadManifests) pushLimited(report.deleted.manifests, `${m.repo}@${m.digest}`);
-
-  if (!opts.dryRun) {
-    // a tag re-pushed meanwhile (other digest or time) stays
-    await pool(deadTags, WIDTH, async (t) => {
-      await env.DB.prepare("DELETE FROM tags WHERE repo = ? AND tag = ? AND digest = ? AND updated_at = ?").bind(t.repo, t.tag, t.digest, t.updated_at).run();
-    });
-    await deleteManifests(env, deadManifests);
-  }
-
-  // ---- links: a repository keeps a blob only while one of its manifests uses it
-  const links = await all<{ repo: string; digest: string; created_at: number }>(env, "SELECT repo, digest, created_at FROM repo_blobs WHERE created_at < ?", cutoff);
-  const deadLinks = links.filter((l) => !buildingRepos.has(l.repo) && !survivingRefs.get(l.repo)?.has(l.digest) && !survivingManifests.has(l.digest));
-  report.deleted.links = deadLinks.length;
-  if (!opts.dryRun) {
-    await pool(deadLinks, WIDTH, async (l) => {
-      await env.DB.prepare(
-        `DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2 AND created_at < ?3
-           AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
-           AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?2 AND expires_at > ?4)`,
-      ).bind(l.repo, l.digest, cutoff, Date.now()).run();
-    });
-  }
-
-  // ---- cache entries: unused for too long, or past their scope's budget
-  const evicted = await evictCache(env, opts, cutoff);
-  report.deleted.cacheEntries = evicted.count;
-
-  // ---- blobs
-  const deadLinkKeys = new Set(deadLinks.map((l) => `${l.repo}\n${l.digest}`));
-  const used = new Set<string>();
-  for (const l of await all<{ repo: string; digest: string }>(env, "SELECT repo, digest FROM repo_blobs")) {
-    if (!deadLinkKeys.has(`${l.repo}\n${l.digest}`)) used.add(l.digest);
-  }
-  for (const s of survivingRefs.values()) for (const d of s) used.add(d);
-  for (const d of survivingManifests) used.add(d);
-  const deadManifestKeys = new Set(deadManifests.map((m) => `${m.repo}\n${m.digest}`));
-  // manifests and refs written after the marks were read (pushes meanwhile) count as used
-  for (const r of await all<{ repo: string; digest: string }>(env, "SELECT repo, digest FROM manifests WHERE created_at >= ?", startedAt)) used.add(r.digest);
-  for (const m of manifests) if (!deadManifestKeys.has(`${m.repo}\n${m.digest}`)) used.add(m.digest);
-  for (const r of refs) if (!deadManifestKeys.has(`${r.repo}\n${r.manifest}`)) used.add(r.ref);
-  const cacheLayers = await all<{ layer: string }>(env, "SELECT DISTINCT layer FROM cache_entries WHERE layer IS NOT NULL");
-  for (const c of cacheLayers) if (!evicted.layersGone.has(c.layer)) used.add(c.layer);
-  for (const u of await all<{ digest: string }>(env, "SELECT digest FROM upstream_links UNION SELECT digest FROM upstream_manifests")) used.add(u.digest);
-
-  const candidates = (await all<{ digest: string; size: number }>(env, "SELECT digest, size FROM blobs WHERE created_at < ?", cutoff)).filter((b) => !used.has(b.digest));
-  if (opts.dryRun) {
-    for (const b of candidates) {
-      pushLimited(report.deleted.blobs, b.digest);
-      report.bytesFreed += b.size;
-    }
-    report.counts.blobs = candidates.length;
-  } else {
-    await pool(candidates, WIDTH, async (b) => {
-      if (!(await collectBlob(env, b.digest))) return; // used again meanwhile: collectBlob re-checked
-      await env.BUCKET.delete(`layer-index/${b.digest.replace(":", "/")}`);
-      pushLimited(report.deleted.blobs, b.digest);
-      report.counts.blobs++;
-      report.bytesFreed += b.size;
-    });
-  }
-
-  // ---- contexts of builds that ended, and objects no row refers to
-  const keepContexts = new Set(activeBuilds.flatMap((b) => (b.context_digest ? [b.context_digest] : [])));
-  report.deleted.contexts = await sweepContexts(env, keepContexts, cutoff, opts);
-  const activeIds = new Set(activeBuilds.map((b) => b.id));
-  report.deleted.objects = await sweepOrphanObjects(env, cutoff, opts.dryRun, activeIds);
-
-  report.finishedAt = Date.now();
-  report.durationMs = report.finishedAt - startedAt;
-  return report;
+  if (stmts.length) await batched(env, stmts);
 }
 
-/**
- * Deletes unmarked manifests (and their refs) of the collection. Each delete re-checks in SQL that
- * the manifest is still untagged, that no existing manifest names it (a parent goes first, so a
- * child whose index is deleted in the same run follows in a later round) and that no push pinned it.
- */
-async function deleteManifests(env: Env, dead: { repo: string; digest: string; created_at: number }[]): Promise<void> {
-  let left = dead;
-  for (let round = 0; left.length && round < 8; round++) {
-    const blocked: typeof dead = [];
-    await pool(left, WIDTH, async (m) => {
+/** Those of `keys` marked `kind` (repo '') in run `run`. */
+async function markedAmong(env: Env, run: string, kinds: string[], keys: string[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  const unique = [...new Set(keys)];
+  for (let i = 0; i < unique.length; i += 90) {
+    const part = unique.slice(i, i + 90);
+    const rows = await all<{ key: string }>(env,
+      `SELECT key FROM gc_marks WHERE run = ? AND kind IN (${kinds.map(() => "?").join(",")}) AND repo = '' AND key IN (${part.map(() => "?").join(",")})`,
+      run, ...kinds, ...part);
+    for (const r of rows) found.add(r.key);
+  }
+  return found;
+}
+
+/** SQL: the manifest (repo, digest) was judged dead by this run (?1). */
+const deadManifest = (repo: string, digest: string) =>
+  `EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'dead-manifest' AND x.repo = ${repo} AND x.key = ${digest})`;
+
+/** Deletes up to `limit` rows of a rowid table chosen by `where`; true when fewer were left. */
+async function deleteSome(env: Env, table: string, where: string, binds: unknown[], limit = 5 * GC_PAGE): Promise<boolean> {
+  const r = await env.DB.prepare(`DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE ${where} LIMIT ${limit})`).bind(...binds).run();
+  return (r.meta.changes ?? 0) < limit;
+}
+
+const STEPS: Record<Phase, Step> = {
+  // marks a run that stopped (a collector that died) left behind
+  start: (env, p) => deleteSome(env, "gc_marks", "run <> ?", [p.id]),
+
+  builds: markBuilds,
+  // builds that started since the first read: their repositories keep their links too
+  "builds-again": markBuilds,
+
+  retention: retentionStep,
+
+  /** Kept manifests mark their index children and their referrers, a round (frontier) at a time. */
+  async propagate(env, p) {
+    const c = p.cursor;
+    const round = (c.round as number | undefined) ?? 0;
+    const lo = [(c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? ""];
+    const [hi] = await all<{ repo: string; key: string }>(env,
+      `SELECT repo, key FROM gc_marks WHERE run = ?1 AND kind = 'manifest' AND round = ?2 AND (repo, key) > (?3, ?4) ORDER BY repo, key LIMIT 1 OFFSET ${GC_PAGE - 1}`,
+      p.id, round, lo[0], lo[1]);
+    const range = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key) > (?3, ?4) AND (?5 IS NULL OR (g.repo, g.key) <= (?5, ?6))`;
+    const binds = [p.id, round, lo[0], lo[1], hi?.repo ?? null, hi?.key ?? null];
+    const [children, referrers] = await env.DB.batch([
+      env.DB.prepare(
+        `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
+         SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 FROM gc_marks g
+           JOIN manifest_refs r ON r.repo = g.repo AND r.manifest = g.key
+           JOIN manifests m ON m.repo = r.repo AND m.digest = r.ref
+         WHERE ${range}`,
+      ).bind(...binds),
+      // signatures, SBOMs: they go with their subject
+      env.DB.prepare(
+        `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
+         SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 FROM gc_marks g
+           JOIN manifests m ON m.repo = g.repo AND m.subject = g.key
+         WHERE ${range}`,
+      ).bind(...binds),
+    ]);
+    const changed = ((c.changed as number | undefined) ?? 0) + (children.meta.changes ?? 0) + (referrers.meta.changes ?? 0);
+    if (hi) {
+      p.cursor = { round, repo: hi.repo, key: hi.key, changed };
+      return false;
+    }
+    if (changed === 0) return true;
+    p.cursor = { round: round + 1, changed: 0 };
+    return false;
+  },
+
+  /** Manifests not marked (and older than the collection: pushes meanwhile stay) are dead. */
+  async "judge-manifests"(env, p) {
+    const c = p.cursor;
+    const rows = await all<{ repo: string; digest: string; created_at: number; kept: number }>(env,
+      `SELECT m.repo, m.digest, m.created_at,
+         EXISTS (SELECT 1 FROM gc_marks g WHERE g.run = ?1 AND g.kind = 'manifest' AND g.repo = m.repo AND g.key = m.digest) AS kept
+       FROM manifests m WHERE (m.repo, m.digest) > (?2, ?3) ORDER BY m.repo, m.digest LIMIT ${GC_PAGE}`,
+      p.id, (c.repo as string | undefined) ?? "", (c.digest as string | undefined) ?? "");
+    const policies = await listRetention(env);
+    const dead = rows.filter((m) => !m.kept && m.created_at < p.startedAt);
+    for (const m of dead) {
+      pushLimited(policyReport(p, policyFor(policies, m.repo)?.pattern ?? "(untagged, no policy)").manifests, `${m.repo}@${m.digest}`);
+      pushLimited(p.report.deleted.manifests, `${m.repo}@${m.digest}`);
+    }
+    p.report.counts.manifests += dead.length;
+    await addMarks(env, p.id, dead.map((m) => ({ kind: "dead-manifest", repo: m.repo, key: m.digest, at: m.created_at })));
+    if (rows.length < GC_PAGE) return true;
+    p.cursor = { repo: rows[rows.length - 1].repo, digest: rows[rows.length - 1].digest };
+    return false;
+  },
+
+  /** A tag re-pushed meanwhile (other digest or time) stays. */
+  async "delete-tags"(env, p) {
+    if (p.opts.dryRun) return true;
+    const c = p.cursor;
+    const rows = await all<{ repo: string; key: string; ref: string; at: number }>(env,
+      `SELECT repo, key, ref, at FROM gc_marks WHERE run = ? AND kind = 'dead-tag' AND (repo, key) > (?, ?) ORDER BY repo, key LIMIT ${GC_PAGE}`,
+      p.id, (c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? "");
+    await batched(env, rows.map((t) => env.DB.prepare("DELETE FROM tags WHERE repo = ? AND tag = ? AND digest = ? AND updated_at = ?").bind(t.repo, t.key, t.ref, t.at)));
+    if (rows.length < GC_PAGE) return true;
+    p.cursor = { repo: rows[rows.length - 1].repo, key: rows[rows.length - 1].key };
+    return false;
+  },
+
+  /**
+   * Deletes dead manifests (and their refs). Each delete re-checks in SQL that the manifest is still
+   * untagged, that no existing manifest names it (a parent goes first, so a child whose index is
+   * deleted in the same run follows in a later round) and that no push pinned it.
+   */
+  async "delete-manifests"(env, p) {
+    if (p.opts.dryRun) return true;
+    const c = p.cursor;
+    const round = (c.round as number | undefined) ?? 0;
+    const rows = await all<{ repo: string; key: string; at: number }>(env,
+      `SELECT repo, key, at FROM gc_marks WHERE run = ? AND kind = 'dead-manifest' AND round = 0 AND (repo, key) > (?, ?) ORDER BY repo, key LIMIT ${GC_PAGE}`,
+      p.id, (c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? "");
+    let deleted = (c.deleted as number | undefined) ?? 0;
+    await pool(rows, WIDTH, async (m) => {
       const [del] = await env.DB.batch([
         env.DB.prepare(
           `DELETE FROM manifests WHERE repo = ?1 AND digest = ?2 AND created_at = ?3
              AND NOT EXISTS (SELECT 1 FROM tags WHERE repo = ?1 AND digest = ?2)
              AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
              AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?2 AND expires_at > ?4)`,
-        ).bind(m.repo, m.digest, m.created_at, Date.now()),
+        ).bind(m.repo, m.key, m.at, Date.now()),
         env.DB.prepare("DELETE FROM manifest_refs WHERE repo = ?1 AND manifest = ?2 AND NOT EXISTS (SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2)")
-          .bind(m.repo, m.digest),
+          .bind(m.repo, m.key),
       ]);
-      if (!del.meta.changes) blocked.push(m);
+      if (del.meta.changes) {
+        deleted++;
+        // done: later rounds skip it (the mark stays for the blobs' judgement)
+        await env.DB.prepare("UPDATE gc_marks SET round = 1 WHERE run = ? AND kind = 'dead-manifest' AND repo = ? AND key = ?").bind(p.id, m.repo, m.key).run();
+      }
     });
-    if (blocked.length === left.length) break;
-    left = blocked;
-  }
+    if (rows.length === GC_PAGE) {
+      p.cursor = { round, repo: rows[rows.length - 1].repo, key: rows[rows.length - 1].key, deleted };
+      return false;
+    }
+    if (deleted === 0 || round >= 7) return true;
+    p.cursor = { round: round + 1, deleted: 0 };
+    return false;
+  },
+
+  /** A repository keeps a blob link only while a manifest of it uses it, or a build of it runs. */
+  async links(env, p) {
+    const c = p.cursor;
+    const rows = await all<{ repo: string; digest: string; dead: number }>(env,
+      `SELECT l.repo, l.digest, (l.created_at < ?2
+         AND NOT EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'build-repo' AND x.repo = l.repo AND x.key = '')
+         AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = l.repo AND r.ref = l.digest AND NOT ${deadManifest("r.repo", "r.manifest")})
+         AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = l.digest AND NOT ${deadManifest("m.repo", "m.digest")})) AS dead
+       FROM repo_blobs l WHERE (l.repo, l.digest) > (?3, ?4) ORDER BY l.repo, l.digest LIMIT ${GC_PAGE}`,
+      p.id, p.cutoff, (c.repo as string | undefined) ?? "", (c.digest as string | undefined) ?? "");
+    const dead = rows.filter((l) => l.dead);
+    p.report.deleted.links += dead.length;
+    await addMarks(env, p.id, dead.map((l) => ({ kind: "dead-link", repo: l.repo, key: l.digest })));
+    if (!p.opts.dryRun) {
+      const now = Date.now();
+      await batched(env, dead.map((l) => env.DB.prepare(
+        `DELETE FROM repo_blobs WHERE repo = ?1 AND digest = ?2 AND created_at < ?3
+           AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
+           AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?2 AND expires_at > ?4)`,
+      ).bind(l.repo, l.digest, p.cutoff, now)), 10);
+    }
+    if (rows.length < GC_PAGE) return true;
+    p.cursor = { repo: rows[rows.length - 1].repo, digest: rows[rows.length - 1].digest };
+    return false;
+  },
+
+  "cache-adopt": adoptLegacyCacheEntries,
+  cache: evictCache,
+
+  /** Upstream links not used since the pull-through cutoff, then manifests no live link names. */
+  async "pull-through"(env, p) {
+    if (p.pullCutoff < 0) return true;
+    const c = p.cursor;
+    if (c.stage !== "manifests") {
+      const rows = await all<{ host: string; repository: string; digest: string; dead: number }>(env,
+        `SELECT host, repository, digest, MAX(used_at, linked_at) < ?1 AS dead FROM upstream_links WHERE (host, repository, digest) > (?2, ?3, ?4)
+         ORDER BY host, repository, digest LIMIT ${GC_PAGE}`,
+        p.pullCutoff, (c.host as string | undefined) ?? "", (c.repository as string | undefined) ?? "", (c.digest as string | undefined) ?? "");
+      const dead = rows.filter((r) => r.dead);
+      p.report.deleted.pullThrough += dead.length;
+      if (!p.opts.dryRun) {
+        // a use meanwhile (used_at refreshed) keeps the record
+        await batched(env, dead.map((r) => env.DB.prepare("DELETE FROM upstream_links WHERE host = ? AND repository = ? AND digest = ? AND MAX(used_at, linked_at) < ?")
+          .bind(r.host, r.repository, r.digest, p.pullCutoff)));
+      }
+      const last = rows[rows.length - 1];
+      p.cursor = rows.length < GC_PAGE ? { stage: "manifests" } : { host: last.host, repository: last.repository, digest: last.digest };
+      return false;
+    }
+    const live = "(um.fetched_at >= ?1 OR EXISTS (SELECT 1 FROM upstream_links u WHERE u.digest = um.digest AND MAX(u.used_at, u.linked_at) >= ?1))";
+    const rows = await all<{ digest: string; dead: number }>(env,
+      `SELECT digest, NOT ${live} AS dead FROM upstream_manifests um WHERE digest > ?2 ORDER BY digest LIMIT ${GC_PAGE}`,
+      p.pullCutoff, (c.digest as string | undefined) ?? "");
+    const dead = rows.filter((r) => r.dead);
+    p.report.deleted.pullThrough += dead.length;
+    if (!p.opts.dryRun) {
+      await batched(env, dead.map((r) => env.DB.prepare(`DELETE FROM upstream_manifests AS um WHERE digest = ?2 AND NOT ${live}`).bind(p.pullCutoff, r.digest)));
+    }
+    if (rows.length < GC_PAGE) return true;
+    p.cursor = { stage: "manifests", digest: rows[rows.length - 1].digest };
+    return false;
+  },
+
+  /**
+   * Blobs older than the cutoff that nothing kept uses: no live link, no reference or manifest of a
+   * live manifest, no kept cache entry, no unexpired pull-through record. A real run deletes each
+   * through collectBlob, which re-checks every use (and pins) in one batch.
+   */
+  async blobs(env, p) {
+    const c = p.cursor;
+    const rows = await all<{ digest: string; size: number; dead: number }>(env,
+      `SELECT b.digest, b.size, (b.created_at < ?2
+         AND NOT EXISTS (SELECT 1 FROM repo_blobs l WHERE l.digest = b.digest
+           AND NOT EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'dead-link' AND x.repo = l.repo AND x.key = l.digest))
+         AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.ref = b.digest AND NOT ${deadManifest("r.repo", "r.manifest")})
+         AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = b.digest AND NOT ${deadManifest("m.repo", "m.digest")})
+         AND NOT EXISTS (SELECT 1 FROM cache_entries ce WHERE ce.layer = b.digest
+           AND NOT EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'dead-cache' AND x.repo = '' AND x.key = ce.key))
+         AND NOT EXISTS (SELECT 1 FROM upstream_links u WHERE u.digest = b.digest AND MAX(u.used_at, u.linked_at) >= ?3)
+         AND NOT EXISTS (SELECT 1 FROM upstream_manifests um WHERE um.digest = b.digest AND um.fetched_at >= ?3)) AS dead
+       FROM blobs b WHERE b.digest > ?4 ORDER BY b.digest LIMIT ${GC_PAGE}`,
+      p.id, p.cutoff, p.pullCutoff, (c.digest as string | undefined) ?? "");
+    const dead = rows.filter((b) => b.dead);
+    const report = p.report;
+    if (p.opts.dryRun) {
+      for (const b of dead) {
+        pushLimited(report.deleted.blobs, b.digest);
+        report.bytesFreed += b.size;
+      }
+      report.counts.blobs += dead.length;
+    } else {
+      await pool(dead, WIDTH, async (b) => {
+        if (!(await collectBlob(env, b.digest))) return; // used again meanwhile: collectBlob re-checked
+        await env.BUCKET.delete(`layer-index/${b.digest.replace(":", "/")}`);
+        pushLimited(report.deleted.blobs, b.digest);
+        report.counts.blobs++;
+        report.bytesFreed += b.size;
+      });
+    }
+    if (rows.length < GC_PAGE) return true;
+    p.cursor = { digest: rows[rows.length - 1].digest };
+    return false;
+  },
+
+  "context-contents": contextContents,
+  contexts: sweepContexts,
+  "context-data": sweepContextData,
+  objects: sweepOrphanObjects,
+
+  cleanup: (env, p) => deleteSome(env, "gc_marks", "run = ?", [p.id]),
+  done: async () => true,
+};
+
+function policyReport(p: GcProgress, pattern: string): { pattern: string; tags: string[]; manifests: string[] } {
+  let r = p.report.retention.find((x) => x.pattern === pattern);
+  if (!r) p.report.retention.push((r = { pattern, tags: [], manifests: [] }));
+  return r;
 }
 
-/** Drops cache entries (D1 row, then the R2 entry) unused for too long or past their scope's budget. */
-async function evictCache(env: Env, opts: GcOptions, cutoff: number): Promise<{ count: number; layersGone: Set<string> }> {
-  await adoptLegacyCacheEntries(env);
-  const rows = await all<{ key: string; scope: string; layer: string | null; size: number; last_hit_at: number }>(
-    env, "SELECT key, scope, layer, size, last_hit_at FROM cache_entries ORDER BY scope, last_hit_at DESC",
-  );
-  const staleBefore = Math.min(cutoff, Date.now() - opts.cacheMaxAgeMs);
-  const dead: typeof rows = [];
-  const spent = new Map<string, Map<string, number>>();
+/**
+ * Running builds (queued, running, or ended within the grace period): their repositories keep every
+ * link and manifest (layers are linked, children pushed by digest before the manifest or index
+ * exists), their contexts and staging objects stay.
+ */
+async function markBuilds(env: Env, p: GcProgress): Promise<boolean> {
+  const rows = await all<{ id: string; repository: string | null; tags: string; context_digest: string | null }>(env,
+    `SELECT id, repository, tags, context_digest FROM builds WHERE (status IN ('queued', 'running') OR updated_at >= ?) AND id > ? ORDER BY id LIMIT ${GC_PAGE}`,
+    p.cutoff, (p.cursor.id as string | undefined) ?? "");
+  const marks: Mark[] = [];
+  for (const b of rows) {
+    marks.push({ kind: "build", key: b.id });
+    if (b.context_digest) marks.push({ kind: "context", key: b.context_digest });
+    if (b.repository) marks.push({ kind: "build-repo", repo: b.repository, key: "" });
+    // every repository it tags (`repo:tag`)
+    for (const t of JSON.parse(b.tags || "[]") as string[]) marks.push({ kind: "build-repo", repo: t.slice(0, t.lastIndexOf(":")), key: "" });
+  }
+  await addMarks(env, p.id, marks);
+  if (rows.length < GC_PAGE) return true;
+  p.cursor = { id: rows[rows.length - 1].id };
+  return false;
+}
+
+/**
+ * One repository at a time: its retention policy's dead tags (its tags read a page at a time, most
+ * recently pushed first), then its kept manifests seeded a page of digests at a time: tagged by a
+ * tag that stays, younger than their age (the grace period or the policy's untaggedOlderThanDays),
+ * or every one while a build of the repository runs.
+ */
+async function retentionStep(env: Env, p: GcProgress): Promise<boolean> {
+  const c = p.cursor;
+  if (typeof c.repo !== "string") {
+    const [next] = await all<{ name: string | null }>(env,
+      "SELECT MIN(name) AS name FROM (SELECT MIN(repo) AS name FROM tags WHERE repo > ?1 UNION ALL SELECT MIN(repo) FROM manifests WHERE repo > ?1)",
+      (c.after as string | undefined) ?? "");
+    if (!next?.name) return true;
+    const building = await env.DB.prepare("SELECT 1 AS x FROM gc_marks WHERE run = ? AND kind = 'build-repo' AND repo = ? AND key = ''").bind(p.id, next.name).first();
+    p.cursor = { repo: next.name, stage: "tags", building: building !== null, rank: 0 };
+    return false;
+  }
+  const repo = c.repo;
+  const policy = policyFor(await listRetention(env), repo);
+  if (c.stage === "tags") {
+    if (!prunesTags(policy?.policy)) {
+      p.cursor = { ...c, stage: "seed" };
+      return false;
+    }
+    const at = (c.at as number | undefined) ?? Number.MAX_SAFE_INTEGER;
+    const rows = await all<{ tag: string; digest: string; updated_at: number }>(env,
+      `SELECT tag, digest, updated_at FROM tags WHERE repo = ?1 AND (updated_at < ?2 OR (updated_at = ?2 AND tag > ?3))
+       ORDER BY updated_at DESC, tag LIMIT ${GC_PAGE}`, repo, at, (c.tag as string | undefined) ?? "");
+    let rank = c.rank as number;
+    const dead: Mark[] = [];
+    for (const t of rows) {
+      if (tagDies(policy!.policy, rank++, { tag: t.tag, updatedAt: t.updated_at }, p.startedAt)) {
+        dead.push({ kind: "dead-tag", repo, key: t.tag, ref: t.digest, at: t.updated_at });
+        pushLimited(policyReport(p, policy!.pattern).tags, `${repo}:${t.tag}`);
+        pushLimited(p.report.deleted.tags, `${repo}:${t.tag}`);
+      }
+    }
+    p.report.counts.tags += dead.length;
+    await addMarks(env, p.id, dead);
+    const last = rows[rows.length - 1];
+    p.cursor = rows.length < GC_PAGE ? { ...c, stage: "seed", at: null, tag: null } : { ...c, rank, at: last.updated_at, tag: last.tag };
+    return false;
+  }
+  const untaggedDays = policy?.policy.untaggedOlderThanDays;
+  const untaggedCutoff = untaggedDays === undefined ? p.cutoff : Math.min(p.cutoff, p.startedAt - untaggedDays * DAY_MS);
+  const from = (c.digest as string | undefined) ?? "";
+  const [hi] = await all<{ digest: string }>(env,
+    `SELECT digest FROM manifests WHERE repo = ? AND digest > ? ORDER BY digest LIMIT 1 OFFSET ${GC_PAGE - 1}`, repo, from);
+  await env.DB.prepare(
+    `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
+     SELECT ?1, 'manifest', m.repo, m.digest, 0 FROM manifests m
+     WHERE m.repo = ?2 AND m.digest > ?3 AND (?4 IS NULL OR m.digest <= ?4)
+       AND (m.created_at >= ?5 OR ?6 OR EXISTS (SELECT 1 FROM tags t WHERE t.repo = m.repo AND t.digest = m.digest
+         AND NOT EXISTS (SELECT 1 FROM gc_marks d WHERE d.run = ?1 AND d.kind = 'dead-tag' AND d.repo = t.repo AND d.key = t.tag
+           AND d.ref = t.digest AND d.at = t.updated_at)))`,
+  ).bind(p.id, repo, from, hi?.digest ?? null, untaggedCutoff, c.building ? 1 : 0).run();
+  p.cursor = hi ? { ...c, digest: hi.digest } : { after: repo };
+  return false;
+}
+
+/**
+ * Drops cache entries (D1 row, then the R2 entry) unused for too long or past their scope's budget.
+ * Entries are read per scope, most recently hit first; the scope's running total of distinct layer
+ * bytes travels in the cursor, and whether an entry's layer was counted already is asked of D1.
+ */
+async function evictCache(env: Env, p: GcProgress): Promise<boolean> {
+  const c = p.cursor;
+  const { opts, cutoff } = p;
+  type Row = { key: string; scope: string; layer: string | null; size: number; last_hit_at: number; seen: number };
+  const started = typeof c.scope === "string";
+  const scope = (c.scope as string | undefined) ?? "";
+  const at = (c.at as number | undefined) ?? 0;
+  const key = (c.key as string | undefined) ?? "";
+  // a layer kept by an entry of the same scope on an earlier page
+  const seen = `(ce.scope = ?1 AND ce.layer IS NOT NULL AND EXISTS (SELECT 1 FROM cache_entries c2 WHERE c2.scope = ce.scope AND c2.layer = ce.layer
+      AND (c2.last_hit_at > ?2 OR (c2.last_hit_at = ?2 AND c2.key <= ?3))
+      AND NOT EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?4 AND x.kind = 'dead-cache' AND x.repo = '' AND x.key = c2.key)))`;
+  const rows = await all<Row>(env,
+    `SELECT ce.key, ce.scope, ce.layer, ce.size, ce.last_hit_at, ${started ? seen : "0"} AS seen FROM cache_entries ce
+     ${started ? "WHERE ce.scope > ?1 OR (ce.scope = ?1 AND (ce.last_hit_at < ?2 OR (ce.last_hit_at = ?2 AND ce.key > ?3)))" : ""}
+     ORDER BY ce.scope, ce.last_hit_at DESC, ce.key LIMIT ${GC_PAGE}`,
+    ...(started ? [scope, at, key, p.id] : []));
+  const staleBefore = Math.min(cutoff, p.startedAt - opts.cacheMaxAgeMs);
+  let current = scope;
+  let spent = (c.spent as number | undefined) ?? 0;
+  const kept = new Set<string>(); // `scope\nlayer` kept on this page
+  const dead: Row[] = [];
   for (const r of rows) {
+    if (r.scope !== current) {
+      current = r.scope;
+      spent = 0;
+    }
+    const counted = r.layer !== null && (kept.has(`${r.scope}\n${r.layer}`) || (r.scope === scope && r.seen === 1));
     // an entry hit within the grace period may be in use by a build right now
     if (r.last_hit_at >= cutoff) {
-      if (r.layer) spentOf(spent, r.scope).set(r.layer, r.size);
+      if (r.layer && !counted) {
+        spent += r.size;
+        kept.add(`${r.scope}\n${r.layer}`);
+      }
       continue;
     }
     if (r.last_hit_at < staleBefore) {
       dead.push(r);
       continue;
     }
-    const layers = spentOf(spent, r.scope);
-    const total = [...layers.values()].reduce((a, b) => a + b, 0);
-    if (opts.cacheBudgetBytes !== null && r.layer && !layers.has(r.layer) && total + r.size > opts.cacheBudgetBytes) {
+    if (opts.cacheBudgetBytes !== null && r.layer && !counted && spent + r.size > opts.cacheBudgetBytes) {
       dead.push(r);
       continue;
     }
-    if (r.layer) layers.set(r.layer, r.size);
+    if (r.layer && !counted) {
+      spent += r.size;
+      kept.add(`${r.scope}\n${r.layer}`);
+    }
   }
-  const deadKeys = new Set(dead.map((d) => d.key));
-  const stillUsed = new Set(rows.filter((r) => r.layer && !deadKeys.has(r.key)).map((r) => r.layer!));
-  const layersGone = new Set(dead.flatMap((d) => (d.layer && !stillUsed.has(d.layer) ? [d.layer] : [])));
+  p.report.deleted.cacheEntries += dead.length;
+  await addMarks(env, p.id, dead.map((d) => ({ kind: "dead-cache", key: d.key, at: d.last_hit_at })));
   if (!opts.dryRun) {
     await pool(dead, WIDTH, async (d) => {
       // a hit meanwhile keeps the entry
@@ -430,118 +723,139 @@ async function evictCache(env: Env, opts: GcOptions, cutoff: number): Promise<{ 
       if (r.meta.changes) await env.BUCKET.delete(cacheObjectKey(d.key));
     });
   }
-  return { count: dead.length, layersGone };
-}
-
-function spentOf(m: Map<string, Map<string, number>>, scope: string): Map<string, number> {
-  let s = m.get(scope);
-  if (!s) m.set(scope, (s = new Map()));
-  return s;
+  if (rows.length < GC_PAGE) return true;
+  const last = rows[rows.length - 1];
+  p.cursor = { scope: last.scope, at: last.last_hit_at, key: last.key, spent };
+  return false;
 }
 
 /**
  * Cache entries written before the D1 index existed get a row (scope unknown: ""), so the collector
  * marks their layers and can age them out; their last hit counts from when they were written.
  */
-async function adoptLegacyCacheEntries(env: Env): Promise<void> {
-  let cursor: string | undefined;
-  do {
-    const page = await env.BUCKET.list({ prefix: "cache/sha256/", cursor, limit: 1000 });
-    cursor = page.truncated ? page.cursor : undefined;
-    const keys = page.objects.map((o) => ({ key: `sha256:${o.key.slice("cache/sha256/".length)}`, uploaded: o.uploaded.getTime() }));
-    const known = new Set<string>();
-    for (let i = 0; i < keys.length; i += 90) {
-      const part = keys.slice(i, i + 90).map((k) => k.key);
-      for (const r of await all<{ key: string }>(env, `SELECT key FROM cache_entries WHERE key IN (${part.map(() => "?").join(",")})`, ...part)) known.add(r.key);
+async function adoptLegacyCacheEntries(env: Env, p: GcProgress): Promise<boolean> {
+  const page = await env.BUCKET.list({ prefix: "cache/sha256/", cursor: (p.cursor.r2 as string | undefined) ?? undefined, limit: GC_PAGE });
+  const keys = page.objects.map((o) => ({ key: `sha256:${o.key.slice("cache/sha256/".length)}`, uploaded: o.uploaded.getTime() }));
+  const known = new Set<string>();
+  for (let i = 0; i < keys.length; i += 90) {
+    const part = keys.slice(i, i + 90).map((k) => k.key);
+    for (const r of await all<{ key: string }>(env, `SELECT key FROM cache_entries WHERE key IN (${part.map(() => "?").join(",")})`, ...part)) known.add(r.key);
+  }
+  for (const k of keys.filter((k) => !known.has(k.key))) {
+    const obj = await env.BUCKET.get(cacheObjectKey(k.key));
+    if (!obj) continue;
+    let layer: { digest?: string; size?: number } | null = null;
+    try {
+      layer = ((await obj.json()) as { layer?: { digest?: string; size?: number } | null }).layer ?? null;
+    } catch {
+      /* unreadable: indexed without a layer, aged out like any other */
     }
-    for (const k of keys.filter((k) => !known.has(k.key))) {
-      const obj = await env.BUCKET.get(cacheObjectKey(k.key));
-      if (!obj) continue;
-      let layer: { digest?: string; size?: number } | null = null;
-      try {
-        layer = ((await obj.json()) as { layer?: { digest?: string; size?: number } | null }).layer ?? null;
-      } catch {
-        /* unreadable: indexed without a layer, aged out like any other */
-      }
-      await env.DB.prepare("INSERT OR IGNORE INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?1, '', ?2, ?3, ?4, ?4)")
-        .bind(k.key, layer?.digest ?? null, layer?.size ?? 0, k.uploaded).run();
-    }
-  } while (cursor);
+    await env.DB.prepare("INSERT OR IGNORE INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?1, '', ?2, ?3, ?4, ?4)")
+      .bind(k.key, layer?.digest ?? null, layer?.size ?? 0, k.uploaded).run();
+  }
+  if (!page.truncated) return true;
+  p.cursor = { r2: page.cursor };
+  return false;
 }
 
 /**
- * Packs that uploaded context contents live in (content-addressed contexts, migration 0013). A
- * namespace's contents no build used for the cache's age (KILN_CACHE_MAX_AGE_DAYS) are forgotten
- * first, and pieces of a large file whose upload stopped a day ago; the packs the rest name are kept.
+ * Packs that uploaded context contents live in (content-addressed contexts, migration 0013), marked
+ * `pack`. A namespace's contents no build used for the cache's age (KILN_CACHE_MAX_AGE_DAYS) are
+ * forgotten first, and pieces of a large file whose upload stopped a day ago; the packs the rest name are kept.
  */
-async function contentPacks(env: Env, opts: { dryRun: boolean; cacheMaxAgeMs: number }): Promise<Set<string>> {
-  const staleBefore = Date.now() - opts.cacheMaxAgeMs;
-  if (!opts.dryRun) {
-    await env.DB.prepare("DELETE FROM context_contents WHERE last_used_at < ?").bind(staleBefore).run();
-    await env.DB.prepare("DELETE FROM context_pieces WHERE created_at < ?").bind(Date.now() - 24 * 3600 * 1000).run();
+async function contextContents(env: Env, p: GcProgress): Promise<boolean> {
+  const c = p.cursor;
+  const staleBefore = p.startedAt - p.opts.cacheMaxAgeMs;
+  const stage = (c.stage as string | undefined) ?? "forget-contents";
+  if (stage === "forget-contents") {
+    if (p.opts.dryRun || (await deleteSome(env, "context_contents", "last_used_at < ?", [staleBefore], GC_PAGE))) p.cursor = { stage: "forget-pieces" };
+    return false;
   }
+  if (stage === "forget-pieces") {
+    if (p.opts.dryRun || (await deleteSome(env, "context_pieces", "created_at < ?", [p.startedAt - DAY_MS], GC_PAGE))) p.cursor = { stage: "pieces" };
+    return false;
+  }
+  if (stage === "pieces") {
+    const rows = await all<{ pack: string }>(env, `SELECT DISTINCT pack FROM context_pieces WHERE pack > ? ORDER BY pack LIMIT ${GC_PAGE}`, (c.pack as string | undefined) ?? "");
+    await addMarks(env, p.id, rows.map((r) => ({ kind: "pack", key: r.pack })));
+    p.cursor = rows.length < GC_PAGE ? { stage: "contents" } : { stage, pack: rows[rows.length - 1].pack };
+    return false;
+  }
+  const rows = await all<{ scope: string; sha256: string; parts: string; last_used_at: number }>(env,
+    `SELECT scope, sha256, parts, last_used_at FROM context_contents WHERE (scope, sha256) > (?, ?) ORDER BY scope, sha256 LIMIT ${GC_PAGE}`,
+    (c.scope as string | undefined) ?? "", (c.sha256 as string | undefined) ?? "");
   const packs = new Set<string>();
-  for (const r of await all<{ pack: string }>(env, "SELECT DISTINCT pack FROM context_pieces")) packs.add(r.pack);
-  let last = { scope: "", sha256: "" };
-  for (;;) {
-    const rows = await all<{ scope: string; sha256: string; parts: string; last_used_at: number }>(env,
-      "SELECT scope, sha256, parts, last_used_at FROM context_contents WHERE (scope, sha256) > (?, ?) ORDER BY scope, sha256 LIMIT 5000", last.scope, last.sha256);
-    for (const r of rows) {
-      if (opts.dryRun && r.last_used_at < staleBefore) continue; // would be forgotten first
-      try {
-        for (const part of JSON.parse(r.parts) as { pack: string }[]) packs.add(part.pack);
-      } catch {
-        /* unreadable row: names nothing */
-      }
+  for (const r of rows) {
+    if (r.last_used_at < staleBefore) continue; // forgotten (or, in a dry run, would be)
+    try {
+      for (const part of JSON.parse(r.parts) as { pack: string }[]) packs.add(part.pack);
+    } catch {
+      /* unreadable row: names nothing */
     }
-    if (rows.length < 5000) break;
-    last = rows[rows.length - 1];
   }
-  return packs;
+  await addMarks(env, p.id, [...packs].map((k) => ({ kind: "pack", key: k })));
+  if (rows.length < GC_PAGE) return true;
+  p.cursor = { stage, scope: rows[rows.length - 1].scope, sha256: rows[rows.length - 1].sha256 };
+  return false;
 }
 
-/** Deletes context packs (with their data objects and file indexes) no active build and no uploaded content uses, older than the cutoff. */
-async function sweepContexts(env: Env, keep: Set<string>, cutoff: number, opts: { dryRun: boolean; cacheMaxAgeMs: number }): Promise<number> {
-  const dryRun = opts.dryRun;
-  for (const p of await contentPacks(env, opts)) keep.add(p);
-  const packs = new Map<string, { uploaded: number; indexes: string[] }>();
-  const pointed = new Set<string>();
-  const data: { key: string; uploaded: number }[] = [];
-  for await (const o of listAll(env, "contexts/")) {
+/** One listed page of R2 objects under `prefix` (with custom metadata) after `cursor`. */
+async function listPage(env: Env, prefix: string, cursor: string | undefined): Promise<{ objects: R2Object[]; next: string | null }> {
+  // `include` makes R2 return custom metadata (a context pack's `location`)
+  const page = await env.BUCKET.list({ prefix, cursor, limit: GC_PAGE, include: ["customMetadata"] } as R2ListOptions);
+  return { objects: page.objects, next: page.truncated ? page.cursor : null };
+}
+
+/**
+ * Deletes context packs (with their file indexes) no running build and no uploaded content uses,
+ * older than the cutoff, a listed page at a time. A pack's pointer is listed before its indexes
+ * (`contexts/sha256/<hex>` < `…<hex>.index/…`); the last pack judged travels in the cursor. Every
+ * pointer's data object is marked `ctx-data` for the next phase.
+ */
+async function sweepContexts(env: Env, p: GcProgress): Promise<boolean> {
+  const { objects, next } = await listPage(env, "contexts/sha256/", (p.cursor.r2 as string | undefined) ?? undefined);
+  let lastHex = (p.cursor.hex as string | undefined) ?? "";
+  let lastDead = p.cursor.dead === true;
+  const pointers = objects.flatMap((o) => {
+    const m = /^contexts\/sha256\/([0-9a-f]{64})$/.exec(o.key);
+    return m ? [{ hex: m[1], uploaded: o.uploaded.getTime(), location: o.customMetadata?.location }] : [];
+  });
+  const kept = await markedAmong(env, p.id, ["pack", "context"], pointers.map((x) => `sha256:${x.hex}`));
+  await addMarks(env, p.id, pointers.flatMap((x) => (x.location ? [{ kind: "ctx-data", key: x.location }] : [])));
+  const deadPacks: string[] = [];
+  const deadIndexes: string[] = [];
+  for (const o of objects) {
     const m = /^contexts\/sha256\/([0-9a-f]{64})(?:\.index\/([0-9a-f]{64})\.json)?$/.exec(o.key);
-    if (o.key.startsWith("contexts/data/")) data.push({ key: o.key, uploaded: o.uploaded.getTime() });
     if (!m) continue;
-    const p = packs.get(m[1]) ?? { uploaded: 0, indexes: [] };
-    if (m[2]) p.indexes.push(`sha256:${m[2]}`);
-    else {
-      p.uploaded = o.uploaded.getTime();
-      if (o.customMetadata?.location) pointed.add(o.customMetadata.location);
+    if (!m[2]) {
+      lastHex = m[1];
+      lastDead = !kept.has(`sha256:${m[1]}`) && o.uploaded.getTime() < p.cutoff;
+      if (lastDead) deadPacks.push(`sha256:${m[1]}`);
+    } else if (m[1] === lastHex && lastDead) {
+      deadIndexes.push(o.key);
     }
-    packs.set(m[1], p);
   }
-  let n = 0;
-  for (const [hex, p] of packs) {
-    const digest = `sha256:${hex}`;
-    if (keep.has(digest) || p.uploaded >= cutoff || p.uploaded === 0) continue;
-    n++;
-    if (dryRun) continue;
-    await deleteContext(env, digest);
-    for (const i of p.indexes) await env.BUCKET.delete(`contexts/sha256/${hex}.index/${i.slice(7)}.json`);
+  p.report.deleted.contexts += deadPacks.length;
+  if (!p.opts.dryRun) {
+    for (const d of deadPacks) await deleteContext(env, d);
+    if (deadIndexes.length) await env.BUCKET.delete(deadIndexes);
   }
-  // data objects of packs whose pointer was never written (an interrupted upload)
-  const orphans = data.filter((d) => !pointed.has(d.key) && d.uploaded < cutoff).map((d) => d.key);
-  if (!dryRun && orphans.length) for (let i = 0; i < orphans.length; i += 1000) await env.BUCKET.delete(orphans.slice(i, i + 1000));
-  return n + orphans.length;
+  if (!next) return true;
+  p.cursor = { r2: next, hex: lastHex, dead: lastDead };
+  return false;
 }
 
-async function* listAll(env: Env, prefix: string): AsyncGenerator<R2Object> {
-  let cursor: string | undefined;
-  do {
-    // `include` makes R2 return custom metadata (a context pack's `location`)
-    const page = await env.BUCKET.list({ prefix, cursor, limit: 1000, include: ["customMetadata"] } as R2ListOptions);
-    cursor = page.truncated ? page.cursor : undefined;
-    yield* page.objects;
-  } while (cursor);
+/** Data objects of packs whose pointer was never written (an interrupted upload), older than the cutoff. */
+async function sweepContextData(env: Env, p: GcProgress): Promise<boolean> {
+  const { objects, next } = await listPage(env, "contexts/data/", (p.cursor.r2 as string | undefined) ?? undefined);
+  const old = objects.filter((o) => o.uploaded.getTime() < p.cutoff).map((o) => o.key);
+  const pointed = await markedAmong(env, p.id, ["ctx-data"], old);
+  const orphans = old.filter((k) => !pointed.has(k));
+  p.report.deleted.contexts += orphans.length;
+  if (!p.opts.dryRun && orphans.length) await env.BUCKET.delete(orphans);
+  if (!next) return true;
+  p.cursor = { r2: next };
+  return false;
 }
 
 /**
@@ -551,8 +865,8 @@ async function* listAll(env: Env, prefix: string): AsyncGenerator<R2Object> {
  */
 async function recordedAmong(env: Env, keys: string[]): Promise<Set<string>> {
   const found = new Set<string>();
-  for (let i = 0; i < keys.length; i += 90) {
-    const part = keys.slice(i, i + 90);
+  for (let i = 0; i < keys.length; i += 30) {
+    const part = keys.slice(i, i + 30);
     const marks = part.map(() => "?").join(",");
     const sql = `SELECT key FROM upload_chunks WHERE key IN (${marks})
       UNION SELECT object_key AS key FROM blobs WHERE object_key IN (${marks}) AND segments = 0
@@ -563,34 +877,25 @@ async function recordedAmong(env: Env, keys: string[]): Promise<Set<string>> {
   return found;
 }
 
+const ORPHAN_PREFIXES = ["tmp/", "uploads/", "blobs/objects/"];
+
 /**
- * Deletes R2 objects older than `cutoff` under the prefixes of interrupted writes (`tmp/`, `uploads/`,
- * `blobs/objects/`) that no D1 row refers to; staging of active builds (`tmp/builds/<id>/`) stays.
- * Returns how many there were.
+ * Deletes R2 objects older than the cutoff under the prefixes of interrupted writes (`tmp/`,
+ * `uploads/`, `blobs/objects/`) that no D1 row refers to, a listed page at a time; staging of
+ * running builds (`tmp/builds/<id>/`) stays.
  */
-export async function sweepOrphanObjects(env: Env, cutoff: number, dryRun: boolean, activeBuilds: Set<string>): Promise<number> {
-  let n = 0;
-  for (const prefix of ["tmp/", "uploads/", "blobs/objects/"]) {
-    const dead: string[] = [];
-    let page: R2Object[] = [];
-    const judge = async () => {
-      const old = page.filter((o) => o.uploaded.getTime() < cutoff);
-      const recorded = await recordedAmong(env, old.map((o) => o.key));
-      for (const o of old) {
-        if (recorded.has(o.key)) continue;
-        const build = /^tmp\/builds\/([^/]+)\//.exec(o.key);
-        if (build && activeBuilds.has(build[1])) continue;
-        dead.push(o.key);
-      }
-      page = [];
-    };
-    for await (const o of listAll(env, prefix)) {
-      page.push(o);
-      if (page.length >= 1000) await judge();
-    }
-    await judge();
-    n += dead.length;
-    if (!dryRun) for (let i = 0; i < dead.length; i += 1000) await env.BUCKET.delete(dead.slice(i, i + 1000));
-  }
-  return n;
+async function sweepOrphanObjects(env: Env, p: GcProgress): Promise<boolean> {
+  const i = (p.cursor.prefix as number | undefined) ?? 0;
+  const { objects, next } = await listPage(env, ORPHAN_PREFIXES[i], (p.cursor.r2 as string | undefined) ?? undefined);
+  const old = objects.filter((o) => o.uploaded.getTime() < p.cutoff);
+  const recorded = await recordedAmong(env, old.map((o) => o.key));
+  const buildOf = (key: string) => /^tmp\/builds\/([^/]+)\//.exec(key)?.[1];
+  const running = await markedAmong(env, p.id, ["build"], old.flatMap((o) => buildOf(o.key) ?? []));
+  const dead = old.filter((o) => !recorded.has(o.key) && !running.has(buildOf(o.key) ?? "\n")).map((o) => o.key);
+  p.report.deleted.objects += dead.length;
+  if (!p.opts.dryRun && dead.length) await env.BUCKET.delete(dead);
+  if (next) p.cursor = { prefix: i, r2: next };
+  else if (i + 1 < ORPHAN_PREFIXES.length) p.cursor = { prefix: i + 1 };
+  else return true;
+  return false;
 }

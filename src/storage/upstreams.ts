@@ -111,15 +111,27 @@ export async function lastResolution(env: Env, host: string, repository: string,
 
 /** Records that `digest` (manifest or blob) was fetched, digest-verified, from (host, repository). */
 export async function linkUpstream(env: Env, host: string, repository: string, digest: string): Promise<void> {
-  await env.DB.prepare("INSERT OR IGNORE INTO upstream_links (host, repository, digest, linked_at) VALUES (?1, ?2, ?3, ?4)")
-    .bind(host, repository, digest, Date.now()).run();
+  await env.DB.prepare(
+    `INSERT INTO upstream_links (host, repository, digest, linked_at, used_at) VALUES (?1, ?2, ?3, ?4, ?4)
+     ON CONFLICT(host, repository, digest) DO UPDATE SET used_at = ?4`,
+  ).bind(host, repository, digest, Date.now()).run();
 }
 
-/** Whether `digest` was fetched from (host, repository) before. */
+/** A use refreshes a record's `used_at` at most this often (the collector expires records unused for days). */
+const USE_REFRESH_MS = 3600 * 1000;
+
+/**
+ * Whether `digest` was fetched from (host, repository) before; a yes counts as a use (the record,
+ * and so the blob, stays KILN_PULL_THROUGH_MAX_AGE_DAYS longer).
+ */
 export async function isUpstreamLinked(env: Env, host: string, repository: string, digest: string): Promise<boolean> {
-  const r = await env.DB.prepare("SELECT 1 AS x FROM upstream_links WHERE host = ?1 AND repository = ?2 AND digest = ?3")
-    .bind(host, repository, digest).first();
-  return r !== null;
+  const now = Date.now();
+  const [, found] = await env.DB.batch([
+    env.DB.prepare("UPDATE upstream_links SET used_at = ?4 WHERE host = ?1 AND repository = ?2 AND digest = ?3 AND used_at < ?4 - ?5")
+      .bind(host, repository, digest, now, USE_REFRESH_MS),
+    env.DB.prepare("SELECT 1 AS x FROM upstream_links WHERE host = ?1 AND repository = ?2 AND digest = ?3").bind(host, repository, digest),
+  ]);
+  return found.results.length > 0;
 }
 
 /** What kiln knows of an upstream image: whether it was public when last asked, and who was let in. */
