@@ -91,6 +91,8 @@ declare global {
       KILN_PULL_THROUGH_MAX_AGE_DAYS?: string;
       /** Seconds of work per slice of a garbage collection (default 10); a longer one continues in the collector's alarm. */
       KILN_GC_SLICE_SECONDS?: string;
+      /** Most rows one step of a garbage collection reads or decides at once (default 1000, 10 to 5000). */
+      KILN_GC_PAGE_ROWS?: string;
       /**
        * Largest request body in bytes, like a deployed Worker's platform limit (100 MB on the Free and
        * Pro plans): a larger Content-Length is refused with 413 before reading, a chunked body once it

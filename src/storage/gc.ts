@@ -95,6 +95,8 @@ export interface GcOptions {
   cacheBudgetBytes: number | null;
   /** Pull-through records not used for this long expire, so their blobs can go (null or absent: never). */
   pullThroughMaxAgeMs?: number | null;
+  /** Lists in the report are cut at this many items (default 1,000); the counts are complete. */
+  listLimit?: number;
 }
 
 export interface GcReport {
@@ -194,8 +196,14 @@ export async function failAbandonedRuns(env: Env, before: number): Promise<void>
 // (NOT EXISTS), paged by key. After each page the progress (phase, cursor, the report so far) is a
 // small JSON value: the collector saves it after each time slice and continues in the next.
 
-/** Most rows a step reads (or decides) at once. */
+/** Most rows a step reads (or decides) at once, unless KILN_GC_PAGE_ROWS says otherwise. */
 export const GC_PAGE = 1000;
+
+/** The page size: KILN_GC_PAGE_ROWS (10 to 5,000), else GC_PAGE. */
+export function gcPage(env: Env): number {
+  const n = Number(env.KILN_GC_PAGE_ROWS ?? "");
+  return Number.isInteger(n) && n >= 10 && n <= 5000 ? n : GC_PAGE;
+}
 
 type Phase =
   | "start" | "builds" | "retention" | "propagate" | "judge-manifests" | "delete-tags" | "delete-manifests"
@@ -236,7 +244,7 @@ export function newCollection(id: string, opts: GcOptions, startedAt = Date.now(
     report: {
       id, dryRun: opts.dryRun, trigger: opts.trigger, graceSeconds: Math.round(opts.graceMs / 1000), startedAt, finishedAt: 0, durationMs: 0,
       retention: [], deleted: { tags: [], manifests: [], links: 0, blobs: [], cacheEntries: 0, contexts: 0, objects: 0, pullThrough: 0 },
-      bytesFreed: 0, listLimit: LIST_LIMIT, counts: { tags: 0, manifests: 0, blobs: 0 }, slices: 0,
+      bytesFreed: 0, listLimit: opts.listLimit ?? LIST_LIMIT, counts: { tags: 0, manifests: 0, blobs: 0 }, slices: 0,
     },
   };
 }
@@ -298,8 +306,8 @@ async function batched(env: Env, stmts: D1PreparedStatement[], size = 25): Promi
   return out;
 }
 
-const pushLimited = (list: string[], item: string) => {
-  if (list.length < LIST_LIMIT) list.push(item);
+const pushLimited = (report: GcReport, list: string[], item: string) => {
+  if (list.length < report.listLimit) list.push(item);
 };
 
 interface Mark { kind: string; repo?: string; key: string; ref?: string | null; at?: number | null; round?: number }
@@ -334,7 +342,7 @@ const deadManifest = (repo: string, digest: string) =>
   `EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'dead-manifest' AND x.repo = ${repo} AND x.key = ${digest})`;
 
 /** Deletes up to `limit` rows of a rowid table chosen by `where`; true when fewer were left. */
-async function deleteSome(env: Env, table: string, where: string, binds: unknown[], limit = 5 * GC_PAGE): Promise<boolean> {
+async function deleteSome(env: Env, table: string, where: string, binds: unknown[], limit = 5 * gcPage(env)): Promise<boolean> {
   const r = await env.DB.prepare(`DELETE FROM ${table} WHERE rowid IN (SELECT rowid FROM ${table} WHERE ${where} LIMIT ${limit})`).bind(...binds).run();
   return (r.meta.changes ?? 0) < limit;
 }
@@ -355,7 +363,7 @@ const STEPS: Record<Phase, Step> = {
     const round = (c.round as number | undefined) ?? 0;
     const lo = [(c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? ""];
     const [hi] = await all<{ repo: string; key: string }>(env,
-      `SELECT repo, key FROM gc_marks WHERE run = ?1 AND kind = 'manifest' AND round = ?2 AND (repo, key) > (?3, ?4) ORDER BY repo, key LIMIT 1 OFFSET ${GC_PAGE - 1}`,
+      `SELECT repo, key FROM gc_marks WHERE run = ?1 AND kind = 'manifest' AND round = ?2 AND (repo, key) > (?3, ?4) ORDER BY repo, key LIMIT 1 OFFSET ${gcPage(env) - 1}`,
       p.id, round, lo[0], lo[1]);
     const range = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key) > (?3, ?4) AND (?5 IS NULL OR (g.repo, g.key) <= (?5, ?6))`;
     const binds = [p.id, round, lo[0], lo[1], hi?.repo ?? null, hi?.key ?? null];
@@ -391,17 +399,17 @@ const STEPS: Record<Phase, Step> = {
     const rows = await all<{ repo: string; digest: string; created_at: number; kept: number }>(env,
       `SELECT m.repo, m.digest, m.created_at,
          EXISTS (SELECT 1 FROM gc_marks g WHERE g.run = ?1 AND g.kind = 'manifest' AND g.repo = m.repo AND g.key = m.digest) AS kept
-       FROM manifests m WHERE (m.repo, m.digest) > (?2, ?3) ORDER BY m.repo, m.digest LIMIT ${GC_PAGE}`,
+       FROM manifests m WHERE (m.repo, m.digest) > (?2, ?3) ORDER BY m.repo, m.digest LIMIT ${gcPage(env)}`,
       p.id, (c.repo as string | undefined) ?? "", (c.digest as string | undefined) ?? "");
     const policies = await listRetention(env);
     const dead = rows.filter((m) => !m.kept && m.created_at < p.startedAt);
     for (const m of dead) {
-      pushLimited(policyReport(p, policyFor(policies, m.repo)?.pattern ?? "(untagged, no policy)").manifests, `${m.repo}@${m.digest}`);
-      pushLimited(p.report.deleted.manifests, `${m.repo}@${m.digest}`);
+      pushLimited(p.report, policyReport(p, policyFor(policies, m.repo)?.pattern ?? "(untagged, no policy)").manifests, `${m.repo}@${m.digest}`);
+      pushLimited(p.report, p.report.deleted.manifests, `${m.repo}@${m.digest}`);
     }
     p.report.counts.manifests += dead.length;
     await addMarks(env, p.id, dead.map((m) => ({ kind: "dead-manifest", repo: m.repo, key: m.digest, at: m.created_at })));
-    if (rows.length < GC_PAGE) return true;
+    if (rows.length < gcPage(env)) return true;
     p.cursor = { repo: rows[rows.length - 1].repo, digest: rows[rows.length - 1].digest };
     return false;
   },
@@ -411,10 +419,10 @@ const STEPS: Record<Phase, Step> = {
     if (p.opts.dryRun) return true;
     const c = p.cursor;
     const rows = await all<{ repo: string; key: string; ref: string; at: number }>(env,
-      `SELECT repo, key, ref, at FROM gc_marks WHERE run = ? AND kind = 'dead-tag' AND (repo, key) > (?, ?) ORDER BY repo, key LIMIT ${GC_PAGE}`,
+      `SELECT repo, key, ref, at FROM gc_marks WHERE run = ? AND kind = 'dead-tag' AND (repo, key) > (?, ?) ORDER BY repo, key LIMIT ${gcPage(env)}`,
       p.id, (c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? "");
     await batched(env, rows.map((t) => env.DB.prepare("DELETE FROM tags WHERE repo = ? AND tag = ? AND digest = ? AND updated_at = ?").bind(t.repo, t.key, t.ref, t.at)));
-    if (rows.length < GC_PAGE) return true;
+    if (rows.length < gcPage(env)) return true;
     p.cursor = { repo: rows[rows.length - 1].repo, key: rows[rows.length - 1].key };
     return false;
   },
@@ -429,7 +437,7 @@ const STEPS: Record<Phase, Step> = {
     const c = p.cursor;
     const round = (c.round as number | undefined) ?? 0;
     const rows = await all<{ repo: string; key: string; at: number }>(env,
-      `SELECT repo, key, at FROM gc_marks WHERE run = ? AND kind = 'dead-manifest' AND round = 0 AND (repo, key) > (?, ?) ORDER BY repo, key LIMIT ${GC_PAGE}`,
+      `SELECT repo, key, at FROM gc_marks WHERE run = ? AND kind = 'dead-manifest' AND round = 0 AND (repo, key) > (?, ?) ORDER BY repo, key LIMIT ${gcPage(env)}`,
       p.id, (c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? "");
     let deleted = (c.deleted as number | undefined) ?? 0;
     await pool(rows, WIDTH, async (m) => {
@@ -449,7 +457,7 @@ const STEPS: Record<Phase, Step> = {
         await env.DB.prepare("UPDATE gc_marks SET round = 1 WHERE run = ? AND kind = 'dead-manifest' AND repo = ? AND key = ?").bind(p.id, m.repo, m.key).run();
       }
     });
-    if (rows.length === GC_PAGE) {
+    if (rows.length === gcPage(env)) {
       p.cursor = { round, repo: rows[rows.length - 1].repo, key: rows[rows.length - 1].key, deleted };
       return false;
     }
@@ -466,7 +474,7 @@ const STEPS: Record<Phase, Step> = {
          AND NOT EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'build-repo' AND x.repo = l.repo AND x.key = '')
          AND NOT EXISTS (SELECT 1 FROM manifest_refs r WHERE r.repo = l.repo AND r.ref = l.digest AND NOT ${deadManifest("r.repo", "r.manifest")})
          AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.digest = l.digest AND NOT ${deadManifest("m.repo", "m.digest")})) AS dead
-       FROM repo_blobs l WHERE (l.repo, l.digest) > (?3, ?4) ORDER BY l.repo, l.digest LIMIT ${GC_PAGE}`,
+       FROM repo_blobs l WHERE (l.repo, l.digest) > (?3, ?4) ORDER BY l.repo, l.digest LIMIT ${gcPage(env)}`,
       p.id, p.cutoff, (c.repo as string | undefined) ?? "", (c.digest as string | undefined) ?? "");
     const dead = rows.filter((l) => l.dead);
     p.report.deleted.links += dead.length;
@@ -479,7 +487,7 @@ const STEPS: Record<Phase, Step> = {
            AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?2 AND expires_at > ?4)`,
       ).bind(l.repo, l.digest, p.cutoff, now)), 10);
     }
-    if (rows.length < GC_PAGE) return true;
+    if (rows.length < gcPage(env)) return true;
     p.cursor = { repo: rows[rows.length - 1].repo, digest: rows[rows.length - 1].digest };
     return false;
   },
@@ -494,7 +502,7 @@ const STEPS: Record<Phase, Step> = {
     if (c.stage !== "manifests") {
       const rows = await all<{ host: string; repository: string; digest: string; dead: number }>(env,
         `SELECT host, repository, digest, MAX(used_at, linked_at) < ?1 AS dead FROM upstream_links WHERE (host, repository, digest) > (?2, ?3, ?4)
-         ORDER BY host, repository, digest LIMIT ${GC_PAGE}`,
+         ORDER BY host, repository, digest LIMIT ${gcPage(env)}`,
         p.pullCutoff, (c.host as string | undefined) ?? "", (c.repository as string | undefined) ?? "", (c.digest as string | undefined) ?? "");
       const dead = rows.filter((r) => r.dead);
       p.report.deleted.pullThrough += dead.length;
@@ -504,19 +512,19 @@ const STEPS: Record<Phase, Step> = {
           .bind(r.host, r.repository, r.digest, p.pullCutoff)));
       }
       const last = rows[rows.length - 1];
-      p.cursor = rows.length < GC_PAGE ? { stage: "manifests" } : { host: last.host, repository: last.repository, digest: last.digest };
+      p.cursor = rows.length < gcPage(env) ? { stage: "manifests" } : { host: last.host, repository: last.repository, digest: last.digest };
       return false;
     }
     const live = "(um.fetched_at >= ?1 OR EXISTS (SELECT 1 FROM upstream_links u WHERE u.digest = um.digest AND MAX(u.used_at, u.linked_at) >= ?1))";
     const rows = await all<{ digest: string; dead: number }>(env,
-      `SELECT digest, NOT ${live} AS dead FROM upstream_manifests um WHERE digest > ?2 ORDER BY digest LIMIT ${GC_PAGE}`,
+      `SELECT digest, NOT ${live} AS dead FROM upstream_manifests um WHERE digest > ?2 ORDER BY digest LIMIT ${gcPage(env)}`,
       p.pullCutoff, (c.digest as string | undefined) ?? "");
     const dead = rows.filter((r) => r.dead);
     p.report.deleted.pullThrough += dead.length;
     if (!p.opts.dryRun) {
       await batched(env, dead.map((r) => env.DB.prepare(`DELETE FROM upstream_manifests AS um WHERE digest = ?2 AND NOT ${live}`).bind(p.pullCutoff, r.digest)));
     }
-    if (rows.length < GC_PAGE) return true;
+    if (rows.length < gcPage(env)) return true;
     p.cursor = { stage: "manifests", digest: rows[rows.length - 1].digest };
     return false;
   },
@@ -538,13 +546,13 @@ const STEPS: Record<Phase, Step> = {
            AND NOT EXISTS (SELECT 1 FROM gc_marks x WHERE x.run = ?1 AND x.kind = 'dead-cache' AND x.repo = '' AND x.key = ce.key))
          AND NOT EXISTS (SELECT 1 FROM upstream_links u WHERE u.digest = b.digest AND MAX(u.used_at, u.linked_at) >= ?3)
          AND NOT EXISTS (SELECT 1 FROM upstream_manifests um WHERE um.digest = b.digest AND um.fetched_at >= ?3)) AS dead
-       FROM blobs b WHERE b.digest > ?4 ORDER BY b.digest LIMIT ${GC_PAGE}`,
+       FROM blobs b WHERE b.digest > ?4 ORDER BY b.digest LIMIT ${gcPage(env)}`,
       p.id, p.cutoff, p.pullCutoff, (c.digest as string | undefined) ?? "");
     const dead = rows.filter((b) => b.dead);
     const report = p.report;
     if (p.opts.dryRun) {
       for (const b of dead) {
-        pushLimited(report.deleted.blobs, b.digest);
+        pushLimited(report, report.deleted.blobs, b.digest);
         report.bytesFreed += b.size;
       }
       report.counts.blobs += dead.length;
@@ -552,12 +560,12 @@ const STEPS: Record<Phase, Step> = {
       await pool(dead, WIDTH, async (b) => {
         if (!(await collectBlob(env, b.digest))) return; // used again meanwhile: collectBlob re-checked
         await env.BUCKET.delete(`layer-index/${b.digest.replace(":", "/")}`);
-        pushLimited(report.deleted.blobs, b.digest);
+        pushLimited(report, report.deleted.blobs, b.digest);
         report.counts.blobs++;
         report.bytesFreed += b.size;
       });
     }
-    if (rows.length < GC_PAGE) return true;
+    if (rows.length < gcPage(env)) return true;
     p.cursor = { digest: rows[rows.length - 1].digest };
     return false;
   },
@@ -584,7 +592,7 @@ function policyReport(p: GcProgress, pattern: string): { pattern: string; tags: 
  */
 async function markBuilds(env: Env, p: GcProgress): Promise<boolean> {
   const rows = await all<{ id: string; repository: string | null; tags: string; context_digest: string | null }>(env,
-    `SELECT id, repository, tags, context_digest FROM builds WHERE (status IN ('queued', 'running') OR updated_at >= ?) AND id > ? ORDER BY id LIMIT ${GC_PAGE}`,
+    `SELECT id, repository, tags, context_digest FROM builds WHERE (status IN ('queued', 'running') OR updated_at >= ?) AND id > ? ORDER BY id LIMIT ${gcPage(env)}`,
     p.cutoff, (p.cursor.id as string | undefined) ?? "");
   const marks: Mark[] = [];
   for (const b of rows) {
@@ -595,7 +603,7 @@ async function markBuilds(env: Env, p: GcProgress): Promise<boolean> {
     for (const t of JSON.parse(b.tags || "[]") as string[]) marks.push({ kind: "build-repo", repo: t.slice(0, t.lastIndexOf(":")), key: "" });
   }
   await addMarks(env, p.id, marks);
-  if (rows.length < GC_PAGE) return true;
+  if (rows.length < gcPage(env)) return true;
   p.cursor = { id: rows[rows.length - 1].id };
   return false;
 }
@@ -627,27 +635,27 @@ async function retentionStep(env: Env, p: GcProgress): Promise<boolean> {
     const at = (c.at as number | undefined) ?? Number.MAX_SAFE_INTEGER;
     const rows = await all<{ tag: string; digest: string; updated_at: number }>(env,
       `SELECT tag, digest, updated_at FROM tags WHERE repo = ?1 AND (updated_at < ?2 OR (updated_at = ?2 AND tag > ?3))
-       ORDER BY updated_at DESC, tag LIMIT ${GC_PAGE}`, repo, at, (c.tag as string | undefined) ?? "");
+       ORDER BY updated_at DESC, tag LIMIT ${gcPage(env)}`, repo, at, (c.tag as string | undefined) ?? "");
     let rank = c.rank as number;
     const dead: Mark[] = [];
     for (const t of rows) {
       if (tagDies(policy!.policy, rank++, { tag: t.tag, updatedAt: t.updated_at }, p.startedAt)) {
         dead.push({ kind: "dead-tag", repo, key: t.tag, ref: t.digest, at: t.updated_at });
-        pushLimited(policyReport(p, policy!.pattern).tags, `${repo}:${t.tag}`);
-        pushLimited(p.report.deleted.tags, `${repo}:${t.tag}`);
+        pushLimited(p.report, policyReport(p, policy!.pattern).tags, `${repo}:${t.tag}`);
+        pushLimited(p.report, p.report.deleted.tags, `${repo}:${t.tag}`);
       }
     }
     p.report.counts.tags += dead.length;
     await addMarks(env, p.id, dead);
     const last = rows[rows.length - 1];
-    p.cursor = rows.length < GC_PAGE ? { ...c, stage: "seed", at: null, tag: null } : { ...c, rank, at: last.updated_at, tag: last.tag };
+    p.cursor = rows.length < gcPage(env) ? { ...c, stage: "seed", at: null, tag: null } : { ...c, rank, at: last.updated_at, tag: last.tag };
     return false;
   }
   const untaggedDays = policy?.policy.untaggedOlderThanDays;
   const untaggedCutoff = untaggedDays === undefined ? p.cutoff : Math.min(p.cutoff, p.startedAt - untaggedDays * DAY_MS);
   const from = (c.digest as string | undefined) ?? "";
   const [hi] = await all<{ digest: string }>(env,
-    `SELECT digest FROM manifests WHERE repo = ? AND digest > ? ORDER BY digest LIMIT 1 OFFSET ${GC_PAGE - 1}`, repo, from);
+    `SELECT digest FROM manifests WHERE repo = ? AND digest > ? ORDER BY digest LIMIT 1 OFFSET ${gcPage(env) - 1}`, repo, from);
   await env.DB.prepare(
     `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
      SELECT ?1, 'manifest', m.repo, m.digest, 0 FROM manifests m
@@ -680,7 +688,7 @@ async function evictCache(env: Env, p: GcProgress): Promise<boolean> {
   const rows = await all<Row>(env,
     `SELECT ce.key, ce.scope, ce.layer, ce.size, ce.last_hit_at, ${started ? seen : "0"} AS seen FROM cache_entries ce
      ${started ? "WHERE ce.scope > ?1 OR (ce.scope = ?1 AND (ce.last_hit_at < ?2 OR (ce.last_hit_at = ?2 AND ce.key > ?3)))" : ""}
-     ORDER BY ce.scope, ce.last_hit_at DESC, ce.key LIMIT ${GC_PAGE}`,
+     ORDER BY ce.scope, ce.last_hit_at DESC, ce.key LIMIT ${gcPage(env)}`,
     ...(started ? [scope, at, key, p.id] : []));
   const staleBefore = Math.min(cutoff, p.startedAt - opts.cacheMaxAgeMs);
   let current = scope;
@@ -723,7 +731,7 @@ async function evictCache(env: Env, p: GcProgress): Promise<boolean> {
       if (r.meta.changes) await env.BUCKET.delete(cacheObjectKey(d.key));
     });
   }
-  if (rows.length < GC_PAGE) return true;
+  if (rows.length < gcPage(env)) return true;
   const last = rows[rows.length - 1];
   p.cursor = { scope: last.scope, at: last.last_hit_at, key: last.key, spent };
   return false;
@@ -734,7 +742,7 @@ async function evictCache(env: Env, p: GcProgress): Promise<boolean> {
  * marks their layers and can age them out; their last hit counts from when they were written.
  */
 async function adoptLegacyCacheEntries(env: Env, p: GcProgress): Promise<boolean> {
-  const page = await env.BUCKET.list({ prefix: "cache/sha256/", cursor: (p.cursor.r2 as string | undefined) ?? undefined, limit: GC_PAGE });
+  const page = await env.BUCKET.list({ prefix: "cache/sha256/", cursor: (p.cursor.r2 as string | undefined) ?? undefined, limit: gcPage(env) });
   const keys = page.objects.map((o) => ({ key: `sha256:${o.key.slice("cache/sha256/".length)}`, uploaded: o.uploaded.getTime() }));
   const known = new Set<string>();
   for (let i = 0; i < keys.length; i += 90) {
@@ -768,21 +776,21 @@ async function contextContents(env: Env, p: GcProgress): Promise<boolean> {
   const staleBefore = p.startedAt - p.opts.cacheMaxAgeMs;
   const stage = (c.stage as string | undefined) ?? "forget-contents";
   if (stage === "forget-contents") {
-    if (p.opts.dryRun || (await deleteSome(env, "context_contents", "last_used_at < ?", [staleBefore], GC_PAGE))) p.cursor = { stage: "forget-pieces" };
+    if (p.opts.dryRun || (await deleteSome(env, "context_contents", "last_used_at < ?", [staleBefore], gcPage(env)))) p.cursor = { stage: "forget-pieces" };
     return false;
   }
   if (stage === "forget-pieces") {
-    if (p.opts.dryRun || (await deleteSome(env, "context_pieces", "created_at < ?", [p.startedAt - DAY_MS], GC_PAGE))) p.cursor = { stage: "pieces" };
+    if (p.opts.dryRun || (await deleteSome(env, "context_pieces", "created_at < ?", [p.startedAt - DAY_MS], gcPage(env)))) p.cursor = { stage: "pieces" };
     return false;
   }
   if (stage === "pieces") {
-    const rows = await all<{ pack: string }>(env, `SELECT DISTINCT pack FROM context_pieces WHERE pack > ? ORDER BY pack LIMIT ${GC_PAGE}`, (c.pack as string | undefined) ?? "");
+    const rows = await all<{ pack: string }>(env, `SELECT DISTINCT pack FROM context_pieces WHERE pack > ? ORDER BY pack LIMIT ${gcPage(env)}`, (c.pack as string | undefined) ?? "");
     await addMarks(env, p.id, rows.map((r) => ({ kind: "pack", key: r.pack })));
-    p.cursor = rows.length < GC_PAGE ? { stage: "contents" } : { stage, pack: rows[rows.length - 1].pack };
+    p.cursor = rows.length < gcPage(env) ? { stage: "contents" } : { stage, pack: rows[rows.length - 1].pack };
     return false;
   }
   const rows = await all<{ scope: string; sha256: string; parts: string; last_used_at: number }>(env,
-    `SELECT scope, sha256, parts, last_used_at FROM context_contents WHERE (scope, sha256) > (?, ?) ORDER BY scope, sha256 LIMIT ${GC_PAGE}`,
+    `SELECT scope, sha256, parts, last_used_at FROM context_contents WHERE (scope, sha256) > (?, ?) ORDER BY scope, sha256 LIMIT ${gcPage(env)}`,
     (c.scope as string | undefined) ?? "", (c.sha256 as string | undefined) ?? "");
   const packs = new Set<string>();
   for (const r of rows) {
@@ -794,7 +802,7 @@ async function contextContents(env: Env, p: GcProgress): Promise<boolean> {
     }
   }
   await addMarks(env, p.id, [...packs].map((k) => ({ kind: "pack", key: k })));
-  if (rows.length < GC_PAGE) return true;
+  if (rows.length < gcPage(env)) return true;
   p.cursor = { stage, scope: rows[rows.length - 1].scope, sha256: rows[rows.length - 1].sha256 };
   return false;
 }
@@ -802,7 +810,7 @@ async function contextContents(env: Env, p: GcProgress): Promise<boolean> {
 /** One listed page of R2 objects under `prefix` (with custom metadata) after `cursor`. */
 async function listPage(env: Env, prefix: string, cursor: string | undefined): Promise<{ objects: R2Object[]; next: string | null }> {
   // `include` makes R2 return custom metadata (a context pack's `location`)
-  const page = await env.BUCKET.list({ prefix, cursor, limit: GC_PAGE, include: ["customMetadata"] } as R2ListOptions);
+  const page = await env.BUCKET.list({ prefix, cursor, limit: gcPage(env), include: ["customMetadata"] } as R2ListOptions);
   return { objects: page.objects, next: page.truncated ? page.cursor : null };
 }
 

@@ -37,13 +37,13 @@ async function blob(text: string): Promise<string> {
 interface Store { kept: string[]; dead: string[] }
 
 /**
- * A store of `images` images over 10 repositories (own config, own layer, one of 50 layers shared
+ * A store of `images` images (at least 63, so that the tagged ones use every shared layer) over 10 repositories (own config, own layer, one of 50 layers shared
  * across repositories), 80% tagged, the rest untagged; `linked` blobs linked in a repository no
- * manifest uses; `loose` blobs linked nowhere; and the layers of 300 images linked, unused, in one more
+ * manifest uses; `loose` blobs linked nowhere; and the layers of `other` (300) images linked, unused, in one more
  * repository. Everything is then made two hours old. Kept: the tagged images' blobs (manifest, config,
  * layers) and every shared layer; dead: the rest.
  */
-async function seedStore(p: string, n: { images: number; linked: number; loose: number }): Promise<Store> {
+async function seedStore(p: string, n: { images: number; linked: number; loose: number; other?: number }): Promise<Store> {
   const kept: string[] = [];
   const dead: string[] = [];
   const shared = await Promise.all(Array.from({ length: 50 }, (_, k) => blob(`${p} shared layer ${k}`)));
@@ -64,7 +64,7 @@ async function seedStore(p: string, n: { images: number; linked: number; loose: 
     const tagged = i < n.images * 0.8;
     const { digest } = await putManifest(testEnv, repo, tagged ? `t${i}` : await sha256(body), new TextEncoder().encode(body), OCI_MANIFEST);
     (tagged ? kept : dead).push(digest, config, layer);
-    if (i < 300) await linkBlob(testEnv, `${p}/other`, layer); // an unused link: the link goes, the blob stays if kept
+    if (i < (n.other ?? 300)) await linkBlob(testEnv, `${p}/other`, layer); // an unused link: the link goes, the blob stays if kept
   });
   await parallel(n.linked, 8, async (j) => {
     const d = await blob(`${p} linked ${j}`);
@@ -90,7 +90,7 @@ async function present(digests: string[]): Promise<Set<string>> {
 }
 
 /** env with a DB that records the most rows any one query (or batch member) answered. */
-function countingEnv(): { env: Env; most: () => number; queries: () => number } {
+function countingEnv(page?: number): { env: Env; most: () => number; queries: () => number } {
   let most = 0;
   let queries = 0;
   const note = (rows: number) => {
@@ -128,7 +128,7 @@ function countingEnv(): { env: Env; most: () => number; queries: () => number } 
       return typeof v === "function" ? v.bind(t) : v;
     },
   });
-  return { env: { ...testEnv, DB } as Env, most: () => most, queries: () => queries };
+  return { env: { ...testEnv, DB, ...(page ? { KILN_GC_PAGE_ROWS: String(page) } : {}) } as Env, most: () => most, queries: () => queries };
 }
 
 /** The run's gc_runs row. */
@@ -137,24 +137,27 @@ async function runRow(id: string): Promise<{ status: string; report: string | nu
 }
 
 describe("garbage collection in pages", () => {
-  it("a store of 4,000 blobs over 12 repositories: exactly the unreferenced go, shared ones stay, and no D1 answer is longer than a page", { timeout: 300_000 }, async () => {
-    const store = await seedStore("pg", { images: 1050, linked: 400, loose: 400 });
+  // KILN_GC_PAGE_ROWS=100: the same paging as 1,000 rows a page over a store ten times the size.
+  it("a store of 450 blobs over 12 repositories in pages of 100 rows: exactly the unreferenced go, shared ones stay, and no D1 answer is longer than a page", { timeout: 300_000 }, async () => {
+    const PAGE = 100;
+    const store = await seedStore("pg", { images: 105, linked: 40, loose: 40, other: 30 });
     const all = [...store.kept, ...store.dead];
-    expect(all.length).toBeGreaterThan(3 * GC_PAGE);
+    expect(all.length).toBeGreaterThan(4 * PAGE);
+    expect(store.dead.length).toBeGreaterThan(PAGE);
     expect(new Set(all).size).toBe(all.length);
 
-    const dryDb = countingEnv();
-    const dry = await collectGarbage(dryDb.env, crypto.randomUUID(), opts({ dryRun: true }));
+    const dryDb = countingEnv(PAGE);
+    const dry = await collectGarbage(dryDb.env, crypto.randomUUID(), opts({ dryRun: true, listLimit: 50 }));
     expect((await present(all)).size).toBe(all.length); // a dry run deletes nothing
     expect(dry.counts.blobs).toBe(store.dead.length);
-    expect(dry.deleted.blobs.length).toBe(dry.listLimit); // the list is cut, the count is not
-    expect(dry.counts.manifests).toBe(210); // the untagged images
-    expect(dry.deleted.links).toBe(210 * 2 + 400 + 300); // untagged images' own links, the unused ones, all of pg/other
-    expect(dryDb.most()).toBeLessThanOrEqual(GC_PAGE);
+    expect(dry.deleted.blobs.length).toBe(50); // the list is cut, the count is not
+    expect(dry.counts.manifests).toBe(21); // the untagged images
+    expect(dry.deleted.links).toBe(21 * 2 + 40 + 30); // untagged images' own links, the unused ones, all of pg/other
+    expect(dryDb.most()).toBeLessThanOrEqual(PAGE);
 
-    const realDb = countingEnv();
+    const realDb = countingEnv(PAGE);
     const real = await collectGarbage(realDb.env, crypto.randomUUID(), opts());
-    expect(realDb.most()).toBeLessThanOrEqual(GC_PAGE);
+    expect(realDb.most()).toBeLessThanOrEqual(PAGE);
     expect(realDb.queries()).toBeGreaterThan(10);
     expect(real.counts.blobs).toBe(dry.counts.blobs);
     expect(real.counts.manifests).toBe(dry.counts.manifests);
@@ -173,7 +176,7 @@ describe("garbage collection in pages", () => {
   });
 
   it("a collection split over many slices (alarms) deletes what one slice would and ends with one report", { timeout: 200_000 }, async () => {
-    const store = await seedStore("sl", { images: 100, linked: 1100, loose: 50 });
+    const store = await seedStore("sl", { images: 70, linked: 300, loose: 50 }) // 56 tagged images use all 50 shared layers;
     const dry = await collectGarbage(testEnv, crypto.randomUUID(), opts({ dryRun: true }));
     expect(dry.counts.blobs).toBe(store.dead.length);
 
