@@ -2,7 +2,7 @@
 import { readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { batchStream, contentBatches, contextIndex, contextStream } from "./context";
-import { authHeaders, CliError, httpError, request, serverMessage } from "./http";
+import { authHeaders, CliError, httpError, request, requestIdempotent, serverMessage } from "./http";
 import { CLI_USER_AGENT } from "../protocol/client";
 import { CONTEXT_INDEX_TYPE, type ContextIndexUpload } from "../protocol/contexts";
 import { makeProgress, type BuildView, type DockerfileSource, type Progress, type ProgressMode, type StepView } from "./progress";
@@ -166,7 +166,9 @@ async function sendIndexed(opts: BuildOptions, dir: string, dockerfile: string |
   const digests = [...index.sources.keys()];
   const ask = JSON.stringify({ digests });
   let sent = ask.length;
-  const m = await request(opts.server, `/v1/contexts/missing?${tags}`, { method: "POST", headers: { ...headers, "content-type": "application/json" }, body: ask });
+  // both requests below may be sent again on a new connection: their bodies are made again from the
+  // context, and storing the same contents twice changes nothing
+  const m = await requestIdempotent(opts.server, `/v1/contexts/missing?${tags}`, () => ({ method: "POST", headers: { ...headers, "content-type": "application/json" }, body: ask }));
   if (m.status === 404) {
     await m.body?.cancel();
     return null;
@@ -177,8 +179,10 @@ async function sendIndexed(opts: BuildOptions, dir: string, dockerfile: string |
   const todo = missing.map((d) => ({ sha256: d, ...index.sources.get(d)! })).filter((x) => x.abs);
   for (const batch of contentBatches(todo, CONTENT_BATCH_BYTES)) {
     let bytes = 0;
-    const body = batchStream(batch).pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform(chunk, ctrl) { bytes += chunk.byteLength; ctrl.enqueue(chunk); } }));
-    const up = await request(opts.server, `/v1/contexts/contents?${tags}`, { method: "POST", headers: { ...headers, "content-type": "application/x-tar" }, body, duplex: "half" } as RequestInit);
+    const up = await requestIdempotent(opts.server, `/v1/contexts/contents?${tags}`, () => {
+      const body = batchStream(batch).pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform(chunk, ctrl) { bytes += chunk.byteLength; ctrl.enqueue(chunk); } }));
+      return { method: "POST", headers: { ...headers, "content-type": "application/x-tar" }, body, duplex: "half" } as RequestInit;
+    });
     sent += bytes;
     if (!up.ok) throw await httpError("uploading the build context", up);
     await up.body?.cancel();

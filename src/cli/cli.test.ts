@@ -3,7 +3,7 @@ import { parseArgs, runnerArgs, UsageError } from "./main";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { httpError, networkReason } from "./http";
+import { httpError, networkReason, requestIdempotent } from "./http";
 import { PlainProgress, QuietProgress, TtyProgress, type Progress } from "./progress";
 import { readSse } from "./sse";
 import { follow, readSecrets } from "./build";
@@ -291,5 +291,48 @@ ERROR: process ${RUN.slice(4)} did not complete successfully: exit code 3
     process.env.KILN_TEST_SECRET = "s3cret";
     expect(readSecrets(["id=tok,env=KILN_TEST_SECRET"])).toEqual({ tok: "s3cret" });
     expect(() => readSecrets(["src=/nope"])).toThrow(/id= is required/);
+  });
+});
+
+describe("requestIdempotent", () => {
+  /** A server whose first `drop` requests have their connection closed before any answer. */
+  async function flaky(drop: number, status = 200): Promise<{ url: string; seen: () => number; close: () => Promise<void> }> {
+    let seen = 0;
+    const srv = http.createServer((req, res) => {
+      seen++;
+      req.resume();
+      req.on("end", () => {
+        if (seen <= drop) req.socket.destroy();
+        else res.writeHead(status).end(`answer ${seen}`);
+      });
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const { port } = srv.address() as import("node:net").AddressInfo;
+    return { url: `http://127.0.0.1:${port}`, seen: () => seen, close: () => new Promise((r) => srv.close(() => r())) };
+  }
+
+  it("sends a request again, with a new body, when the connection closed before an answer", async () => {
+    const s = await flaky(1);
+    let made = 0;
+    try {
+      const res = await requestIdempotent(s.url, "/up", () => ({ method: "POST", body: `body ${++made}` }));
+      expect(res.status).toBe(200);
+      expect(await res.text()).toBe("answer 2");
+      expect(made).toBe(2);
+    } finally { await s.close(); }
+  });
+
+  it("never sends again a request that got an answer, even an error, and gives up after its tries", async () => {
+    const answered = await flaky(0, 500);
+    let made = 0;
+    try {
+      expect((await requestIdempotent(answered.url, "/up", () => ({ method: "POST", body: String(++made) }))).status).toBe(500);
+      expect(made).toBe(1);
+    } finally { await answered.close(); }
+    const gone = await flaky(10);
+    try {
+      await expect(requestIdempotent(gone.url, "/up", () => ({ method: "POST", body: "x" }))).rejects.toThrow(/cannot reach/);
+      expect(gone.seen()).toBe(3);
+    } finally { await gone.close(); }
   });
 });

@@ -62,6 +62,21 @@ export async function request(server: string, path: string, init: RequestInit = 
   }
 }
 
+/**
+ * `request` for an idempotent request whose body can be made again (`init()` builds it): a connection
+ * the server closed before answering (a kept-alive socket it was closing just then) is retried on a
+ * new one, up to `tries` times. A request that got any response is never sent again.
+ */
+export async function requestIdempotent(server: string, path: string, init: () => RequestInit, tries = 3): Promise<Response> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await request(server, path, init());
+    } catch (e) {
+      if (!(e instanceof CliError) || attempt >= tries) throw e;
+    }
+  }
+}
+
 /** The server's `{error: {message}}`, or the body's first line, or the status text. */
 export async function serverMessage(res: Response): Promise<{ message: string; line?: number }> {
   const text = await res.text().catch(() => "");
