@@ -13,8 +13,13 @@ import { crossSiteReason, sameToken, type UiContext } from "./session";
 /** The POST routes whose forms are read this way (the others are small and read whole). */
 export const UPLOAD_FORMS = new Set(["/ui/builds/new"]);
 
-/** What a refused sender may still send before its connection is closed (so a browser shows the answer). */
-const DRAIN_ON_REFUSAL = 16 * 1024 * 1024;
+/**
+ * What a refused sender may still send before its connection is closed, so that a browser shows the
+ * answer: a signed-in user's refused form as much as a refused API upload (src/context/ingest.ts);
+ * a post that fails the CSRF check (perhaps not the user's) only a little.
+ */
+const DRAIN_ON_REFUSAL = 256 * 1024 * 1024;
+const DRAIN_ON_FORGERY = 1024 * 1024;
 const MAX_CSRF_PART = 256;
 
 export interface UploadForm {
@@ -48,7 +53,7 @@ export async function openUploadForm(c: UiContext, csrf: string): Promise<Upload
     /* a malformed body is refused below like a missing token */
   }
   if (!sameToken(token, csrf)) {
-    await finish(DRAIN_ON_REFUSAL);
+    await finish(DRAIN_ON_FORGERY);
     throw new UiError(403, "Refused", "The form's CSRF token does not match your session (it must be the form's first field): reload the page and try again.");
   }
   return { parts, finish };

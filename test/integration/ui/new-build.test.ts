@@ -1,6 +1,7 @@
 // The dashboard's "New build" form: a plain multipart form post whose first field is the CSRF token,
 // authorized exactly as POST /v1/builds, with the context archive streamed into the context store.
-import { SELF } from "cloudflare:test";
+import { createExecutionContext, env, SELF, waitOnExecutionContext } from "cloudflare:test";
+import worker from "../../../src/index";
 import { describe, expect, it } from "vitest";
 import { createToken, uniqueRepo } from "../auth/helpers";
 import { imageOf, makeTar, postBuild, waitBuild } from "../builds/helpers";
@@ -182,5 +183,41 @@ describe("dashboard: New build form", () => {
     expect(res.status).toBe(403);
     expect(await res.text()).toMatch(new RegExp(`namespace ${ns} has reached its quota: it uses \\d+ of 1 bytes`));
     expect(await buildsOf(`${ns}/app`)).toHaveLength(1);
+  });
+
+  it("keeps to KILN_MAX_REQUEST_BYTES: names the limit, and refuses a larger archive, declared or streamed, starting nothing", async () => {
+    const LIMIT = 64 * 1024;
+    const call = async (req: Request) => {
+      const ctx = createExecutionContext();
+      const res = await worker.fetch(req as Request<unknown, IncomingRequestCfProperties>, { ...env, KILN_MAX_REQUEST_BYTES: String(LIMIT) } as typeof env, ctx);
+      await waitOnExecutionContext(ctx);
+      return res;
+    };
+    const repo = `${uniqueRepo("uilimit")}/app`;
+    const { cookie, csrf } = await session("kiln-test-admin");
+    expect(await (await call(new Request(`${ORIGIN}/ui/builds/new`, { headers: { cookie } }))).text()).toContain("at most 64 KiB (KILN_MAX_REQUEST_BYTES)");
+    const big = crypto.getRandomValues(new Uint8Array(60 * 1024));
+    const archive = await makeTar({ Dockerfile: "FROM scratch\nCOPY big /big\n", big, big2: big });
+    const form = new FormData();
+    for (const [name, value] of formFields(csrf, { tag: `${repo}:1`, archive })) form.append(name, value);
+    const encoded = new Response(form);
+    const type = encoded.headers.get("content-type")!;
+    const bytes = new Uint8Array(await encoded.arrayBuffer());
+    expect(bytes.byteLength).toBeGreaterThan(LIMIT);
+    const declared = await call(new Request(`${ORIGIN}/ui/builds/new`, { method: "POST", body: bytes, headers: { cookie, origin: ORIGIN, "content-type": type } }));
+    expect(declared.status).toBe(413);
+    expect(await declared.text()).toContain("KILN_MAX_REQUEST_BYTES");
+    let sent = 0;
+    const streamed = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= bytes.byteLength) return c.close();
+        c.enqueue(bytes.slice(sent, sent + 8192));
+        sent += 8192;
+      },
+    });
+    const chunked = await call(new Request(`${ORIGIN}/ui/builds/new`, { method: "POST", body: streamed, headers: { cookie, origin: ORIGIN, "content-type": type }, duplex: "half" } as RequestInit));
+    expect(chunked.status).toBe(413);
+    expect(await chunked.text()).toContain("KILN_MAX_REQUEST_BYTES");
+    expect(await buildsOf(repo)).toEqual([]);
   });
 });
