@@ -130,8 +130,8 @@ function refusalOf(e: unknown): Refusal | null {
     : /build-arg/.test(m) ? "buildArgs"
     : /platform/.test(m) ? "platform"
     : /dockerfile path/i.test(m) ? "dockerfilePath"
-    : /target/i.test(m) ? "target"
-    : /context|tar|gzip|archive/i.test(m) ? "context"
+    : /\btarget\b/i.test(m) ? "target"
+    : /\b(context|tar|gzip|archive)\b/i.test(m) ? "context"
     : undefined;
   return { status: statusOf(e.status), message: m, field, line };
 }
