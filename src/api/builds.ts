@@ -1,16 +1,14 @@
 import { Hono, type Context } from "hono";
 import type { Env } from "../env";
 import { ApiError } from "../errors";
-import { buildAccessScope, requireApiScope } from "../auth/api";
+import { buildAccessScope, requireApiPrincipal, requireApiScope } from "../auth/api";
 import { isCliUserAgent } from "../protocol/client";
 import { buildEventStream } from "../builder/event-stream";
-import { buildScope, startBuild, parseTag } from "../builder/start";
+import { startBuild } from "../builder/start";
+import { authorizeBuild, parseBuildArgs, refuseAtQuota } from "../builder/authorize";
 import { readLimited } from "../http/body";
 import { CONTEXT_INDEX_TYPE, ingestContents, missingContents, type ContextIndexUpload } from "../context/contents";
-import { buildPrincipalOf } from "../auth/build-principal";
 import { getBuildRow, listBuilds } from "../storage/builds";
-import { StorageError } from "../storage/errors";
-import { assertWithinQuota } from "../storage/usage";
 
 /** /v1/builds: start (POST), inspect (GET), follow (GET …/events, SSE), cancel (DELETE). */
 export const buildsRoutes = new Hono<{ Bindings: Env }>();
@@ -44,21 +42,7 @@ async function authorizedRow(c: C, id: string, action: "pull" | "push") {
 async function buildCaller(c: C) {
   const url = new URL(c.req.url);
   const tags = url.searchParams.getAll("tag").concat(url.searchParams.getAll("t"));
-  const parsed = tags.map((t) => parseTag(t, url.origin));
-  const repos = new Set(parsed.map((t) => t.repository));
-  let caller = repos.size === 0 ? await requireApiScope(c, { kind: "admin" }) : undefined;
-  for (const repository of repos) caller = await requireApiScope(c, { kind: "repository", repository, action: "push" });
-  return { principal: buildPrincipalOf(caller!), tags, scope: buildScope(parsed) };
-}
-
-/** 403 naming usage and quota when a namespace the build tags has no byte left (DESIGN: quotas, issue 13). */
-async function refuseAtQuota(c: C, tags: string[]): Promise<void> {
-  const origin = new URL(c.req.url).origin;
-  for (const repository of new Set(tags.map((t) => parseTag(t, origin).repository))) {
-    await assertWithinQuota(c.env, repository, true).catch((e) => {
-      throw e instanceof StorageError && e.code === "DENIED" ? new ApiError(403, e.message, { detail: e.detail }) : e;
-    });
-  }
+  return authorizeBuild(await requireApiPrincipal(c), tags, url.origin);
 }
 
 buildsRoutes.post("/", async (c) => {
@@ -66,7 +50,7 @@ buildsRoutes.post("/", async (c) => {
   const q = url.searchParams;
   const { principal, tags, scope } = await buildCaller(c);
   // a namespace at its quota gets no build (its push is checked again, whole, before anything is linked)
-  await refuseAtQuota(c, tags);
+  await refuseAtQuota(c.env, tags, url.origin);
   const contentType = c.req.header("content-type") ?? "application/x-tar";
   // a content-addressed context: the file index (its contents uploaded before, POST /v1/contexts/contents)
   let index: ContextIndexUpload | undefined;
@@ -78,12 +62,7 @@ buildsRoutes.post("/", async (c) => {
       throw new ApiError(400, "context index is not JSON");
     }
   }
-  const buildArgs: Record<string, string> = {};
-  for (const kv of q.getAll("build-arg")) {
-    const eq = kv.indexOf("=");
-    if (eq <= 0) throw new ApiError(400, `invalid build-arg ${JSON.stringify(kv)}: expected K=V`);
-    buildArgs[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
+  const buildArgs = parseBuildArgs(q.getAll("build-arg"));
   const noCache = ["1", "true", "yes"].includes((q.get("no-cache") ?? "").toLowerCase());
   const started = await startBuild(c.env, c.executionCtx, {
     context: index ? { index, scope } : c.req.raw.body,
@@ -165,6 +144,6 @@ contextsRoutes.post("/missing", async (c) => {
 /** A batch of contents (a tar of entries named by their sha256 hex) → what was stored. */
 contextsRoutes.post("/contents", async (c) => {
   const { scope, tags } = await buildCaller(c);
-  await refuseAtQuota(c, tags);
+  await refuseAtQuota(c.env, tags, new URL(c.req.url).origin);
   return c.json(await ingestContents(c.env, scope, c.req.raw.body), 201);
 });

@@ -49,11 +49,21 @@ const CHALLENGE = { "WWW-Authenticate": 'Bearer realm="kiln"' };
  * (from /v2/token) are not accepted on /v1. Returns the principal.
  */
 export async function requireApiScope(c: Context<{ Bindings: Env }>, scope: ApiScope): Promise<Principal> {
+  return assertPrincipalScope(await requireApiPrincipal(c), scope);
+}
+
+/** The /v1 caller (401 without valid credentials, as requireApiScope), before any scope is checked. */
+export async function requireApiPrincipal(c: Context<{ Bindings: Env }>): Promise<Principal> {
   const creds = await resolveCredentials(c);
   if (creds.status === "none") throw new ApiError(401, "missing credentials: send Authorization: Bearer <token>", {}, CHALLENGE);
   if (creds.status === "invalid") throw new ApiError(401, `invalid credentials: ${creds.reason}`, {}, CHALLENGE);
   const principal = creds.principal;
   if (principal.kind === "registry") throw new ApiError(401, "registry tokens are valid only on /v2; use an API token", {}, CHALLENGE);
+  return principal;
+}
+
+/** `principal` when it holds `scope`, else the 403 of /v1 (the dashboard's forms reuse it with the session's principal). */
+export function assertPrincipalScope(principal: Principal, scope: ApiScope): Principal {
   if (!principalHasScope(principal, scope)) throw new ApiError(403, `token lacks scope ${describe(scope)}`);
   return principal;
 }

@@ -17,7 +17,7 @@ export interface BuildRow {
   updatedAt: number;
 }
 
-export type BuildTrigger = "cli" | "api" | "webhook";
+export type BuildTrigger = "cli" | "api" | "webhook" | "dashboard";
 
 interface RawRow {
   id: string;
@@ -41,7 +41,7 @@ const fromRaw = (r: RawRow): BuildRow => ({
   tags: JSON.parse(r.tags || "[]"),
   imageDigest: r.image_digest,
   error: r.error,
-  trigger: r.trigger === "cli" || r.trigger === "api" || r.trigger === "webhook" ? r.trigger : null,
+  trigger: r.trigger === "cli" || r.trigger === "api" || r.trigger === "webhook" || r.trigger === "dashboard" ? r.trigger : null,
   commit: r.source_commit ?? null,
   createdAt: r.created_at,
   updatedAt: r.updated_at,

@@ -42,6 +42,7 @@ function trigger(row: BuildRow): Html {
   if (row.trigger === "webhook") return h`webhook${row.commit ? h` <code title="${row.commit}">${row.commit.slice(0, 7)}</code>` : ""}`;
   if (row.trigger === "cli") return h`CLI`;
   if (row.trigger === "api") return h`API`;
+  if (row.trigger === "dashboard") return h`dashboard`;
   return h`<span class="muted">—</span>`;
 }
 
@@ -72,7 +73,8 @@ uiBuilds.get("/", async (c) => {
     .slice(0, PAGE_SIZE);
   const views = await Promise.all(rows.map((r) => coordinator(c, r.id).getBuild().catch(() => null)));
   const body = h`<h1>Builds</h1>
-<p class="muted">Start a build with <code>kiln build -t &lt;repository&gt;:&lt;tag&gt; .</code> or <code>POST /v1/builds</code>; it shows here as it runs.</p>
+<p><a class="button" href="/ui/builds/new">New build</a></p>
+<p class="muted">Start a build here, with <code>kiln build -t &lt;repository&gt;:&lt;tag&gt; .</code> or with <code>POST /v1/builds</code>; it shows here as it runs.</p>
 <form class="filters" method="get" action="/ui/builds" role="search" aria-label="Filter builds">
   <div><label for="f-repo">Repository</label><input id="f-repo" name="repository" value="${repository}" placeholder="team/app" size="24"></div>
   <div><label for="f-status">Status</label><select id="f-status" name="status"><option value="">any</option>${BUILD_STATUSES.map(

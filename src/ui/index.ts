@@ -13,6 +13,8 @@ import {
   crossSiteReason, endSession, readSession, sameToken, sessionPrincipal, signInCsrf, signInCsrfCookie, startSession, type UiContext, type UiEnv,
 } from "./session";
 import { uiBuilds } from "./builds";
+import { uiNewBuild } from "./new-build";
+import { openUploadForm, UPLOAD_FORMS } from "./upload";
 import { uiImages, uiRepositories } from "./repositories";
 import { uiAdmin } from "./admin";
 
@@ -93,7 +95,10 @@ uiRoutes.use("*", async (c, next) => {
   }
   c.set("session", session);
   c.set("principal", resolved.principal);
-  if (c.req.method !== "GET" && c.req.method !== "HEAD") {
+  if (c.req.method === "POST" && UPLOAD_FORMS.has(c.req.path)) {
+    // a form with a file streams: its first part is the CSRF token, checked before anything else is read
+    c.set("upload", await openUploadForm(c, session.csrf));
+  } else if (c.req.method !== "GET" && c.req.method !== "HEAD") {
     const form = await readForm(c);
     if (!sameToken(String(form.get("_csrf") ?? ""), session.csrf)) {
       throw new UiError(403, "Refused", "The form's CSRF token does not match your session: reload the page and try again.");
@@ -108,6 +113,7 @@ uiRoutes.post("/sign-out", (c) => {
   return c.redirect("/ui/sign-in", 303);
 });
 
+uiRoutes.route("/builds/new", uiNewBuild);
 uiRoutes.route("/builds", uiBuilds);
 uiRoutes.route("/repositories", uiRepositories);
 uiRoutes.route("/image", uiImages);

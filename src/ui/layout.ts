@@ -39,7 +39,8 @@ form.inline{display:inline}
 button,.button{font:inherit;padding:4px 12px;border:1px solid var(--line);border-radius:6px;background:#f3f4f6;color:var(--fg);cursor:pointer}
 button.danger{border-color:var(--bad);color:var(--bad);background:#fff}
 input,select,textarea{font:inherit;padding:4px 6px;border:1px solid #8c959f;border-radius:6px;max-width:100%}
-label{display:block;font-weight:600;margin:8px 0 2px}
+label{display:block;font-weight:600;margin:8px 0 2px}label.inline{display:inline;font-weight:400}
+fieldset{border:1px solid var(--line);border-radius:6px;margin:12px 0;padding:4px 12px}legend{font-weight:600}
 .filters{display:flex;flex-wrap:wrap;gap:8px 16px;align-items:flex-end;margin-bottom:12px}.filters label{margin:0}
 .muted{color:var(--muted)}
 .error{border:1px solid var(--bad);border-left-width:4px;padding:8px 12px;margin:12px 0;background:#fff5f5}

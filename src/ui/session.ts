@@ -14,6 +14,7 @@ import type { Env } from "../env";
 import { base64url, randomBytes, timingSafeEqual } from "../auth/crypto";
 import { principalFromSecret, type Principal } from "../auth/principal";
 import { seal, unseal } from "../storage/sealed";
+import type { UploadForm } from "./upload";
 
 export const SESSION_COOKIE = "kiln_session";
 export const SIGNIN_CSRF_COOKIE = "kiln_signin_csrf";
@@ -28,7 +29,7 @@ export interface Session {
   exp: number;
 }
 
-export type UiEnv = { Bindings: Env; Variables: { session: Session; principal: Principal; nonce: string; form: FormData } };
+export type UiEnv = { Bindings: Env; Variables: { session: Session; principal: Principal; nonce: string; form: FormData; upload: UploadForm } };
 export type UiContext = Context<UiEnv>;
 
 const isHttps = (c: UiContext) => new URL(c.req.url).protocol === "https:";

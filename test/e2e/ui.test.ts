@@ -1,5 +1,6 @@
 // The dashboard in a real browser: headless Chromium from Debian (/usr/bin/chromium) driven by
-// playwright-core, against a real kiln (wrangler dev) with a real runner (runc) for RUN steps.
+// playwright-core, against a real kiln (wrangler dev) with a real runner (runc) for RUN steps. The
+// failing build is started with the dashboard's New build form (a tar.gz picked as the context archive).
 // Every page visited is checked with axe-core (no serious or critical violations).
 // KILN_UI_SCREENSHOTS=1 also writes docs/dashboard-build.png and docs/dashboard-image.png.
 import { execFileSync, spawn } from "node:child_process";
@@ -11,7 +12,7 @@ import path from "node:path";
 import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_TOKEN, ROOT, have, startKiln, type KilnServer } from "./server";
-import { BUSYBOX, contextDir, submitBuild, waitForBuild } from "./helpers";
+import { BUSYBOX, contextDir } from "./helpers";
 import { startRunner, wipeRunnerDir, type RunnerProcess } from "./runner-helpers";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -93,13 +94,13 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     return new Promise((resolve) => child.on("close", (code) => { rmSync(config, { recursive: true, force: true }); resolve({ code: code ?? 1, out }); }));
   }
 
-  async function start(files: Record<string, string | Uint8Array>): Promise<string> {
+  /** A tar.gz of the context `files` (the file a user picks in the New build form). */
+  function archive(files: Record<string, string | Uint8Array>): string {
     const dir = context(files);
-    const res = await submitBuild(kiln.url, ownerToken, dir, { tag: "uidemo/app:1" });
-    const body = (await res.json()) as { id?: string };
-    expect(res.status, JSON.stringify(body)).toBe(202);
+    const file = path.join(mkdtempSync(path.join(os.tmpdir(), "kiln-ui-archive-")), "context.tar.gz");
+    execFileSync("tar", ["-C", dir, "-czf", file, "."]);
     rmSync(dir, { recursive: true, force: true });
-    return body.id!;
+    return file;
   }
 
   /** Pushes an artifact (an "SBOM" with an empty config) whose subject is `subject`, as an OCI client would. */
@@ -139,7 +140,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     await kiln?.stop(true);
   });
 
-  it("signs in, follows a build's log live, shows where it failed, shows the cached steps of the fix, opens the image and signs out", async () => {
+  it("signs in, starts a build with the New build form, follows its log live, shows where it failed, shows the cached steps of the fix, opens the image and signs out", async () => {
     const page = await newPage();
     await page.goto(`${kiln.url}/ui/sign-in`);
     await expectAccessible(page);
@@ -147,10 +148,29 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     await expect(page.textContent("header")).resolves.toContain("uidemo-dev");
     await expectAccessible(page);
 
-    // A build whose fifth line copies a file the context lacks.
-    const id = await start({});
+    // A build whose fifth line copies a file the context lacks, started with the New build form: a
+    // tar.gz picked as the context archive. First with a tag of another namespace: the form comes back
+    // with the reason on the tag field.
+    const tarball = archive({});
+    await Promise.all([page.waitForURL(`${kiln.url}/ui/builds/new`), page.click("text=New build")]);
+    await expectAccessible(page);
+    await page.fill("#nb-tag", "other/app:1");
+    await page.setInputFiles("#nb-context", tarball);
+    const refused = await Promise.all([page.waitForResponse((r) => r.url() === `${kiln.url}/ui/builds/new` && r.request().method() === "POST"), page.click("text=Start build")]);
+    expect(refused[0].status()).toBe(403);
+    await page.waitForSelector("#form-error");
+    expect(await page.textContent("#form-error")).toContain("token lacks scope repository:other/app:push");
+    expect(await page.getAttribute("#nb-tag", "aria-invalid")).toBe("true");
+    expect(await page.inputValue("#nb-tag")).toBe("other/app:1");
+    await expectAccessible(page);
+    expect(((await (await fetch(`${kiln.url}/v1/builds`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { builds: unknown[] }).builds).toEqual([]);
+    await page.fill("#nb-tag", "uidemo/app:1");
+    await page.setInputFiles("#nb-context", tarball);
+    await Promise.all([page.waitForURL(/\/ui\/builds\/b[0-9a-z]+$/), page.click("text=Start build")]);
+    rmSync(path.dirname(tarball), { recursive: true, force: true });
+    const id = new URL(page.url()).pathname.split("/").pop()!;
     state.failedId = id;
-    await page.goto(`${kiln.url}/ui/builds/${id}`);
+    expect(await page.textContent("#main")).toContain("dashboard");
     await page.evaluate(() => { (window as unknown as { loadedOnce: boolean }).loadedOnce = true; });
     // Ticks arrive one a second while the build runs: the log grows in place (no reload).
     await page.waitForFunction(() => document.getElementById("log")!.textContent!.includes("tick-2"), undefined, { timeout: 180_000 });
@@ -269,7 +289,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     expect((await page.goto(`${kiln.url}/ui/admin/tokens`))!.status()).toBe(403);
   });
 
-  it("admin pages (runners, webhooks, tokens) work and are accessible; build pages read without JavaScript", async () => {
+  it("admin pages (runners, webhooks, tokens) work and are accessible; build pages read and the New build form works without JavaScript", async () => {
     const page = await newPage();
     await signIn(page, kiln.url, ADMIN_TOKEN);
     await page.goto(`${kiln.url}/ui/admin/runners`);
@@ -307,7 +327,7 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     expect((await fetch(`${kiln.url}/v1/builds/${state.fixedId}`, { headers: { authorization: `Bearer ${secret}` } })).status).toBe(401);
     await page.goto(`${kiln.url}/ui/builds?status=failed`);
     expect(await page.textContent("tbody")).toContain(state.failedId!);
-    expect(await page.textContent("tbody")).toContain("API");
+    expect(await page.textContent("tbody")).toContain("dashboard");
     await expectAccessible(page);
 
     // Without JavaScript: sign in with the form and read the failed build's log and error.
@@ -316,5 +336,17 @@ describe.skipIf(!canBrowse || !canRun)("dashboard in headless Chromium", () => {
     await plain.goto(`${kiln.url}/ui/builds/${state.failedId}`);
     expect(await plain.textContent("#log")).toMatch(/#\d+ tick-10/);
     expect(await plain.textContent("#error-line")).toContain("COPY config.txt /etc/app/config.txt");
+    // and start a build with the New build form: a Dockerfile typed in, no archive (an empty context)
+    await plain.goto(`${kiln.url}/ui/builds/new`);
+    await plain.fill("#nb-tag", "uidemo/app:no-js");
+    await plain.fill("#nb-dockerfile", "FROM scratch\nLABEL started-by=no-js\n");
+    await Promise.all([plain.waitForURL(/\/ui\/builds\/b[0-9a-z]+$/), plain.click("text=Start build")]);
+    const deadline = Date.now() + 60_000;
+    while (!(await plain.textContent("#build-status"))!.includes("succeeded")) {
+      expect(Date.now(), "the no-JavaScript build succeeds").toBeLessThan(deadline);
+      await plain.waitForTimeout(300);
+      await plain.reload();
+    }
+    expect(await plain.textContent("#main")).toContain("uidemo/app:no-js");
   });
 });
