@@ -422,7 +422,9 @@ const STEPS: Record<Phase, Step> = {
   /**
    * Deletes dead manifests (and their refs). Each delete re-checks in SQL that the manifest is still
    * untagged, that no existing manifest names it (a parent goes first, so a child whose index is
-   * deleted in the same run follows in a later round) and that no push pinned it.
+   * deleted in the same run follows in a later round), that its subject is gone (a referrer follows
+   * its subject likewise, and stays with a subject tagged again since it was judged) and that no push
+   * pinned it.
    */
   async "delete-manifests"(env, p) {
     if (p.opts.dryRun) return true;
@@ -438,6 +440,7 @@ const STEPS: Record<Phase, Step> = {
           `DELETE FROM manifests WHERE repo = ?1 AND digest = ?2 AND created_at = ?3
              AND NOT EXISTS (SELECT 1 FROM tags WHERE repo = ?1 AND digest = ?2)
              AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
+             AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = ?1 AND s.digest = (SELECT subject FROM manifests WHERE repo = ?1 AND digest = ?2))
              AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?2 AND expires_at > ?4)`,
         ).bind(m.repo, m.key, m.at, Date.now()),
         env.DB.prepare("DELETE FROM manifest_refs WHERE repo = ?1 AND manifest = ?2 AND NOT EXISTS (SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2)")

@@ -1,0 +1,214 @@
+// Red team (issue 13): quota reservations and the paged, time-sliced collector attacked by a tenant of
+// another namespace, and by the namespace's own writes landing between a collection's slices. Every
+// test states the attack and passes only when it fails. A collection is driven a step at a time here
+// (collectFor with no budget runs one step), so a push can land exactly between two slices.
+import { createExecutionContext, env } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import worker from "../../src/index";
+import type { Env } from "../../src/env";
+import { collectFor, newCollection, type GcOptions, type GcProgress } from "../../src/storage/gc";
+import { releaseQuota, reserveQuota } from "../../src/storage/usage";
+import { OCI_INDEX, OCI_MANIFEST, bytesOf, imageManifest, patch, pushBlob, putManifest, randomBytes, reg, sha256, startUpload, streamOf, withDigest } from "./registry/helpers";
+import { age, blobIntact, blobRow } from "./gc/helpers";
+
+const testEnv = env as unknown as Env;
+const ADMIN = { authorization: "Bearer kiln-test-admin", "content-type": "application/json" };
+const DAY = 24 * 3600 * 1000;
+
+let seq = 0;
+/** A fresh namespace name per test (tests share one D1). */
+const ns = (p: string) => `${p}${Date.now().toString(36)}${(seq++).toString(36)}`;
+
+/** A request straight to the Worker's fetch handler (a streamed body has no Content-Length). */
+function direct(path: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  headers.set("authorization", `Basic ${btoa("kiln:kiln-test-admin")}`);
+  return Promise.resolve(worker.fetch(new Request(`http://kiln.test${path}`, { ...init, headers, duplex: "half" } as RequestInit), testEnv, createExecutionContext()));
+}
+
+async function setQuota(namespace: string, bytes: number): Promise<void> {
+  const res = await reg(`/v1/quotas/${namespace}`, { method: "PUT", headers: ADMIN, body: JSON.stringify({ bytes }) });
+  expect(res.status).toBe(200);
+}
+
+/** GET /v1/usage of one namespace. */
+async function usage(namespace: string): Promise<{ bytes: number; stagedBytes: number } | undefined> {
+  const res = await reg("/v1/usage", { headers: ADMIN });
+  return ((await res.json()) as { namespaces: { namespace: string; bytes: number; stagedBytes: number }[] }).namespaces.find((u) => u.namespace === namespace);
+}
+
+/** Live reservations held in `namespace`. */
+async function reservedIn(namespace: string): Promise<number> {
+  const r = await testEnv.DB.prepare("SELECT COALESCE(SUM(bytes), 0) AS n FROM quota_reservations WHERE namespace = ? AND expires_at > ?").bind(namespace, Date.now()).first<{ n: number }>();
+  return r?.n ?? 0;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const gcOpts = (o: Partial<GcOptions> = {}): GcOptions => ({
+  dryRun: false, graceMs: 0, trigger: "test", cacheMaxAgeMs: 30 * DAY, cacheBudgetBytes: null, pullThroughMaxAgeMs: 30 * DAY, ...o,
+});
+
+/** Runs a collection's steps (one per slice) until it reaches `phase` (nothing of `phase` done yet). */
+async function runUntil(p: GcProgress, phase: GcProgress["phase"]): Promise<void> {
+  for (let i = 0; p.phase !== phase; i++) {
+    if (p.phase === "done" || i > 10_000) throw new Error(`collection never reached ${phase}`);
+    await collectFor(testEnv, p, 0);
+  }
+}
+
+/** Runs the collection to its end (slice after slice). */
+async function finish(p: GcProgress): Promise<void> {
+  while (!(await collectFor(testEnv, p, 0)));
+}
+
+async function status(res: Response): Promise<number> {
+  await res.arrayBuffer();
+  return res.status;
+}
+
+describe("quota reservations attacked across namespaces", () => {
+  it("staged sessions and live reservations of namespaces sharing a's name as a prefix (a-b, a.b, a0, a_b) never refuse a's push", async () => {
+    const a = ns("qa");
+    await setQuota(a, 1000);
+    // B parks 500 staged bytes in every namespace whose name begins with a's, and reserves 900 more in each
+    const held = [];
+    for (const b of [`${a}-b`, `${a}.b`, `${a}0`, `${a}_b`, `${a}b`]) {
+      const loc = await startUpload(`${b}/x`);
+      expect(await status(await patch(loc, randomBytes(500), 0))).toBe(202);
+      held.push(await reserveQuota(testEnv, { namespace: b, bytes: 10 ** 9 }, 900));
+      expect((await usage(b))?.stagedBytes).toBe(500);
+    }
+    try {
+      expect((await usage(a))?.stagedBytes ?? 0).toBe(0);
+      // a's chunked push of exactly its quota (a PATCH, then the PUT with the rest) goes in
+      const data = randomBytes(1000);
+      const loc = await startUpload(`${a}/app`);
+      expect(await status(await patch(loc, data.slice(0, 600), 0))).toBe(202);
+      const put = await reg(withDigest(loc, await sha256(data)), { method: "PUT", body: data.slice(600), headers: { "content-range": "600-999" } });
+      expect(await status(put)).toBe(201);
+      expect((await usage(a))?.bytes).toBe(1000);
+    } finally {
+      await releaseQuota(testEnv, ...held);
+    }
+  });
+
+  it("a chunk of unknown length cut off past the room leaves no staged bytes and no reservation behind: the namespace's next push fits", async () => {
+    const a = ns("qc");
+    await setQuota(a, 1000);
+    const loc = await startUpload(`${a}/app`);
+    expect(await status(await patch(loc, randomBytes(400), 0))).toBe(202);
+    expect((await usage(a))?.stagedBytes).toBe(400);
+    // a streamed PATCH (no Content-Length) of 800 more bytes: cut off, refused naming the quota
+    const path = new URL(loc, "http://kiln.test").pathname + new URL(loc, "http://kiln.test").search;
+    const cut = await direct(path, { method: "PATCH", body: streamOf(randomBytes(800), 100), headers: { "content-type": "application/octet-stream" } });
+    expect(cut.status).toBe(403);
+    expect(((await cut.json()) as { errors: { code: string }[] }).errors[0].code).toBe("DENIED");
+    expect((await usage(a))?.stagedBytes ?? 0).toBe(0);
+    expect(await reservedIn(a)).toBe(0);
+    // a streamed monolithic push past the room: the same
+    const big = randomBytes(1200);
+    const mono = await direct(`/v2/${a}/app/blobs/uploads/?digest=${await sha256(big)}`, { method: "POST", body: streamOf(big, 100) });
+    expect(await status(mono)).toBe(403);
+    expect((await usage(a))?.stagedBytes ?? 0).toBe(0);
+    expect(await reservedIn(a)).toBe(0);
+    expect((await usage(a))?.bytes ?? 0).toBe(0);
+    // the namespace has all its room again
+    const fits = randomBytes(1000);
+    expect(await status(await reg(`/v2/${a}/app/blobs/uploads/?digest=${await sha256(fits)}`, { method: "POST", body: fits }))).toBe(201);
+  });
+});
+
+describe("the sliced collector attacked between its slices", () => {
+  it("pull-through records of a digest that a also links expire without taking a's blob", async () => {
+    const a = ns("gp");
+    const body = await imageManifest(`${a}/app`);
+    expect(await status(await putManifest(`${a}/app`, "v1", body, OCI_MANIFEST))).toBe(201);
+    const layer = (JSON.parse(body) as { layers: { digest: string }[] }).layers[0].digest;
+    // another namespace's build fetched the same digest from an upstream, a year ago
+    await testEnv.DB.prepare("INSERT INTO upstream_links (host, repository, digest, linked_at, used_at) VALUES ('docker.io', 'library/x', ?, 1, 1)").bind(layer).run();
+    await age(2 * 3600_000);
+    const p = newCollection(crypto.randomUUID(), gcOpts());
+    await finish(p);
+    expect(p.report.deleted.pullThrough).toBeGreaterThanOrEqual(1);
+    expect(await testEnv.DB.prepare("SELECT 1 AS x FROM upstream_links WHERE digest = ?").bind(layer).first()).toBeNull();
+    expect(await blobIntact(`${a}/app`, layer)).toBe(true);
+  });
+
+  // graceSeconds = 0: only the collection's re-checks can save what a push makes referenced meanwhile.
+  for (const phase of ["retention", "judge-manifests", "delete-manifests", "links", "cache", "blobs", "objects"] as const) {
+    it(`a manifest pushed before the ${phase} step, naming a blob linked long ago and unreferenced until then, keeps it (grace 0)`, async () => {
+      const repo = `${ns("gm")}/app`;
+      const config = bytesOf(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"n":${Math.random()}}`);
+      const layer = randomBytes(300);
+      const digests = [await pushBlob(repo, config), await pushBlob(repo, layer)];
+      const body = JSON.stringify({
+        schemaVersion: 2, mediaType: OCI_MANIFEST,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digests[0], size: config.length },
+        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: digests[1], size: layer.length }],
+      });
+      await sleep(5);
+      const p = newCollection(crypto.randomUUID(), gcOpts());
+      await runUntil(p, phase);
+      let res = await putManifest(repo, "v1", body, OCI_MANIFEST);
+      if (res.status !== 201) {
+        // the links went before the push: refused cleanly, and the client uploads again
+        const err = (await res.json()) as { errors: { code: string }[] };
+        expect(err.errors[0].code).toBe("MANIFEST_BLOB_UNKNOWN");
+        await pushBlob(repo, config);
+        await pushBlob(repo, layer);
+        res = await putManifest(repo, "v1", body, OCI_MANIFEST);
+      }
+      expect(await status(res)).toBe(201);
+      await finish(p);
+      expect(await status(await reg(`/v2/${repo}/manifests/v1`))).toBe(200);
+      for (const d of digests) {
+        expect(await blobRow(d)).toBe(true);
+        expect(await blobIntact(repo, d)).toBe(true);
+      }
+    });
+  }
+
+  it("a referrer stays when its subject is tagged between the mark and the sweep", async () => {
+    const repo = `${ns("gr")}/app`;
+    const subjectBody = await imageManifest(repo);
+    const subject = await sha256(subjectBody);
+    expect(await status(await putManifest(repo, subject, subjectBody, OCI_MANIFEST))).toBe(201);
+    const sigBody = await imageManifest(repo, {
+      extra: { artifactType: "application/vnd.example.signature", subject: { mediaType: OCI_MANIFEST, digest: subject, size: bytesOf(subjectBody).length } },
+    });
+    const sig = await sha256(sigBody);
+    expect(await status(await putManifest(repo, sig, sigBody, OCI_MANIFEST))).toBe(201);
+    await age(2 * 3600_000);
+    const p = newCollection(crypto.randomUUID(), gcOpts({ graceMs: 3600_000 }));
+    await runUntil(p, "delete-tags"); // both judged dead: untagged, older than the grace period
+    // the owner rolls `stable` back to the old image, signature and all
+    expect(await status(await putManifest(repo, "stable", subjectBody, OCI_MANIFEST))).toBe(201);
+    await finish(p);
+    expect(await status(await reg(`/v2/${repo}/manifests/stable`))).toBe(200);
+    expect(await status(await reg(`/v2/${repo}/manifests/${sig}`))).toBe(200);
+    const referrers = (await (await reg(`/v2/${repo}/referrers/${subject}`)).json()) as { manifests: { digest: string }[] };
+    expect(referrers.manifests.map((m) => m.digest)).toEqual([sig]);
+  });
+
+  it("an image manifest pushed again by digest while a collection runs is not collected before its index is pushed", async () => {
+    const repo = `${ns("gi")}/app`;
+    const childBody = await imageManifest(repo);
+    const child = await sha256(childBody);
+    // pushed long ago by digest (its index since deleted)
+    expect(await status(await putManifest(repo, child, childBody, OCI_MANIFEST))).toBe(201);
+    await age(2 * 3600_000);
+    const p = newCollection(crypto.randomUUID(), gcOpts({ graceMs: 3600_000 }));
+    await runUntil(p, "delete-tags"); // judged dead: untagged, older than the grace period
+    // the owner pushes the same multi-platform image again: the child by digest, then the index
+    expect(await status(await putManifest(repo, child, childBody, OCI_MANIFEST))).toBe(201);
+    await runUntil(p, "links");
+    const index = JSON.stringify({
+      schemaVersion: 2, mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: child, size: bytesOf(childBody).length, platform: { architecture: "amd64", os: "linux" } }],
+    });
+    expect(await status(await putManifest(repo, "v2", index, OCI_INDEX))).toBe(201);
+    await finish(p);
+    expect(await status(await reg(`/v2/${repo}/manifests/${child}`))).toBe(200);
+  });
+});
