@@ -823,7 +823,11 @@ async function sweepContexts(env: Env, p: GcProgress): Promise<boolean> {
     const m = /^contexts\/sha256\/([0-9a-f]{64})$/.exec(o.key);
     return m ? [{ hex: m[1], uploaded: o.uploaded.getTime(), location: o.customMetadata?.location }] : [];
   });
-  const kept = await markedAmong(env, p.id, ["pack", "context"], pointers.map((x) => `sha256:${x.hex}`));
+  const digests = pointers.map((x) => `sha256:${x.hex}`);
+  const kept = await markedAmong(env, p.id, ["pack", "context"], digests);
+  // a build that started after the running builds were read may use an existing (old) pack: its
+  // upload of the same bytes wrote nothing, so the pack's age does not say it is in use
+  for (const d of await activeBuildContexts(env, p, digests.filter((d) => !kept.has(d)))) kept.add(d);
   await addMarks(env, p.id, pointers.flatMap((x) => (x.location ? [{ kind: "ctx-data", key: x.location }] : [])));
   const deadPacks: string[] = [];
   const deadIndexes: string[] = [];
@@ -846,6 +850,19 @@ async function sweepContexts(env: Env, p: GcProgress): Promise<boolean> {
   if (!next) return true;
   p.cursor = { r2: next, hex: lastHex, dead: lastDead };
   return false;
+}
+
+/** Those of `digests` (context packs) that a build running now, or ended within the grace period, uses. */
+async function activeBuildContexts(env: Env, p: GcProgress, digests: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < digests.length; i += 90) {
+    const part = digests.slice(i, i + 90);
+    const rows = await all<{ d: string }>(env,
+      `SELECT DISTINCT context_digest AS d FROM builds WHERE context_digest IN (${part.map(() => "?").join(",")}) AND (status IN ('queued', 'running') OR updated_at >= ?)`,
+      ...part, p.cutoff);
+    out.push(...rows.map((r) => r.d));
+  }
+  return out;
 }
 
 /** Data objects of packs whose pointer was never written (an interrupted upload), older than the cutoff. */

@@ -212,3 +212,80 @@ describe("the sliced collector attacked between its slices", () => {
     expect(await status(await reg(`/v2/${repo}/manifests/${child}`))).toBe(200);
   });
 });
+
+describe("builds and dry runs across a collection's slices", () => {
+  it("a build started after the collection read the running builds keeps its context, though the pack was uploaded long before (grace 0)", async () => {
+    // a context pack stored long ago (by this namespace's earlier build, or by anyone with the same bytes:
+    // packs are content-addressed and an upload of existing bytes writes nothing)
+    const pack = randomBytes(2000);
+    const digest = await sha256(pack);
+    await testEnv.BUCKET.put(`contexts/sha256/${digest.slice(7)}`, pack);
+    await sleep(5);
+    const p = newCollection(crypto.randomUUID(), gcOpts());
+    await runUntil(p, "links"); // both reads of the running builds are done
+    // a build of that context is submitted now, and runs while the collection goes on
+    const id = crypto.randomUUID();
+    const now = Date.now();
+    await testEnv.DB.prepare("INSERT INTO builds (id, status, context_digest, repository, tags, created_at, updated_at) VALUES (?, 'running', ?, ?, ?, ?, ?)")
+      .bind(id, digest, `${ns("gb")}/app`, "[]", now, now).run();
+    try {
+      await finish(p);
+      expect(await testEnv.BUCKET.head(`contexts/sha256/${digest.slice(7)}`)).not.toBeNull();
+    } finally {
+      await testEnv.DB.prepare("DELETE FROM builds WHERE id = ?").bind(id).run();
+    }
+  });
+
+  /** Rows and R2 objects a dry run must leave as they are (counts and a digest of their keys). */
+  async function snapshot(): Promise<string> {
+    const tables = ["tags", "manifests", "manifest_refs", "repo_blobs", "blobs", "upstream_links", "upstream_manifests", "context_contents", "context_pieces", "uploads", "upload_chunks", "quota_reservations", "blob_pins"];
+    const counts = await testEnv.DB.batch(tables.map((t) => testEnv.DB.prepare(`SELECT '${t}' AS t, COUNT(*) AS n FROM ${t}`)));
+    const keys: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await testEnv.BUCKET.list({ cursor, limit: 1000 });
+      keys.push(...page.objects.map((o) => o.key));
+      cursor = page.truncated ? page.cursor : undefined;
+    } while (cursor);
+    return JSON.stringify({ counts: counts.map((r) => r.results[0]), keys: await sha256(keys.sort().join("\n")) });
+  }
+
+  it("a dry run split over slices deletes nothing, between any two slices", async () => {
+    const repo = `${ns("gd")}/app`;
+    // garbage of every kind: an untagged manifest, an unreferenced link, a loose blob, an expired pull-through record, an old tag under a policy
+    const body = await imageManifest(repo);
+    expect(await status(await putManifest(repo, await sha256(body), body, OCI_MANIFEST))).toBe(201);
+    await pushBlob(repo, randomBytes(100));
+    const tagged = await imageManifest(repo);
+    expect(await status(await putManifest(repo, "old", tagged, OCI_MANIFEST))).toBe(201);
+    expect(await status(await reg(`/v1/retention/${repo}`, { method: "PUT", headers: ADMIN, body: JSON.stringify({ keepLast: 0, olderThanDays: 1 }) }))).toBe(200);
+    await testEnv.DB.prepare("INSERT INTO upstream_links (host, repository, digest, linked_at, used_at) VALUES ('docker.io', 'library/dry', ?, 1, 1)")
+      .bind(await sha256(randomBytes(10))).run();
+    await age(3 * DAY);
+    const before = await snapshot();
+    const p = newCollection(crypto.randomUUID(), gcOpts({ dryRun: true }));
+    let slices = 0;
+    while (!(await collectFor(testEnv, p, 0))) {
+      slices++;
+      if (p.phase !== "cleanup") expect(await snapshot(), `after slice ${slices} (${p.phase})`).toBe(before);
+    }
+    expect(p.report.deleted.manifests.length).toBeGreaterThan(0);
+    expect(p.report.deleted.tags).toContain(`${repo}:old`);
+    expect(p.report.deleted.pullThrough).toBeGreaterThan(0);
+    expect(await snapshot()).toBe(before);
+    expect(await status(await reg(`/v1/retention/${repo}`, { method: "DELETE", headers: ADMIN }))).toBe(204);
+  });
+
+  // Found, not fixed: a dry run indexes cache entries written before the D1 index existed (R2 objects
+  // under cache/ with no cache_entries row), as a real run does first. It deletes nothing and the
+  // next real run writes the same rows, but GET /v1/usage then lists their layers under a namespace
+  // "" (scope unknown). Not indexing them in a dry run would make its report count their layers as
+  // garbage (the blobs step asks D1 only), so the fix is a mark-only adoption; left for later.
+  it.fails("a dry run writes no cache_entries row for a legacy cache entry", async () => {
+    const key = (await sha256(randomBytes(32))).slice(7);
+    await testEnv.BUCKET.put(`cache/sha256/${key}`, JSON.stringify({ layer: null }));
+    const p = newCollection(crypto.randomUUID(), gcOpts({ dryRun: true }));
+    await finish(p);
+    expect(await testEnv.DB.prepare("SELECT 1 AS x FROM cache_entries WHERE key = ?").bind(`sha256:${key}`).first()).toBeNull();
+  });
+});
