@@ -349,35 +349,38 @@ const STEPS: Record<Phase, Step> = {
 
   retention: retentionStep,
 
-  /** Kept manifests mark their index children and their referrers, a round (frontier) at a time. */
+  /**
+   * Kept manifests mark their index children, then their referrers, a round (frontier) at a time,
+   * paged by (manifest, what it names): a page marks at most GC_PAGE manifests however many children
+   * or referrers one manifest has (one index pushed into many repositories costs a quota once).
+   */
   async propagate(env, p) {
     const c = p.cursor;
     const round = (c.round as number | undefined) ?? 0;
-    const lo = [(c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? ""];
-    const [hi] = await all<{ repo: string; key: string }>(env,
-      `SELECT repo, key FROM gc_marks WHERE run = ?1 AND kind = 'manifest' AND round = ?2 AND (repo, key) > (?3, ?4) ORDER BY repo, key LIMIT 1 OFFSET ${GC_PAGE - 1}`,
-      p.id, round, lo[0], lo[1]);
-    const range = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key) > (?3, ?4) AND (?5 IS NULL OR (g.repo, g.key) <= (?5, ?6))`;
-    const binds = [p.id, round, lo[0], lo[1], hi?.repo ?? null, hi?.key ?? null];
-    const [children, referrers] = await env.DB.batch([
-      env.DB.prepare(
-        `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
-         SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 FROM gc_marks g
-           JOIN manifest_refs r ON r.repo = g.repo AND r.manifest = g.key
-           JOIN manifests m ON m.repo = r.repo AND m.digest = r.ref
-         WHERE ${range}`,
-      ).bind(...binds),
-      // signatures, SBOMs: they go with their subject
-      env.DB.prepare(
-        `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
-         SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 FROM gc_marks g
-           JOIN manifests m ON m.repo = g.repo AND m.subject = g.key
-         WHERE ${range}`,
-      ).bind(...binds),
-    ]);
-    const changed = ((c.changed as number | undefined) ?? 0) + (children.meta.changes ?? 0) + (referrers.meta.changes ?? 0);
+    const referrers = c.stage === "referrers";
+    // the pairs (g: a manifest kept in this round, k: a manifest it names or a referrer of it)
+    const pairs = referrers
+      ? "FROM gc_marks g JOIN manifests k ON k.repo = g.repo AND k.subject = g.key"
+      : "FROM gc_marks g JOIN manifest_refs r ON r.repo = g.repo AND r.manifest = g.key";
+    const named = referrers ? "k.digest" : "r.ref";
+    const inRound = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key, ${named}) > (?3, ?4, ?5)`;
+    const lo = [(c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? "", (c.ref as string | undefined) ?? ""];
+    const [hi] = await all<{ repo: string; key: string; ref: string }>(env,
+      `SELECT g.repo AS repo, g.key AS key, ${named} AS ref ${pairs} WHERE ${inRound} ORDER BY g.repo, g.key, ${named} LIMIT 1 OFFSET ${GC_PAGE - 1}`,
+      p.id, round, ...lo);
+    const marked = await env.DB.prepare(
+      `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
+       SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 ${pairs} JOIN manifests m ON m.repo = g.repo AND m.digest = ${named}
+       WHERE ${inRound} AND (?6 IS NULL OR (g.repo, g.key, ${named}) <= (?6, ?7, ?8))`,
+    ).bind(p.id, round, ...lo, hi?.repo ?? null, hi?.key ?? null, hi?.ref ?? null).run();
+    const changed = ((c.changed as number | undefined) ?? 0) + (marked.meta.changes ?? 0);
     if (hi) {
-      p.cursor = { round, repo: hi.repo, key: hi.key, changed };
+      p.cursor = { round, stage: referrers ? "referrers" : "children", repo: hi.repo, key: hi.key, ref: hi.ref, changed };
+      return false;
+    }
+    if (!referrers) {
+      // signatures, SBOMs: they go with their subject
+      p.cursor = { round, stage: "referrers", changed };
       return false;
     }
     if (changed === 0) return true;

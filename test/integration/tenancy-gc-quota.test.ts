@@ -289,3 +289,64 @@ describe("builds and dry runs across a collection's slices", () => {
     expect(await testEnv.DB.prepare("SELECT 1 AS x FROM cache_entries WHERE key = ?").bind(`sha256:${key}`).first()).toBeNull();
   });
 });
+
+describe("a collection's cost per statement, whatever a tenant stores", () => {
+  /** env whose D1 records the most rows any one statement (alone or in a batch) changed. */
+  function changesEnv(): { env: Env; most: () => number } {
+    let most = 0;
+    const note = (r: D1Result) => {
+      most = Math.max(most, r.meta?.changes ?? 0);
+      return r;
+    };
+    const db = testEnv.DB;
+    const wrap = (s: D1PreparedStatement): D1PreparedStatement => new Proxy(s, {
+      get(t, k) {
+        if (k === "bind") return (...a: unknown[]) => wrap(t.bind(...a));
+        if (k === "run" || k === "all") return async () => note(await (t[k] as () => Promise<D1Result>).call(t));
+        const v = Reflect.get(t, k, t);
+        return typeof v === "function" ? v.bind(t) : v;
+      },
+    });
+    const DB = new Proxy(db, {
+      get(t, k) {
+        if (k === "prepare") return (sql: string) => wrap(t.prepare(sql));
+        if (k === "batch") return async (stmts: D1PreparedStatement[]) => (await t.batch(stmts)).map(note);
+        const v = Reflect.get(t, k, t);
+        return typeof v === "function" ? v.bind(t) : v;
+      },
+    });
+    return { env: { ...testEnv, DB } as Env, most: () => most };
+  }
+
+  it("three tagged indexes of 4,000 child manifests each (one index pushed into three repositories: the same bytes, counted once by the quota) are marked a page at a time", async () => {
+    const namespace = ns("gf");
+    const repos = [0, 1, 2].map((i) => `${namespace}/r${i}`);
+    const index = `sha256:${"f".repeat(64)}`;
+    const now = Date.now();
+    for (const repo of repos) {
+      // rows as 4,000 pushes of child manifests and one push of their index would leave them
+      await testEnv.DB.batch([
+        testEnv.DB.prepare(
+          `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 3999)
+           INSERT INTO manifests (repo, digest, media_type, size, created_at) SELECT ?1, printf('sha256:%064x', i), ?2, 300, ?3 FROM n`,
+        ).bind(repo, OCI_MANIFEST, now),
+        testEnv.DB.prepare(
+          `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 3999)
+           INSERT INTO manifest_refs (repo, manifest, ref) SELECT ?1, ?2, printf('sha256:%064x', i) FROM n`,
+        ).bind(repo, index),
+        testEnv.DB.prepare("INSERT INTO manifests (repo, digest, media_type, size, created_at) VALUES (?, ?, ?, 500000, ?)").bind(repo, index, OCI_INDEX, now),
+        testEnv.DB.prepare("INSERT INTO tags (repo, tag, digest, updated_at) VALUES (?, 'v1', ?, ?)").bind(repo, index, now),
+      ]);
+    }
+    try {
+      const counting = changesEnv();
+      const p = newCollection(crypto.randomUUID(), gcOpts({ dryRun: true }));
+      while (!(await collectFor(counting.env, p, 0)));
+      expect(p.report.deleted.manifests.filter((m) => m.startsWith(namespace))).toEqual([]);
+      // the most any statement of the collection writes (its own cleanup deletes 5,000 marks at a time)
+      expect(counting.most()).toBeLessThanOrEqual(5000);
+    } finally {
+      await testEnv.DB.batch(["tags", "manifest_refs", "manifests"].map((t) => testEnv.DB.prepare(`DELETE FROM ${t} WHERE repo >= ? AND repo < ?`).bind(`${namespace}/`, `${namespace}0`)));
+    }
+  });
+});
