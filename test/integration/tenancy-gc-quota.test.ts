@@ -1,15 +1,17 @@
 // Red team (issue 13): quota reservations and the paged, time-sliced collector attacked by a tenant of
 // another namespace, and by the namespace's own writes landing between a collection's slices. Every
-// test states the attack and passes only when it fails. A collection is driven a step at a time here
+// test states the attack and passes only when it fails, except those marked it.fails: findings not
+// fixed yet, each with a comment saying why. A collection is driven a step at a time here
 // (collectFor with no budget runs one step), so a push can land exactly between two slices.
 import { createExecutionContext, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index";
 import type { Env } from "../../src/env";
-import { collectFor, newCollection, type GcOptions, type GcProgress } from "../../src/storage/gc";
+import { GC_PAGE, collectFor, newCollection, type GcOptions, type GcProgress } from "../../src/storage/gc";
 import { releaseQuota, reserveQuota } from "../../src/storage/usage";
 import { OCI_INDEX, OCI_MANIFEST, bytesOf, imageManifest, patch, pushBlob, putManifest, randomBytes, reg, sha256, startUpload, streamOf, withDigest } from "./registry/helpers";
 import { age, blobIntact, blobRow } from "./gc/helpers";
+import { createToken } from "./auth/helpers";
 
 const testEnv = env as unknown as Env;
 const ADMIN = { authorization: "Bearer kiln-test-admin", "content-type": "application/json" };
@@ -114,6 +116,37 @@ describe("quota reservations attacked across namespaces", () => {
     expect(await reservedIn(a)).toBe(0);
     expect((await usage(a))?.bytes ?? 0).toBe(0);
     // the namespace has all its room again
+    const fits = randomBytes(1000);
+    expect(await status(await reg(`/v2/${a}/app/blobs/uploads/?digest=${await sha256(fits)}`, { method: "POST", body: fits }))).toBe(201);
+  });
+  it("b's token cannot park staged bytes in a's namespace through encoded or dotted names (a's room stays whole)", async () => {
+    const a = ns("qe");
+    const b = `${a}-b`;
+    await setQuota(a, 1000);
+    const { token } = await createToken([`repository:${b}/**:pull,push`], `red-${seq++}`);
+    const auth = `Basic ${btoa(`kiln:${token}`)}`;
+    for (const name of [`${b}/../${a}/app`, `${b}/%2e%2e/${a}/app`, `${a}%2Fapp`, `${b}%2F..%2F${a}/app`, `${a.toUpperCase()}/app`, `${b}/app/../../${a}/app`]) {
+      const res = await reg(`/v2/${name}/blobs/uploads/`, { method: "POST", headers: { authorization: auth } });
+      await res.arrayBuffer();
+      expect(res.status, name).toBeGreaterThanOrEqual(400);
+      expect(res.status, name).toBeLessThan(500);
+    }
+    expect((await usage(a))?.stagedBytes ?? 0).toBe(0);
+    expect(await testEnv.DB.prepare("SELECT COUNT(*) AS n FROM uploads WHERE repo >= ? AND repo < ?").bind(`${a}/`, `${a}0`).first<{ n: number }>()).toEqual({ n: 0 });
+    const data = randomBytes(1000);
+    expect(await status(await reg(`/v2/${a}/app/blobs/uploads/?digest=${await sha256(data)}`, { method: "POST", body: data }))).toBe(201);
+  });
+
+  it("a completing PUT of unknown length cut off past the room ends the session: no staged bytes, and the next push fits", async () => {
+    const a = ns("qp");
+    await setQuota(a, 1000);
+    const loc = await startUpload(`${a}/app`);
+    expect(await status(await patch(loc, randomBytes(300), 0))).toBe(202);
+    const url = new URL(loc, "http://kiln.test");
+    const put = await direct(`${url.pathname}?digest=${await sha256(randomBytes(8))}${url.search ? `&${url.search.slice(1)}` : ""}`, { method: "PUT", body: streamOf(randomBytes(900), 100) });
+    expect(await status(put)).toBe(403);
+    expect((await usage(a))?.stagedBytes ?? 0).toBe(0);
+    expect(await reservedIn(a)).toBe(0);
     const fits = randomBytes(1000);
     expect(await status(await reg(`/v2/${a}/app/blobs/uploads/?digest=${await sha256(fits)}`, { method: "POST", body: fits }))).toBe(201);
   });
@@ -292,10 +325,12 @@ describe("builds and dry runs across a collection's slices", () => {
 
 describe("a collection's cost per statement, whatever a tenant stores", () => {
   /** env whose D1 records the most rows any one statement (alone or in a batch) changed. */
-  function changesEnv(): { env: Env; most: () => number } {
+  function changesEnv(): { env: Env; most: () => number; mostRead: () => number } {
     let most = 0;
+    let mostRead = 0;
     const note = (r: D1Result) => {
       most = Math.max(most, r.meta?.changes ?? 0);
+      mostRead = Math.max(mostRead, r.meta?.rows_read ?? 0);
       return r;
     };
     const db = testEnv.DB;
@@ -315,7 +350,7 @@ describe("a collection's cost per statement, whatever a tenant stores", () => {
         return typeof v === "function" ? v.bind(t) : v;
       },
     });
-    return { env: { ...testEnv, DB } as Env, most: () => most };
+    return { env: { ...testEnv, DB } as Env, most: () => most, mostRead: () => mostRead };
   }
 
   it("three tagged indexes of 4,000 child manifests each (one index pushed into three repositories: the same bytes, counted once by the quota) are marked a page at a time", async () => {
@@ -347,6 +382,30 @@ describe("a collection's cost per statement, whatever a tenant stores", () => {
       expect(counting.most()).toBeLessThanOrEqual(5000);
     } finally {
       await testEnv.DB.batch(["tags", "manifest_refs", "manifests"].map((t) => testEnv.DB.prepare(`DELETE FROM ${t} WHERE repo >= ? AND repo < ?`).bind(`${namespace}/`, `${namespace}0`)));
+    }
+  });
+
+  // Found, not fixed: a write into a namespace with a quota sums the namespace's stored bytes in the
+  // statement that reserves (stored + staged + reserved + adding <= quota), reading every link and
+  // manifest row of the namespace. Quotas bound bytes, not rows: one small blob linked into 20,000
+  // repositories costs its size once, and then every push of that namespace reads 20,000+ rows, in a
+  // D1 database that runs one statement at a time for every tenant. Bounding it needs a usage
+  // counter kept by every writer (and the collector), a change larger than this issue.
+  it.fails("a reservation reads a bounded number of rows, however many repositories link the namespace's blobs", async () => {
+    const namespace = ns("qr");
+    const digest = await pushBlob(`${namespace}/r0`, randomBytes(64));
+    await testEnv.DB.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+       INSERT INTO repo_blobs (repo, digest, created_at) SELECT ?1 || '/r' || i, ?2, ?3 FROM n`,
+    ).bind(namespace, digest, Date.now()).run();
+    await setQuota(namespace, 10 ** 9);
+    const counting = changesEnv();
+    try {
+      const held = await reserveQuota(counting.env, { namespace, bytes: 10 ** 9 }, 1);
+      await releaseQuota(testEnv, held);
+      expect(counting.mostRead()).toBeLessThanOrEqual(GC_PAGE);
+    } finally {
+      await testEnv.DB.prepare("DELETE FROM repo_blobs WHERE repo >= ? AND repo < ?").bind(`${namespace}/`, `${namespace}0`).run();
     }
   });
 });
