@@ -202,6 +202,29 @@ describe("the sliced collector attacked between its slices", () => {
     });
   }
 
+  it("blobs pushed again while a collection runs are not unlinked before the manifest naming them arrives", async () => {
+    const repo = `${ns("gl")}/app`;
+    // pushed long ago, the image naming them since deleted: the links are unreferenced
+    const config = bytesOf(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"n":${Math.random()}}`);
+    const layer = randomBytes(300);
+    const digests = [await pushBlob(repo, config), await pushBlob(repo, layer)];
+    await age(2 * 3600_000);
+    const p = newCollection(crypto.randomUUID(), gcOpts({ graceMs: 3600_000 }));
+    await runUntil(p, "links");
+    // the owner pushes the image again (a build storing its image links its layers the same way)
+    expect(await pushBlob(repo, config)).toBe(digests[0]);
+    expect(await pushBlob(repo, layer)).toBe(digests[1]);
+    await runUntil(p, "cache"); // the links step is over
+    const body = JSON.stringify({
+      schemaVersion: 2, mediaType: OCI_MANIFEST,
+      config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digests[0], size: config.length },
+      layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: digests[1], size: layer.length }],
+    });
+    expect(await status(await putManifest(repo, "v1", body, OCI_MANIFEST))).toBe(201);
+    await finish(p);
+    for (const d of digests) expect(await blobIntact(repo, d)).toBe(true);
+  });
+
   it("a referrer stays when its subject is tagged between the mark and the sweep", async () => {
     const repo = `${ns("gr")}/app`;
     const subjectBody = await imageManifest(repo);
