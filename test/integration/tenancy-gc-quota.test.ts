@@ -225,6 +225,68 @@ describe("the sliced collector attacked between its slices", () => {
     for (const d of digests) expect(await blobIntact(repo, d)).toBe(true);
   });
 
+  it("b deleting its own image never takes a blob a also uses, nor a's cache entries however many b writes past the budget", async () => {
+    const a = ns("gs");
+    const b = `${a}-b`;
+    const shared = randomBytes(500);
+    // both push an image with the same layer; b also fills its cache scope far past the budget
+    const bodies: Record<string, string> = {};
+    for (const n of [a, b]) {
+      const config = bytesOf(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"ns":"${n}"}`);
+      const digests = [await pushBlob(`${n}/app`, config), await pushBlob(`${n}/app`, shared)];
+      bodies[n] = JSON.stringify({
+        schemaVersion: 2, mediaType: OCI_MANIFEST,
+        config: { mediaType: "application/vnd.oci.image.config.v1+json", digest: digests[0], size: config.length },
+        layers: [{ mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: digests[1], size: shared.length }],
+      });
+      expect(await status(await putManifest(`${n}/app`, "v1", bodies[n], OCI_MANIFEST))).toBe(201);
+    }
+    const layer = await sha256(shared);
+    const now = Date.now();
+    const key = async (s: string) => sha256(bytesOf(s));
+    const aKey = await key(`${a} entry`);
+    const stmts = [testEnv.DB.prepare("INSERT INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?, ?, ?, 500, ?, ?)").bind(aKey, a, layer, now - 3 * 3600_000, now - 3 * 3600_000)];
+    for (let i = 0; i < 20; i++) {
+      const blob = await pushBlob(`${b}/cache`, randomBytes(400));
+      stmts.push(testEnv.DB.prepare("INSERT INTO cache_entries (key, scope, layer, size, created_at, last_hit_at) VALUES (?, ?, ?, 400, ?, ?)").bind(await key(`${b} entry ${i}`), b, blob, now - i, now - i));
+    }
+    await testEnv.DB.batch(stmts);
+    // b deletes its image (tag and manifest)
+    const digest = await sha256(bodies[b]);
+    expect(await status(await reg(`/v2/${b}/app/manifests/${digest}`, { method: "DELETE" }))).toBe(202);
+    await age(2 * 3600_000);
+    const p = newCollection(crypto.randomUUID(), gcOpts({ graceMs: 3600_000, cacheBudgetBytes: 1000 }));
+    await finish(p);
+    expect(await blobIntact(`${a}/app`, layer)).toBe(true);
+    expect(await status(await reg(`/v2/${a}/app/manifests/v1`))).toBe(200);
+    expect(await testEnv.DB.prepare("SELECT 1 AS x FROM cache_entries WHERE key = ?").bind(aKey).first()).not.toBeNull();
+    const bLeft = await testEnv.DB.prepare("SELECT COUNT(*) AS n FROM cache_entries WHERE scope = ?").bind(b).first<{ n: number }>();
+    expect(bLeft?.n).toBeLessThanOrEqual(2); // b's own budget (1,000 bytes of 400-byte layers)
+  });
+
+  it("a tag moved to another image between the retention mark and the tag's delete stays, on the image it now names", async () => {
+    const repo = `${ns("gt")}/app`;
+    const oldBody = await imageManifest(repo);
+    expect(await status(await putManifest(repo, "rc", oldBody, OCI_MANIFEST))).toBe(201);
+    expect(await status(await reg(`/v1/retention/${repo}`, { method: "PUT", headers: ADMIN, body: JSON.stringify({ keepLast: 0, olderThanDays: 1 }) }))).toBe(200);
+    try {
+      await age(3 * DAY);
+      const p = newCollection(crypto.randomUUID(), gcOpts({ graceMs: 3600_000 }));
+      await runUntil(p, "delete-tags"); // rc judged dead (older than a day)
+      expect(p.report.deleted.tags).toContain(`${repo}:rc`);
+      const newBody = await imageManifest(repo);
+      expect(await status(await putManifest(repo, "rc", newBody, OCI_MANIFEST))).toBe(201);
+      await finish(p);
+      const res = await reg(`/v2/${repo}/manifests/rc`);
+      expect(res.headers.get("docker-content-digest")).toBe(await sha256(newBody));
+      await res.arrayBuffer();
+      const layer = (JSON.parse(newBody) as { layers: { digest: string }[] }).layers[0].digest;
+      expect(await blobIntact(repo, layer)).toBe(true);
+    } finally {
+      await reg(`/v1/retention/${repo}`, { method: "DELETE", headers: ADMIN });
+    }
+  });
+
   it("a referrer stays when its subject is tagged between the mark and the sweep", async () => {
     const repo = `${ns("gr")}/app`;
     const subjectBody = await imageManifest(repo);
