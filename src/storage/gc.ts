@@ -360,7 +360,8 @@ const STEPS: Record<Phase, Step> = {
     const referrers = c.stage === "referrers";
     // the pairs (g: a manifest kept in this round, k: a manifest it names or a referrer of it)
     const pairs = referrers
-      ? "FROM gc_marks g JOIN manifests k ON k.repo = g.repo AND k.subject = g.key"
+      // (by subject: ordered by digest, SQLite would read every manifest of the repository per mark)
+      ? "FROM gc_marks g JOIN manifests k INDEXED BY manifests_subject ON k.repo = g.repo AND k.subject = g.key"
       : "FROM gc_marks g JOIN manifest_refs r ON r.repo = g.repo AND r.manifest = g.key";
     const named = referrers ? "k.digest" : "r.ref";
     const inRound = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key, ${named}) > (?3, ?4, ?5)`;
