@@ -493,4 +493,40 @@ describe("a collection's cost per statement, whatever a tenant stores", () => {
       await testEnv.DB.prepare("DELETE FROM repo_blobs WHERE repo >= ? AND repo < ?").bind(`${namespace}/`, `${namespace}0`).run();
     }
   });
+
+  it("b's GET /v1/usage reads b's rows, not the whole store (a's 20,000 links stay unread)", async () => {
+    const a = ns("ua");
+    const b = `${a}-b`;
+    const digest = await pushBlob(`${a}/r0`, randomBytes(64));
+    await testEnv.DB.prepare(
+      `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 19999)
+       INSERT INTO repo_blobs (repo, digest, created_at) SELECT ?1 || '/r' || i, ?2, ?3 FROM n`,
+    ).bind(a, digest, Date.now()).run();
+    try {
+      const mine = randomBytes(300);
+      await pushBlob(`${b}/app`, mine);
+      const { token } = await createToken([`repository:${b}/**:pull,push`], `red-${seq++}`);
+      let read = 0;
+      const db = testEnv.DB;
+      const counted = (r: D1Result) => {
+        read += r.meta?.rows_read ?? 0;
+        return r;
+      };
+      const DB = new Proxy(db, {
+        get(t, k) {
+          if (k === "batch") return async (stmts: D1PreparedStatement[]) => (await t.batch(stmts)).map(counted);
+          const v = Reflect.get(t, k, t);
+          return typeof v === "function" ? v.bind(t) : v;
+        },
+      });
+      const req = new Request("http://kiln.test/v1/usage", { headers: { authorization: `Bearer ${token}` } });
+      const res = await worker.fetch(req, { ...testEnv, DB } as Env, createExecutionContext());
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { namespaces: { namespace: string; bytes: number }[] };
+      expect(body.namespaces).toEqual([expect.objectContaining({ namespace: b, bytes: 300 })]);
+      expect(read).toBeLessThan(20_000);
+    } finally {
+      await testEnv.DB.prepare("DELETE FROM repo_blobs WHERE repo >= ? AND repo < ?").bind(`${a}/`, `${a}0`).run();
+    }
+  });
 });
