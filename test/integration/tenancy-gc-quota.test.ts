@@ -309,6 +309,26 @@ describe("the sliced collector attacked between its slices", () => {
     expect(referrers.manifests.map((m) => m.digest)).toEqual([sig]);
   });
 
+  it("an index pushed between the judgement and the delete keeps the old untagged child it names (grace 0)", async () => {
+    const repo = `${ns("gj")}/app`;
+    const childBody = await imageManifest(repo);
+    const child = await sha256(childBody);
+    expect(await status(await putManifest(repo, child, childBody, OCI_MANIFEST))).toBe(201);
+    const layer = (JSON.parse(childBody) as { layers: { digest: string }[] }).layers[0].digest;
+    await sleep(5);
+    const p = newCollection(crypto.randomUUID(), gcOpts());
+    await runUntil(p, "delete-tags");
+    expect(p.report.deleted.manifests).toContain(`${repo}@${child}`); // judged dead
+    const index = JSON.stringify({
+      schemaVersion: 2, mediaType: OCI_INDEX,
+      manifests: [{ mediaType: OCI_MANIFEST, digest: child, size: bytesOf(childBody).length, platform: { architecture: "arm64", os: "linux" } }],
+    });
+    expect(await status(await putManifest(repo, "multi", index, OCI_INDEX))).toBe(201);
+    await finish(p);
+    expect(await status(await reg(`/v2/${repo}/manifests/${child}`))).toBe(200);
+    expect(await blobIntact(repo, layer)).toBe(true);
+  });
+
   it("an image manifest pushed again by digest while a collection runs is not collected before its index is pushed", async () => {
     const repo = `${ns("gi")}/app`;
     const childBody = await imageManifest(repo);
