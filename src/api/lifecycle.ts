@@ -165,10 +165,14 @@ quotasRoutes.delete("/:namespace", async (c) => {
 usageRoutes.get("/", async (c) => {
   const principal = await optionalApiPrincipal(c);
   if (!principal || principal.kind === "registry") return requireApiScope(c, { kind: "admin" }).then(() => c.json({})); // the gate's 401
-  const all = await namespaceUsage(c.env);
-  if (principalHasScope(principal, { kind: "admin" })) return c.json({ namespaces: all });
+  if (principalHasScope(principal, { kind: "admin" })) return c.json({ namespaces: await namespaceUsage(c.env) });
   const scopes = principal.kind === "token" ? principal.scopes : [];
-  const visible = (ns: string) => scopes.some((s) => s.kind === "repository" && s.actions.includes("pull") && patternMatches(s.pattern, `${ns}/**`));
+  const pulls = scopes.flatMap((s) => (s.kind === "repository" && s.actions.includes("pull") ? [s.pattern] : []));
+  const visible = (ns: string) => pulls.some((p) => patternMatches(p, `${ns}/**`));
+  // only the namespaces the token may see are summed (a tenant's request never reads the whole
+  // store), unless a pattern's first segment is a wildcard (then every namespace is a candidate)
+  const named = pulls.map((p) => p.split("/")[0]);
+  const only = named.some((n) => n.includes("*")) ? undefined : named.filter(visible);
   // quotas are the admin's business, usage of a namespace its readers'
-  return c.json({ namespaces: all.filter((u) => visible(u.namespace)) });
+  return c.json({ namespaces: (await namespaceUsage(c.env, only)).filter((u) => visible(u.namespace)) });
 });

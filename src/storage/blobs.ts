@@ -332,7 +332,9 @@ export async function linkBlob(env: Env, repo: string, digest: string): Promise<
   const [, link] = await env.DB.batch([
     env.DB.prepare("INSERT INTO repositories (name, created_at) VALUES (?, ?) ON CONFLICT(name) DO NOTHING").bind(repo, now),
     env.DB.prepare(
-      "INSERT INTO repo_blobs (repo, digest, created_at) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?2) ON CONFLICT(repo, digest) DO NOTHING",
+      // linked again: the link counts as new (created_at), so a collection that judged it unused before
+      // leaves it to the manifest about to name it
+      "INSERT INTO repo_blobs (repo, digest, created_at) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM blobs WHERE digest = ?2) ON CONFLICT(repo, digest) DO UPDATE SET created_at = excluded.created_at",
     ).bind(repo, digest, now),
   ]);
   if (!link.meta.changes && !(await statRepoBlob(env, repo, digest))) {

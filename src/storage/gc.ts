@@ -357,35 +357,39 @@ const STEPS: Record<Phase, Step> = {
 
   retention: retentionStep,
 
-  /** Kept manifests mark their index children and their referrers, a round (frontier) at a time. */
+  /**
+   * Kept manifests mark their index children, then their referrers, a round (frontier) at a time,
+   * paged by (manifest, what it names): a page marks at most GC_PAGE manifests however many children
+   * or referrers one manifest has (one index pushed into many repositories costs a quota once).
+   */
   async propagate(env, p) {
     const c = p.cursor;
     const round = (c.round as number | undefined) ?? 0;
-    const lo = [(c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? ""];
-    const [hi] = await all<{ repo: string; key: string }>(env,
-      `SELECT repo, key FROM gc_marks WHERE run = ?1 AND kind = 'manifest' AND round = ?2 AND (repo, key) > (?3, ?4) ORDER BY repo, key LIMIT 1 OFFSET ${gcPage(env) - 1}`,
-      p.id, round, lo[0], lo[1]);
-    const range = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key) > (?3, ?4) AND (?5 IS NULL OR (g.repo, g.key) <= (?5, ?6))`;
-    const binds = [p.id, round, lo[0], lo[1], hi?.repo ?? null, hi?.key ?? null];
-    const [children, referrers] = await env.DB.batch([
-      env.DB.prepare(
-        `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
-         SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 FROM gc_marks g
-           JOIN manifest_refs r ON r.repo = g.repo AND r.manifest = g.key
-           JOIN manifests m ON m.repo = r.repo AND m.digest = r.ref
-         WHERE ${range}`,
-      ).bind(...binds),
-      // signatures, SBOMs: they go with their subject
-      env.DB.prepare(
-        `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
-         SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 FROM gc_marks g
-           JOIN manifests m ON m.repo = g.repo AND m.subject = g.key
-         WHERE ${range}`,
-      ).bind(...binds),
-    ]);
-    const changed = ((c.changed as number | undefined) ?? 0) + (children.meta.changes ?? 0) + (referrers.meta.changes ?? 0);
+    const referrers = c.stage === "referrers";
+    // the pairs (g: a manifest kept in this round, k: a manifest it names or a referrer of it)
+    const pairs = referrers
+      // (by subject: ordered by digest, SQLite would read every manifest of the repository per mark)
+      ? "FROM gc_marks g JOIN manifests k INDEXED BY manifests_subject ON k.repo = g.repo AND k.subject = g.key"
+      : "FROM gc_marks g JOIN manifest_refs r ON r.repo = g.repo AND r.manifest = g.key";
+    const named = referrers ? "k.digest" : "r.ref";
+    const inRound = `g.run = ?1 AND g.kind = 'manifest' AND g.round = ?2 AND (g.repo, g.key, ${named}) > (?3, ?4, ?5)`;
+    const lo = [(c.repo as string | undefined) ?? "", (c.key as string | undefined) ?? "", (c.ref as string | undefined) ?? ""];
+    const [hi] = await all<{ repo: string; key: string; ref: string }>(env,
+      `SELECT g.repo AS repo, g.key AS key, ${named} AS ref ${pairs} WHERE ${inRound} ORDER BY g.repo, g.key, ${named} LIMIT 1 OFFSET ${gcPage(env) - 1}`,
+      p.id, round, ...lo);
+    const marked = await env.DB.prepare(
+      `INSERT OR IGNORE INTO gc_marks (run, kind, repo, key, round)
+       SELECT DISTINCT ?1, 'manifest', m.repo, m.digest, ?2 + 1 ${pairs} JOIN manifests m ON m.repo = g.repo AND m.digest = ${named}
+       WHERE ${inRound} AND (?6 IS NULL OR (g.repo, g.key, ${named}) <= (?6, ?7, ?8))`,
+    ).bind(p.id, round, ...lo, hi?.repo ?? null, hi?.key ?? null, hi?.ref ?? null).run();
+    const changed = ((c.changed as number | undefined) ?? 0) + (marked.meta.changes ?? 0);
     if (hi) {
-      p.cursor = { round, repo: hi.repo, key: hi.key, changed };
+      p.cursor = { round, stage: referrers ? "referrers" : "children", repo: hi.repo, key: hi.key, ref: hi.ref, changed };
+      return false;
+    }
+    if (!referrers) {
+      // signatures, SBOMs: they go with their subject
+      p.cursor = { round, stage: "referrers", changed };
       return false;
     }
     if (changed === 0) return true;
@@ -430,7 +434,9 @@ const STEPS: Record<Phase, Step> = {
   /**
    * Deletes dead manifests (and their refs). Each delete re-checks in SQL that the manifest is still
    * untagged, that no existing manifest names it (a parent goes first, so a child whose index is
-   * deleted in the same run follows in a later round) and that no push pinned it.
+   * deleted in the same run follows in a later round), that its subject is gone (a referrer follows
+   * its subject likewise, and stays with a subject tagged again since it was judged) and that no push
+   * pinned it.
    */
   async "delete-manifests"(env, p) {
     if (p.opts.dryRun) return true;
@@ -446,6 +452,7 @@ const STEPS: Record<Phase, Step> = {
           `DELETE FROM manifests WHERE repo = ?1 AND digest = ?2 AND created_at = ?3
              AND NOT EXISTS (SELECT 1 FROM tags WHERE repo = ?1 AND digest = ?2)
              AND NOT EXISTS (SELECT 1 FROM manifest_refs WHERE repo = ?1 AND ref = ?2)
+             AND NOT EXISTS (SELECT 1 FROM manifests s WHERE s.repo = ?1 AND s.digest = (SELECT subject FROM manifests WHERE repo = ?1 AND digest = ?2))
              AND NOT EXISTS (SELECT 1 FROM blob_pins WHERE digest = ?2 AND expires_at > ?4)`,
         ).bind(m.repo, m.key, m.at, Date.now()),
         env.DB.prepare("DELETE FROM manifest_refs WHERE repo = ?1 AND manifest = ?2 AND NOT EXISTS (SELECT 1 FROM manifests WHERE repo = ?1 AND digest = ?2)")
@@ -828,7 +835,11 @@ async function sweepContexts(env: Env, p: GcProgress): Promise<boolean> {
     const m = /^contexts\/sha256\/([0-9a-f]{64})$/.exec(o.key);
     return m ? [{ hex: m[1], uploaded: o.uploaded.getTime(), location: o.customMetadata?.location }] : [];
   });
-  const kept = await markedAmong(env, p.id, ["pack", "context"], pointers.map((x) => `sha256:${x.hex}`));
+  const digests = pointers.map((x) => `sha256:${x.hex}`);
+  const kept = await markedAmong(env, p.id, ["pack", "context"], digests);
+  // a build that started after the running builds were read may use an existing (old) pack: its
+  // upload of the same bytes wrote nothing, so the pack's age does not say it is in use
+  for (const d of await activeBuildContexts(env, p, digests.filter((d) => !kept.has(d)))) kept.add(d);
   await addMarks(env, p.id, pointers.flatMap((x) => (x.location ? [{ kind: "ctx-data", key: x.location }] : [])));
   const deadPacks: string[] = [];
   const deadIndexes: string[] = [];
@@ -851,6 +862,19 @@ async function sweepContexts(env: Env, p: GcProgress): Promise<boolean> {
   if (!next) return true;
   p.cursor = { r2: next, hex: lastHex, dead: lastDead };
   return false;
+}
+
+/** Those of `digests` (context packs) that a build running now, or ended within the grace period, uses. */
+async function activeBuildContexts(env: Env, p: GcProgress, digests: string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (let i = 0; i < digests.length; i += 90) {
+    const part = digests.slice(i, i + 90);
+    const rows = await all<{ d: string }>(env,
+      `SELECT DISTINCT context_digest AS d FROM builds WHERE context_digest IN (${part.map(() => "?").join(",")}) AND (status IN ('queued', 'running') OR updated_at >= ?)`,
+      ...part, p.cutoff);
+    out.push(...rows.map((r) => r.d));
+  }
+  return out;
 }
 
 /** Data objects of packs whose pointer was never written (an interrupted upload), older than the cutoff. */

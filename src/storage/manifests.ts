@@ -121,6 +121,9 @@ async function storeManifest(
   env: Env, repo: string, digest: string, bytes: Uint8Array, parsed: ManifestReferences, tags: string[],
 ): Promise<{ digest: string; subject?: string }> {
   await putBlobBytes(env, bytes, digest);
+  // A push again counts as a push (created_at is its time): an untagged manifest pushed again by digest
+  // (an index's child, before the index) gets the grace period again, and a collection that judged it
+  // dead before (the delete re-checks created_at) leaves it.
   const now = Date.now();
   const db = env.DB;
   const refs = [...parsed.blobs, ...parsed.children];
@@ -130,7 +133,7 @@ async function storeManifest(
       `INSERT INTO manifests (repo, digest, media_type, size, artifact_type, subject, annotations, body, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(repo, digest) DO UPDATE SET media_type = excluded.media_type, artifact_type = excluded.artifact_type,
-         subject = excluded.subject, annotations = excluded.annotations, body = excluded.body`,
+         subject = excluded.subject, annotations = excluded.annotations, body = excluded.body, created_at = excluded.created_at`,
     ).bind(repo, digest, parsed.mediaType, bytes.byteLength, parsed.artifactType ?? null, parsed.subject ?? null,
       annotationsColumn(parsed.annotations), inlineBody(bytes), now),
     db.prepare("DELETE FROM manifest_refs WHERE repo = ? AND manifest = ?").bind(repo, digest),
