@@ -34,7 +34,7 @@ export function markRunning(host: BuildHost): void {
   setStatus(host, "running");
 }
 
-function setStatus(host: BuildHost, status: BuildStatus, extra: { imageDigest?: string; error?: string } = {}): void {
+function setStatus(host: BuildHost, status: BuildStatus, extra: { imageDigest?: string; error?: string; steps?: { total: number; cached: number } } = {}): void {
   host.store.setMeta("status", status);
   host.ctx.waitUntil(updateBuildStatus(host.env, host.store.spec().id, status, extra).catch((e) => console.error("builds row update failed", e)));
 }
@@ -51,7 +51,7 @@ export async function finish(host: BuildHost, outcome: BuildOutcome): Promise<vo
       if (view) host.events.step(store.stepView(view));
     }
   }
-  let extra: { imageDigest?: string; error?: string } = {};
+  let extra: { imageDigest?: string; error?: string; steps?: { total: number; cached: number } } = {};
   if (outcome.status === "succeeded") {
     if (outcome.image) store.setMeta("image", outcome.image);
     if (outcome.image) extra = { imageDigest: outcome.image.digest };
@@ -64,7 +64,9 @@ export async function finish(host: BuildHost, outcome: BuildOutcome): Promise<vo
     extra = { error: message };
   }
   store.setMeta("finishedAt", now);
-  setStatus(host, outcome.status, extra);
+  // the builds row keeps the step counts: a list of builds needs no coordinator
+  const steps = store.view().steps;
+  setStatus(host, outcome.status, { ...extra, steps: { total: steps.length, cached: steps.filter((s) => s.status === "cached").length } });
   store.dropSecrets();
   const spec = store.spec();
   // Builds from git pushes report their result on the commit.

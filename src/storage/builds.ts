@@ -13,6 +13,8 @@ export interface BuildRow {
   trigger: BuildTrigger | null;
   /** The commit of a webhook build. */
   commit: string | null;
+  /** A finished build's steps and how many were cache hits (null while it runs, and for older builds). */
+  steps: { total: number; cached: number } | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -29,6 +31,8 @@ interface RawRow {
   error: string | null;
   trigger: string | null;
   source_commit: string | null;
+  steps_total?: number | null;
+  steps_cached?: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -43,6 +47,7 @@ const fromRaw = (r: RawRow): BuildRow => ({
   error: r.error,
   trigger: r.trigger === "cli" || r.trigger === "api" || r.trigger === "webhook" || r.trigger === "dashboard" ? r.trigger : null,
   commit: r.source_commit ?? null,
+  steps: r.steps_total === null || r.steps_total === undefined ? null : { total: r.steps_total, cached: r.steps_cached ?? 0 },
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -61,9 +66,9 @@ export async function insertBuild(
     .run();
 }
 
-export async function updateBuildStatus(env: Env, id: string, status: string, extra: { imageDigest?: string; error?: string } = {}): Promise<void> {
-  await env.DB.prepare("UPDATE builds SET status = ?, image_digest = COALESCE(?, image_digest), error = COALESCE(?, error), updated_at = ? WHERE id = ?")
-    .bind(status, extra.imageDigest ?? null, extra.error ?? null, Date.now(), id)
+export async function updateBuildStatus(env: Env, id: string, status: string, extra: { imageDigest?: string; error?: string; steps?: { total: number; cached: number } } = {}): Promise<void> {
+  await env.DB.prepare("UPDATE builds SET status = ?, image_digest = COALESCE(?, image_digest), error = COALESCE(?, error), steps_total = COALESCE(?, steps_total), steps_cached = COALESCE(?, steps_cached), updated_at = ? WHERE id = ?")
+    .bind(status, extra.imageDigest ?? null, extra.error ?? null, extra.steps?.total ?? null, extra.steps?.cached ?? null, Date.now(), id)
     .run();
 }
 

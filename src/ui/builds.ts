@@ -71,7 +71,8 @@ uiBuilds.get("/", async (c) => {
   }))
     .filter((r) => principalHasScope(principal, buildAccessScope(r.repository, "pull")))
     .slice(0, PAGE_SIZE);
-  const views = await Promise.all(rows.map((r) => coordinator(c, r.id).getBuild().catch(() => null)));
+  // finished builds carry their step counts in D1; only running (or older) ones ask their coordinator
+  const views = await Promise.all(rows.map((r) => (ended(r.status) && r.steps ? null : coordinator(c, r.id).getBuild().catch(() => null))));
   const body = h`<h1>Builds</h1>
 <p><a class="button" href="/ui/builds/new">New build</a></p>
 <p class="muted">Start a build here, with <code>kiln build -t &lt;repository&gt;:&lt;tag&gt; .</code> or with <code>POST /v1/builds</code>; it shows here as it runs.</p>
@@ -101,13 +102,14 @@ function pullPrefixes(principal: Principal): string[] | undefined {
 }
 
 function buildRow(r: BuildRow, view: BuildView | null): Html {
-  const steps = view?.steps ?? [];
-  const cached = steps.filter((s) => s.status === "cached").length;
+  const counts = r.steps && ended(r.status)
+    ? r.steps
+    : { total: view?.steps.length ?? 0, cached: (view?.steps ?? []).filter((s) => s.status === "cached").length };
   const what = r.tags.length ? r.tags.join(", ") : r.repository ?? "untagged build";
   return h`<tr><td data-label="Status">${statusBadge(r.status)}</td>
 <td data-label="Build"><span><a href="/ui/builds/${r.id}">${what}</a><br><code class="muted">${r.id}</code></span></td>
 <td data-label="Trigger">${trigger(r)}</td><td data-label="Started">${time(r.createdAt)}</td><td data-label="Duration">${duration(r.createdAt, view?.finishedAt ?? r.updatedAt, r.status)}</td>
-<td data-label="Cache hits">${steps.length ? `${cached} of ${steps.length}` : "—"}</td></tr>`;
+<td data-label="Cache hits">${counts.total ? `${counts.cached} of ${counts.total}` : "—"}</td></tr>`;
 }
 
 uiBuilds.get("/:id", async (c) => {

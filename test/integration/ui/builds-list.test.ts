@@ -1,6 +1,6 @@
 // The dashboard's build list: what started each build (CLI, API, webhook with its commit) and which
 // builds a namespace token finds, however many builds other namespaces have.
-import { SELF } from "cloudflare:test";
+import { env, SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { createToken, uniqueRepo } from "../auth/helpers";
 import { makeTar, postBuild, waitBuild } from "../builds/helpers";
@@ -73,5 +73,27 @@ describe("dashboard build list", () => {
     expect(html).toContain(own.id);
     expect(html).not.toContain(noisy);
     for (const id of ids) await waitBuild(id);
+  });
+
+  it("shows a finished build's cache hits from its D1 row, without asking its coordinator", async () => {
+    const repo = `${uniqueRepo("uisteps")}/app`;
+    const tar = await makeTar({ Dockerfile: "FROM scratch\nCOPY a /a\nCOPY b /b\n", a: "1", b: "2" });
+    const first = (await (await postBuild(tar, `?tag=${repo}:1`)).json()) as { id: string };
+    await waitBuild(first.id);
+    const again = (await (await postBuild(tar, `?tag=${repo}:2`)).json()) as { id: string };
+    await waitBuild(again.id);
+    const rows = await env.DB.prepare("SELECT id, steps_total, steps_cached FROM builds WHERE id IN (?, ?)").bind(first.id, again.id).all<{ id: string; steps_total: number; steps_cached: number }>();
+    const by = new Map(rows.results.map((r) => [r.id, r]));
+    // FROM scratch and two COPYs; the rebuild hits the cache for both COPYs (as the build's own view says)
+    const view = (await (await SELF.fetch(`${ORIGIN}/v1/builds/${again.id}`, { headers: ADMIN_JSON })).json()) as { steps: { status: string }[] };
+    expect(by.get(again.id)).toMatchObject({ steps_total: view.steps.length, steps_cached: view.steps.filter((x) => x.status === "cached").length });
+    expect(by.get(again.id)!.steps_cached).toBeGreaterThanOrEqual(2);
+    expect(by.get(first.id)!.steps_cached).toBe(0);
+    const cookie = await session("kiln-test-admin");
+    const cell = (html: string, id: string) => html.split("<tr>").find((r) => r.includes(`/ui/builds/${id}"`))!.split('<td data-label="Cache hits">')[1].replace(/<\/td>[\s\S]*/, "");
+    expect(cell(await (await page(`/ui/builds?repository=${repo}`, cookie)).text(), again.id)).toBe(`${by.get(again.id)!.steps_cached} of ${view.steps.length}`);
+    // the list reads the row: counts written there are what it shows
+    await env.DB.prepare("UPDATE builds SET steps_total = 9, steps_cached = 7 WHERE id = ?").bind(again.id).run();
+    expect(cell(await (await page(`/ui/builds?repository=${repo}`, cookie)).text(), again.id)).toBe("7 of 9");
   });
 });
