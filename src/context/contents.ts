@@ -12,21 +12,17 @@
 import type { Env } from "../env";
 import { ApiError } from "../errors";
 import { ByteReader } from "../oci/bytes";
-import { createSha256 } from "../oci/digest";
 import { CONTEXT_INDEX_TYPE, type ContextIndexUpload } from "../protocol/contexts";
 import {
   ContextPackWriter, deleteContextIndex, dropPieces, findContents, putContextIndex, readContextRange, recordContents, recordPiece, touchContents,
   type ContentPart,
 } from "../storage/contexts";
-import { workerHasher } from "./hasher";
+import { entryHasher, workerHasher } from "./hasher";
 import { normalizeContextPath, UnsafePathError } from "./paths";
 import { readTar, TarFormatError } from "./tar-reader";
 import { maxContextBytes, maxContextEntries, MAX_DOCKERFILE_BYTES, type ContextFile, type ContextIndex, type IngestedContext } from "./ingest";
 
 export { CONTEXT_INDEX_TYPE, type ContextIndexUpload };
-
-/** Entries up to this size are hashed by the JS SHA-256. */
-const SMALL_ENTRY_BYTES = 16 * 1024;
 
 const bad = (message: string) => new ApiError(400, message);
 const HEX = /^[0-9a-f]{64}$/;
@@ -64,8 +60,7 @@ export async function ingestContents(env: Env, scope: string, body: ReadableStre
       if (!m) throw bad(`contents batch: entry ${e.path} is not named <sha256 hex> or <hex>.<start>.<total>`);
       if (pack.size + e.size > max) throw new ApiError(413, `contents batch larger than ${max} bytes (KILN_MAX_CONTEXT_BYTES)`);
       const offset = pack.size;
-      // a small entry is hashed in JS: a DigestStream per entry cost more than hashing a few bytes
-      const h = e.size <= SMALL_ENTRY_BYTES ? createSha256() : workerHasher();
+      const h = entryHasher(e.size);
       await e.body(async (chunk) => {
         h.update(chunk);
         packHash.update(chunk);

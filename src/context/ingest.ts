@@ -5,7 +5,7 @@ import { ContextPackWriter, deleteContext, deleteContextIndex, putContextIndex, 
 import { ByteReader } from "../oci/bytes";
 import { concatBytes } from "../http/body";
 import { yieldEvery } from "./yield";
-import { workerHasher } from "./hasher";
+import { entryHasher, workerHasher } from "./hasher";
 import { gunzipPaced } from "./gunzip";
 import { boundaryOf, MultipartError, readMultipart } from "./multipart";
 import { normalizeContextPath, resolveInRoot, UnsafePathError } from "./paths";
@@ -248,7 +248,7 @@ async function ingestEntries(
         throw bad(isDockerfile ? `Dockerfile ${path} is larger than 1 MiB` : `.dockerignore is larger than 1 MiB`);
       }
       const keep = !ignore || !ignore.matches(path);
-      const h = workerHasher();
+      const h = entryHasher(e.size);
       const offset = pack.size;
       await e.body(async (chunk) => {
         h.update(chunk);
