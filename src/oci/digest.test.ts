@@ -92,6 +92,23 @@ describe("writableHasher over workerd's DigestStream", () => {
     expect(await h.digest()).toBe(await digestOf(data));
     expect(await factory().digest()).toBe("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   });
+
+  it("gathers small writes without losing their order, around large ones and across reused buffers", async () => {
+    const factory = writableHasher(() => new crypto.DigestStream("SHA-256"));
+    const data = pseudoText(700_001, 11);
+    const h = factory();
+    const scratch = new Uint8Array(70_000);
+    // sizes 1 byte … 70,000 bytes, some over the gathering size, each passed through one reused buffer
+    let o = 0;
+    for (let i = 0; o < data.length; i++) {
+      const n = Math.min(data.length - o, [1, 7, 512, 65_535, 65_536, 70_000, 3][i % 7]);
+      scratch.set(data.subarray(o, o + n));
+      h.update(n >= 65_536 ? data.subarray(o, o + n) : scratch.subarray(0, n));
+      scratch.fill(0); // the caller reuses its buffer at once
+      o += n;
+    }
+    expect(await h.digest()).toBe(await digestOf(data));
+  });
 });
 
 describe("hashReadable", () => {

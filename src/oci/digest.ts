@@ -207,7 +207,8 @@ export const createSha256: HasherFactory = () => new Sha256();
  * Adapts a hashing WritableStream with a `digest` promise (workerd's `crypto.DigestStream`) to a
  * HasherFactory, without referencing the Workers-only class here:
  * `const hasher = writableHasher(() => new crypto.DigestStream("SHA-256"))`.
- * Writes are queued without waiting (DigestStream consumes them promptly); `digest()` closes the stream.
+ * Writes are queued without waiting (DigestStream consumes them promptly), small ones gathered into
+ * one; `digest()` closes the stream.
  */
 export function writableHasher(
   create: () => { getWriter(): WritableStreamDefaultWriter<ArrayBufferView | ArrayBuffer>; digest: Promise<ArrayBuffer> },
@@ -216,14 +217,35 @@ export function writableHasher(
     const stream = create();
     const writer = stream.getWriter();
     let failure: unknown = null;
+    // Small updates (a context of many tiny files) are gathered into one write: each write to the
+    // stream costs more than hashing a few bytes.
+    let pending: Uint8Array | null = null;
+    let used = 0;
+    const write = (chunk: Uint8Array) => {
+      writer.write(chunk).catch((e) => {
+        failure ??= e;
+      });
+    };
+    const flush = () => {
+      if (pending && used) write(pending.subarray(0, used));
+      pending = null;
+      used = 0;
+    };
     return {
       update(chunk: Uint8Array) {
         if (chunk.length === 0) return;
-        writer.write(chunk).catch((e) => {
-          failure ??= e;
-        });
+        if (chunk.length >= GATHER_BYTES) {
+          flush();
+          write(chunk);
+          return;
+        }
+        if (pending && used + chunk.length > GATHER_BYTES) flush();
+        pending ??= new Uint8Array(GATHER_BYTES);
+        pending.set(chunk, used);
+        used += chunk.length;
       },
       async digest() {
+        flush();
         await writer.close();
         if (failure) throw failure;
         return `sha256:${toHex(new Uint8Array(await stream.digest))}`;
@@ -231,6 +253,9 @@ export function writableHasher(
     };
   };
 }
+
+/** Updates smaller than this are gathered into writes of up to this size (writableHasher). */
+const GATHER_BYTES = 64 * 1024;
 
 /** A promise with its resolve/reject at hand; an unobserved rejection is not an unhandled one. */
 function settledLater<T>(): { promise: Promise<T>; resolve: (v: T) => void; reject: (e: unknown) => void } {
